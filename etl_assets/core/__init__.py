@@ -1,0 +1,1 @@
+"""The flow machinery: nothing here names a flow."""

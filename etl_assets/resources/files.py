@@ -1,0 +1,104 @@
+"""Where source files come from: an SFTP server, or ETL_HOME/import in dev.
+
+Both resources have the same methods so that a step never knows which one it has.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from dagster import ConfigurableResource
+
+from etl_assets.resources.errors import ConnectorError
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file in a source folder, as the server lists it."""
+
+    name: str
+    path: str
+    size: int
+    mtime: float
+
+
+class FilesResource(ConfigurableResource):
+    """The interface of a file source; see SftpResource and LocalFilesResource."""
+
+    folders: dict[str, str] = {}
+
+    def folder_of(self, flow: str, default: str | None = None) -> str:
+        """The remote folder of a flow from the settings, else the flow's default."""
+        folder = self.folders.get(flow, default)
+        if folder is None:
+            raise ConnectorError("sftp", f"no folder configured for flow {flow!r} (sftp.folders)")
+        return folder
+
+    def list_files(self, folder: str) -> list[RemoteFile]:
+        raise NotImplementedError
+
+    def download(self, remote_path: str, local_path: Path) -> Path:
+        raise NotImplementedError
+
+    def upload(self, local_path: Path, remote_path: str) -> None:
+        raise NotImplementedError
+
+    def rename(self, remote_path: str, new_path: str) -> None:
+        raise NotImplementedError
+
+    def remove(self, remote_path: str) -> None:
+        raise NotImplementedError
+
+    def check_connection(self) -> str:
+        raise NotImplementedError
+
+
+class LocalFilesResource(FilesResource):
+    """Dev default: files sit flat in ETL_HOME/import (the file name says the flow)."""
+
+    root: str
+
+    def _local(self, remote_path: str) -> Path:
+        return Path(self.root) / PurePosixPath(remote_path).name
+
+    def list_files(self, folder: str) -> list[RemoteFile]:
+        root = Path(self.root)
+        root.mkdir(parents=True, exist_ok=True)
+        return sorted(
+            (
+                RemoteFile(p.name, str(p), (st := p.stat()).st_size, st.st_mtime)
+                for p in root.iterdir()
+                if p.is_file() and not p.name.startswith(".")
+            ),
+            key=lambda f: f.name,
+        )
+
+    def download(self, remote_path: str, local_path: Path) -> Path:
+        source = self._local(remote_path)
+        if not source.is_file():
+            raise FileNotFoundError(f"{source}: no such file")
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = local_path.with_name(local_path.name + ".part")
+        shutil.copyfile(source, partial)
+        partial.replace(local_path)
+        return local_path
+
+    def upload(self, local_path: Path, remote_path: str) -> None:
+        target = self._local(remote_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local_path, target)
+
+    def rename(self, remote_path: str, new_path: str) -> None:
+        target = Path(self.root) / new_path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._local(remote_path).replace(target)
+
+    def remove(self, remote_path: str) -> None:
+        self._local(remote_path).unlink()
+
+    def check_connection(self) -> str:
+        root = Path(self.root)
+        root.mkdir(parents=True, exist_ok=True)
+        return f"local folder {root} ({len(self.list_files(str(root)))} files)"

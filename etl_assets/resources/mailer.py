@@ -1,0 +1,138 @@
+"""Run e-mails: SMTP (optional STARTTLS and login), or .eml files in the outbox in dev."""
+
+from __future__ import annotations
+
+import mimetypes
+import smtplib
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Sequence
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+from etl_assets.resources.errors import ConnectorError, first_line, redact
+from etl_assets.settings.secrets import SecretError, decrypt
+
+
+class MailerResource(ConfigurableResource):
+    """Sends one message with attachments; ``password`` is a token."""
+
+    env: str = "dev"
+    sender: str
+    recipients: list[str] = []
+    outbox: str
+    smtp_host: str = ""
+    smtp_port: int = 25
+    starttls: bool = False
+    cafile: str = ""
+    user: str = ""
+    password: str = ""
+    timeout: float = 10.0
+
+    @property
+    def label(self) -> str:
+        if not self.smtp_host:
+            return f"outbox {self.outbox}"
+        login = f"{self.user}@" if self.user else ""
+        return f"smtp {login}{self.smtp_host}:{self.smtp_port}" + (" starttls" if self.starttls else "")
+
+    def build_message(
+        self,
+        subject: str,
+        body: str,
+        attachments: Sequence[Path] = (),
+        recipients: Sequence[str] | None = None,
+    ) -> EmailMessage:
+        """A MIME message with every attachment; its content type guessed from the name."""
+        message = EmailMessage()
+        message["From"] = self.sender
+        message["To"] = ", ".join(recipients if recipients is not None else self.recipients)
+        message["Subject"] = subject
+        message["Date"] = formatdate(localtime=True)
+        message["Message-ID"] = make_msgid(domain="etl-assets")
+        message.set_content(body)
+        for path in attachments:
+            ctype, _ = mimetypes.guess_type(path.name)
+            maintype, subtype = (ctype or "application/octet-stream").split("/", 1)
+            message.add_attachment(path.read_bytes(), maintype=maintype, subtype=subtype, filename=path.name)
+        return message
+
+    def send(
+        self,
+        subject: str,
+        body: str,
+        attachments: Sequence[Path] = (),
+        recipients: Sequence[str] | None = None,
+    ) -> str:
+        """Send (or, without SMTP, write to the outbox); returns where the message went."""
+        message = self.build_message(subject, body, attachments, recipients)
+        if not self.smtp_host:
+            return str(self._write_eml(message))
+        self._deliver(message)
+        return f"{self.label} to {message['To']}"
+
+    def _write_eml(self, message: EmailMessage) -> Path:
+        outbox = Path(self.outbox)
+        outbox.mkdir(parents=True, exist_ok=True)
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}.eml"
+        partial = outbox / f".{name}.part"
+        partial.write_bytes(bytes(message))
+        return partial.replace(outbox / name)
+
+    def _password(self) -> str | None:
+        if not self.password:
+            return None
+        try:
+            return decrypt(self.password, "mail.smtp.password")
+        except SecretError as exc:
+            raise ConnectorError("mail", str(exc)) from None
+
+    def _deliver(self, message: EmailMessage | None) -> None:
+        """Open a session, log in, and send ``message`` (None: only log in)."""
+        password = self._password()
+        try:
+            with smtplib.SMTP(self.smtp_host, self.smtp_port, timeout=self.timeout) as smtp:
+                smtp.ehlo()
+                if self.starttls:
+                    context = ssl.create_default_context(cafile=self.cafile or None)
+                    smtp.starttls(context=context)
+                    smtp.ehlo()
+                if self.user:
+                    smtp.login(self.user, password or "")
+                if message is not None:
+                    smtp.send_message(message)
+        except smtplib.SMTPAuthenticationError:
+            raise ConnectorError(
+                "mail", f"{self.label}: login refused for user {self.user!r} (wrong password?)"
+            ) from None
+        except ssl.SSLError as exc:
+            raise ConnectorError("mail", f"{self.label}: TLS failed ({first_line(exc)})") from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise ConnectorError("mail", redact(f"{self.label}: {first_line(exc)}", [password])) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            if isinstance(
+                exc, (ConnectionRefusedError, socket.timeout, socket.gaierror, smtplib.SMTPConnectError)
+            ):
+                reason = f"host unreachable: {self.smtp_host}:{self.smtp_port} ({first_line(exc)})"
+            else:
+                reason = first_line(exc)
+            raise ConnectorError("mail", redact(f"{self.label}: {reason}", [password])) from None
+
+    def check_connection(self, send_test_email: bool = False) -> str:
+        """Log in (and optionally send a test e-mail to the recipients)."""
+        if send_test_email:
+            where = self.send(
+                f"[etl_assets][{self.env}] test e-mail",
+                "test-connections sent this message; no action needed.",
+            )
+            return f"{self.label}: test e-mail sent ({where})"
+        if self.smtp_host:
+            self._deliver(None)
+        else:
+            Path(self.outbox).mkdir(parents=True, exist_ok=True)
+        return self.label

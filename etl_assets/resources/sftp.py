@@ -1,0 +1,235 @@
+"""SFTP through paramiko: host key checked, retries with back-off on dropped connections."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import TypeVar
+
+import paramiko
+
+from etl_assets.resources.errors import ConnectorError, first_line, redact
+from etl_assets.resources.files import FilesResource, RemoteFile
+from etl_assets.settings.secrets import SecretError, decrypt
+
+log = logging.getLogger("etl_assets.sftp")
+T = TypeVar("T")
+
+# OSError numbers that mean "the file system said no", not "the line dropped".
+_FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR}
+
+
+class SftpResource(FilesResource):
+    """An OpenSSH/SFTP server; passwords are tokens, decrypted only to log in."""
+
+    host: str
+    port: int = 22
+    user: str
+    password: str = ""
+    private_key: str = ""
+    private_key_passphrase: str = ""
+    known_hosts: str = "~/.ssh/known_hosts"
+    allow_unknown_host_keys: bool = False
+    timeout: float = 10.0
+    retries: int = 3
+    backoff_seconds: float = 1.0
+
+    @property
+    def label(self) -> str:
+        return f"sftp {self.user}@{self.host}:{self.port}"
+
+    def _secret(self, token: str, setting: str) -> str | None:
+        if not token:
+            return None
+        try:
+            return decrypt(token, setting)
+        except SecretError as exc:
+            raise ConnectorError("sftp", str(exc)) from None
+
+    @contextmanager
+    def session(self) -> Iterator[paramiko.SFTPClient]:
+        """One logged-in SFTP session; faults become ConnectorError with the reason."""
+        client = self._connect()
+        try:
+            yield client.open_sftp()
+        finally:
+            client.close()
+
+    def _connect(self) -> paramiko.SSHClient:
+        password = self._secret(self.password, "sftp.password")
+        passphrase = self._secret(self.private_key_passphrase, "sftp.private_key_passphrase")
+        client = paramiko.SSHClient()
+        known_hosts = Path(self.known_hosts).expanduser()
+        if known_hosts.is_file():
+            client.load_host_keys(str(known_hosts))
+        elif not self.allow_unknown_host_keys:
+            raise ConnectorError("sftp", f"{self.label}: known_hosts file {known_hosts} not found")
+        policy = paramiko.AutoAddPolicy() if self.allow_unknown_host_keys else paramiko.RejectPolicy()
+        client.set_missing_host_key_policy(policy)
+        try:
+            client.connect(
+                self.host,
+                port=self.port,
+                username=self.user,
+                password=password,
+                key_filename=str(Path(self.private_key).expanduser()) if self.private_key else None,
+                passphrase=passphrase,
+                timeout=self.timeout,
+                banner_timeout=self.timeout,
+                auth_timeout=self.timeout,
+                look_for_keys=False,
+                allow_agent=False,
+            )
+        except Exception as exc:
+            client.close()
+            raise self._as_connector_error(exc, known_hosts, [password, passphrase]) from None
+        return client
+
+    def _as_connector_error(
+        self, exc: BaseException, known_hosts: Path, secrets: list[str | None]
+    ) -> ConnectorError:
+        if isinstance(exc, paramiko.BadHostKeyException):
+            reason = (
+                f"host key changed: the key offered by {self.host}:{self.port} does not match {known_hosts}"
+            )
+        elif isinstance(exc, paramiko.AuthenticationException):
+            reason = f"login refused for user {self.user!r} (wrong password or key?)"
+        elif isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc):
+            reason = f"unknown host key: [{self.host}]:{self.port} is not in {known_hosts}"
+        elif isinstance(exc, (socket.error, paramiko.ssh_exception.NoValidConnectionsError)):
+            reason = f"host unreachable: {self.host}:{self.port} ({first_line(exc)})"
+        else:
+            reason = first_line(exc)
+        error = ConnectorError("sftp", redact(f"{self.label}: {reason}", secrets))
+        error.transient = _is_transient(exc)  # type: ignore[attr-defined]
+        return error
+
+    def _retrying(self, what: str, action: Callable[[paramiko.SFTPClient], T]) -> T:
+        """Run ``action`` in a session; a dropped line gets a new session after a back-off."""
+        attempt = 0
+        while True:
+            try:
+                with self.session() as sftp:
+                    return action(sftp)
+            except ConnectorError as exc:
+                if not getattr(exc, "transient", False) or attempt >= self.retries:
+                    raise
+                failure: str = exc.reason
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if not _is_transient(exc):
+                    raise
+                if attempt >= self.retries:
+                    raise ConnectorError(
+                        "sftp", f"{self.label}: {what} failed after {attempt + 1} attempts: {first_line(exc)}"
+                    ) from None
+                failure = first_line(exc)
+            delay = self.backoff_seconds * (2**attempt)
+            attempt += 1
+            log.warning(
+                "%s: %s failed (%s); retry %d/%d in %.1fs",
+                self.label,
+                what,
+                failure,
+                attempt,
+                self.retries,
+                delay,
+            )
+            time.sleep(delay)
+
+    def list_files(self, folder: str) -> list[RemoteFile]:
+        def action(sftp: paramiko.SFTPClient) -> list[RemoteFile]:
+            try:
+                entries = sftp.listdir_attr(folder)
+            except FileNotFoundError:
+                raise ConnectorError("sftp", f"{self.label}: remote folder {folder} is missing") from None
+            return sorted(
+                (
+                    RemoteFile(
+                        e.filename,
+                        str(PurePosixPath(folder) / e.filename),
+                        e.st_size or 0,
+                        float(e.st_mtime or 0),
+                    )
+                    for e in entries
+                    if e.st_mode is not None and stat.S_ISREG(e.st_mode)
+                ),
+                key=lambda f: f.name,
+            )
+
+        return self._retrying(f"listing {folder}", action)
+
+    def download(self, remote_path: str, local_path: Path) -> Path:
+        """Download to ``<name>.part`` and rename when complete: no half file is ever seen."""
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = local_path.with_name(local_path.name + ".part")
+
+        def action(sftp: paramiko.SFTPClient) -> Path:
+            sftp.get(remote_path, str(partial))
+            partial.replace(local_path)
+            return local_path
+
+        try:
+            return self._retrying(f"download of {remote_path}", action)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def upload(self, local_path: Path, remote_path: str) -> None:
+        """Upload under a temporary name, then rename: readers never see a partial file."""
+        partial = remote_path + ".part"
+
+        def action(sftp: paramiko.SFTPClient) -> None:
+            sftp.put(str(local_path), partial)
+            sftp.posix_rename(partial, remote_path)
+
+        self._retrying(f"upload of {remote_path}", action)
+
+    def rename(self, remote_path: str, new_path: str) -> None:
+        def action(sftp: paramiko.SFTPClient) -> None:
+            parent = str(PurePosixPath(new_path).parent)
+            try:
+                sftp.stat(parent)
+            except FileNotFoundError:
+                sftp.mkdir(parent)
+            sftp.posix_rename(remote_path, new_path)
+
+        self._retrying(f"rename of {remote_path}", action)
+
+    def remove(self, remote_path: str) -> None:
+        self._retrying(f"removal of {remote_path}", lambda sftp: sftp.remove(remote_path))
+
+    def check_connection(self) -> str:
+        """Log in and list every flow's folder; the first fault is the reason."""
+        listed = []
+        with self.session() as sftp:
+            for flow, folder in sorted(self.folders.items()):
+                try:
+                    count = len(sftp.listdir(folder))
+                except FileNotFoundError:
+                    raise ConnectorError(
+                        "sftp", f"{self.label}: remote folder {folder} ({flow}) is missing"
+                    ) from None
+                except PermissionError:
+                    raise ConnectorError(
+                        "sftp", f"{self.label}: remote folder {folder} ({flow}) is not readable"
+                    ) from None
+                listed.append(f"{folder} {count} files")
+        return f"{self.label}" + (f" ({', '.join(listed)})" if listed else " (no folders configured)")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A dropped or refused line is worth a retry; a refused login or a missing file is not."""
+    if isinstance(exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException)):
+        return False
+    if isinstance(exc, paramiko.SSHException):
+        return "known_hosts" not in str(exc)
+    if isinstance(exc, EOFError):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno not in _FILE_ERRNOS
+    return False

@@ -1,0 +1,145 @@
+"""The settings schema: one pydantic model per connector, every key checked at start-up.
+
+Fields annotated ``Secret`` hold passwords; the loader replaces their value by a token
+(see ``secrets.py``) before anything else sees the settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Environment = Literal["dev", "test", "prod"]
+ENVIRONMENTS: tuple[Environment, ...] = ("dev", "test", "prod")
+
+
+class _SecretMarker:
+    """Marks a field whose value is a password."""
+
+
+Secret = Annotated[str, _SecretMarker()]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors: a typo in the settings file must not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(StrictModel):
+    """The client's target database."""
+
+    driver: Literal["sqlite", "postgresql"] = Field(
+        "sqlite", description="sqlite (a file under ETL_HOME/data) or postgresql"
+    )
+    path: str = Field("etl.sqlite", description="sqlite: file name under ETL_HOME/data")
+    host: str = "127.0.0.1"
+    port: int = Field(5432, ge=1, le=65535)
+    database: str = "etl"
+    user: str = "postgres"
+    password: Secret | None = None
+    connect_timeout: int = Field(10, ge=1, description="seconds")
+
+
+class SftpSettings(StrictModel):
+    """The server the client's files arrive on."""
+
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    user: str
+    password: Secret | None = None
+    private_key: str | None = Field(None, description="path of a private key file")
+    private_key_passphrase: Secret | None = None
+    known_hosts: str = Field("~/.ssh/known_hosts", description="file the host key must be in")
+    allow_unknown_host_keys: bool = Field(
+        False, description="accept a host key not in known_hosts (dev only)"
+    )
+    timeout: float = Field(10.0, gt=0, description="seconds to connect")
+    retries: int = Field(3, ge=0, description="new attempts after a dropped connection")
+    backoff_seconds: float = Field(1.0, ge=0, description="first wait; doubles each retry")
+    folders: dict[str, str] = Field(
+        default_factory=dict, description="remote folder of each flow, e.g. companies: /outbound/companies"
+    )
+
+    @model_validator(mode="after")
+    def _one_login(self) -> SftpSettings:
+        if self.password is None and self.private_key is None:
+            raise ValueError("give a password or a private_key")
+        return self
+
+
+class SmtpSettings(StrictModel):
+    """An SMTP relay; without one, dev writes .eml files to the outbox."""
+
+    host: str
+    port: int = Field(25, ge=1, le=65535)
+    starttls: bool = False
+    cafile: str | None = Field(None, description="CA bundle to verify the server's certificate")
+    user: str | None = None
+    password: Secret | None = None
+    timeout: float = Field(10.0, gt=0)
+
+
+class MailSettings(StrictModel):
+    """Who sends the run e-mails and who receives them."""
+
+    sender: str = "etl_assets@localhost"
+    recipients: list[str] = Field(default_factory=list)
+    smtp: SmtpSettings | None = None
+
+
+class Settings(StrictModel):
+    """Everything one environment needs; built by ``load_settings``."""
+
+    env: Environment
+    home: str = Field("./var", description="runtime folders; ETL_HOME overrides")
+    timezone: str = "Europe/Rome"
+    require_encrypted_secrets: bool = False
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    sftp: SftpSettings | None = None
+    mail: MailSettings = Field(default_factory=MailSettings)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _dev_only_shortcuts(self) -> Settings:
+        if self.env != "dev" and self.sftp is not None and self.sftp.allow_unknown_host_keys:
+            raise ValueError("sftp.allow_unknown_host_keys is allowed only in dev")
+        return self
+
+    @property
+    def secrets_required(self) -> bool:
+        """Plain passwords are refused in prod and wherever the settings ask for it."""
+        return self.env == "prod" or self.require_encrypted_secrets
+
+
+def iter_secret_fields(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, BaseModel, str]]:
+    """Yield (dotted path, owner model, field name) for every password that is set."""
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        path = f"{prefix}{name}"
+        if any(isinstance(meta, _SecretMarker) for meta in info.metadata) or (
+            isinstance(value, str) and _is_secret_union(info.annotation, info.metadata)
+        ):
+            if value is not None:
+                yield path, model, name
+        elif isinstance(value, BaseModel):
+            yield from iter_secret_fields(value, f"{path}.")
+
+
+def _is_secret_union(annotation: object, metadata: list[object]) -> bool:
+    """``Secret | None`` keeps the marker inside the union's first argument."""
+    for arg in getattr(annotation, "__args__", ()) or ():
+        if any(isinstance(meta, _SecretMarker) for meta in getattr(arg, "__metadata__", ())):
+            return True
+    return False

@@ -1,0 +1,101 @@
+"""Encrypted passwords: ``enc:`` tokens (Fernet: AES-128-CBC + HMAC-SHA256).
+
+The key comes from ``ETL_SECRET_KEY`` (the key itself) or a key file outside the
+repository (``ETL_SECRET_KEY_FILE``, default ``~/.config/etl_assets/secret.key``).
+Resources keep the token, never the clear text, and decrypt only when they connect, so
+the value cannot reach Dagster's resource config, run metadata or the UI.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+ENC_PREFIX = "enc:"
+# Plain dev passwords are wrapped in a token under a key that lives only in this
+# process, so resource config shows ciphertext in every environment.
+PROCESS_PREFIX = "encp:"
+DEFAULT_KEY_FILE = Path("~/.config/etl_assets/secret.key")
+
+
+class SecretError(Exception):
+    """A secret cannot be decrypted or the key is missing. Never carries the value."""
+
+
+def key_file_path() -> Path:
+    """Where the key file is looked for (and where ``init-key`` writes it)."""
+    return Path(os.environ.get("ETL_SECRET_KEY_FILE", str(DEFAULT_KEY_FILE))).expanduser()
+
+
+def load_key() -> bytes:
+    """The project key from ``ETL_SECRET_KEY`` or the key file; SecretError if none."""
+    env_key = os.environ.get("ETL_SECRET_KEY", "").strip()
+    if env_key:
+        key = env_key.encode()
+        source = "ETL_SECRET_KEY"
+    else:
+        path = key_file_path()
+        if not path.is_file():
+            raise SecretError(
+                f"no secret key: set ETL_SECRET_KEY or create the key file {path} with 'etl-assets init-key'"
+            )
+        key = path.read_bytes().strip()
+        source = str(path)
+    try:
+        Fernet(key)
+    except (ValueError, TypeError):
+        raise SecretError(f"the secret key from {source} is not a valid Fernet key") from None
+    return key
+
+
+def init_key(path: Path | None = None, *, force: bool = False) -> Path:
+    """Create a new key file readable by its owner only (0600)."""
+    path = (path or key_file_path()).expanduser()
+    if path.exists() and not force:
+        raise SecretError(f"key file {path} exists already: refusing to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(Fernet.generate_key() + b"\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def encrypt(plain: str, key: bytes | None = None) -> str:
+    """Encrypt a password into an ``enc:`` token for the settings file."""
+    return ENC_PREFIX + Fernet(key or load_key()).encrypt(plain.encode()).decode()
+
+
+@lru_cache(maxsize=1)
+def _process_fernet() -> Fernet:
+    return Fernet(Fernet.generate_key())
+
+
+def wrap_plain(plain: str) -> str:
+    """Hide a plain (dev) password behind this process's ephemeral key."""
+    return PROCESS_PREFIX + _process_fernet().encrypt(plain.encode()).decode()
+
+
+def is_encrypted(value: str) -> bool:
+    """True for a token written by ``encrypt-password``."""
+    return value.startswith(ENC_PREFIX)
+
+
+def decrypt(token: str, setting: str = "secret") -> str:
+    """Clear text of a token; the error names the setting, never the value."""
+    if token.startswith(PROCESS_PREFIX):
+        fernet, body = _process_fernet(), token[len(PROCESS_PREFIX) :]
+    elif token.startswith(ENC_PREFIX):
+        fernet, body = Fernet(load_key()), token[len(ENC_PREFIX) :]
+    else:
+        raise SecretError(f"{setting}: not an encrypted token")
+    try:
+        return fernet.decrypt(body.encode()).decode()
+    except InvalidToken:
+        raise SecretError(
+            f"{setting}: the token cannot be decrypted with the current key "
+            "(encrypted with another key, or damaged)"
+        ) from None
