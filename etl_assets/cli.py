@@ -45,7 +45,22 @@ def _parser() -> argparse.ArgumentParser:
     conn.add_argument(
         "--send-test-email", action="store_true", help="also send a test e-mail to the recipients"
     )
+    demo = commands.add_parser(
+        "demo-data", parents=[env], help="write sample source files to ETL_HOME/import"
+    )
+    demo.add_argument("--days", type=int, default=3, help="how many daily files, up to today (default 3)")
+    demo.add_argument("--rows", type=int, default=40, help="good rows per file (default 40)")
+    demo.add_argument("--to", type=Path, help="folder (default: ETL_HOME/import)")
     return parser
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from etl_assets.defs.demo_data import write_demo_data
+
+    target = args.to or Path(load_settings(args.env).home).expanduser() / "import"
+    for path in write_demo_data(target, days=args.days, rows_per_day=args.rows):
+        print(path)
+    return EXIT_OK
 
 
 def _encrypt_password(args: argparse.Namespace) -> int:
@@ -81,6 +96,7 @@ COMMANDS = {
     "encrypt-password": _encrypt_password,
     "init-key": _init_key,
     "test-connections": _test_connections,
+    "demo-data": _demo_data,
 }
 
 

@@ -1,26 +1,34 @@
 """The code location: the selected environment's resources and every flow's definitions.
 
 The environment is read when Dagster loads the definitions (not at import time), from
-ETL_ENV, so the same code serves dev, test and prod.
+ETL_ENV, so the same code serves dev, test and prod. Flows come from ``defs/<flow>/defs.yaml``.
 """
 
-from __future__ import annotations
+from pathlib import Path
 
 import dagster as dg
 
 from etl_assets.core.connections_job import test_connections_job
 from etl_assets.resources import build_resources
-from etl_assets.settings import Settings, load_settings
+from etl_assets.settings import Settings
+from etl_assets.settings.runtime import current_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Everything Dagster shows for one environment."""
-    return dg.Definitions(
-        jobs=[test_connections_job],
-        resources=build_resources(settings),
+    flows = dg.load_from_defs_folder(path_within_project=PROJECT_ROOT)
+    return dg.Definitions.merge(
+        flows,
+        dg.Definitions(
+            jobs=[test_connections_job],
+            resources=build_resources(settings),
+            executor=dg.in_process_executor,
+        ),
     )
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(load_settings())
+    return build_definitions(current_settings())

@@ -1,0 +1,96 @@
+"""The catcher: rejected rows to ``errors/<flow>/<partition>/<step>.csv``, and the check
+result that passes, warns up to ``warn_limit`` or fails above it.
+
+An error file holds the source columns as received plus ``error_step, error_field,
+error_reason, source_file, source_line``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
+
+from etl_assets.core.maps import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
+
+ERROR_COLUMNS = ["error_step", "error_field", "error_reason", "source_file", "source_line"]
+CHECK_NAME = "rejected_rows"
+PREVIEW_ROWS = 10
+
+
+@dataclass
+class CaughtErrors:
+    """The rejected rows of one step and partition, and where they were written."""
+
+    step: str
+    partition_key: str
+    rows: pl.DataFrame  # source columns + ERROR_COLUMNS
+    path: Path | None
+
+    @property
+    def count(self) -> int:
+        return self.rows.height
+
+
+def catch(
+    step: str, partition_key: str, rejected: pl.DataFrame, extracted: pl.DataFrame, path: Path, delimiter: str
+) -> CaughtErrors:
+    """Write (or remove, when nothing was rejected) the step's error file."""
+    source_columns = [c for c in extracted.columns if c not in (LINE, SOURCE_FILE)]
+    rows = (
+        rejected.select(LINE, ERROR_FIELD, ERROR_REASON)
+        .join(extracted, on=LINE, how="left")
+        .sort(LINE)
+        .select(
+            *source_columns,
+            pl.lit(step).alias("error_step"),
+            pl.col(ERROR_FIELD).alias("error_field"),
+            pl.col(ERROR_REASON).alias("error_reason"),
+            pl.col(SOURCE_FILE).alias("source_file"),
+            pl.col(LINE).alias("source_line"),
+        )
+    )
+    if rows.height == 0:
+        path.unlink(missing_ok=True)
+        return CaughtErrors(step, partition_key, rows, None)
+    partial = path.with_name(path.name + ".part")
+    rows.write_csv(partial, separator=delimiter)
+    partial.replace(path)
+    return CaughtErrors(step, partition_key, rows, path)
+
+
+def check_result(caught: list[CaughtErrors], warn_limit: int, rows_in: int) -> AssetCheckResult:
+    """Pass with no rejected row; WARN up to ``warn_limit``; ERROR above it."""
+    rejected = sum(c.count for c in caught)
+    severity = AssetCheckSeverity.WARN if rejected <= warn_limit else AssetCheckSeverity.ERROR
+    files = [str(c.path) for c in caught if c.path]
+    metadata: dict[str, object] = {
+        "rejected": rejected,
+        "warn_limit": warn_limit,
+        "rows_in": rows_in,
+        "error_files": MetadataValue.json(files),
+    }
+    if rejected:
+        preview = pl.concat([c.rows for c in caught if c.count], how="diagonal_relaxed").head(PREVIEW_ROWS)
+        metadata["preview"] = MetadataValue.md(markdown_table(preview))
+    return AssetCheckResult(
+        check_name=CHECK_NAME,
+        passed=rejected == 0,
+        severity=severity,
+        metadata=metadata,
+        description=f"{rejected} rows rejected (warn up to {warn_limit})" if rejected else "no row rejected",
+    )
+
+
+def markdown_table(frame: pl.DataFrame) -> str:
+    """A small frame as a Markdown table for the UI."""
+
+    def cell(value: object) -> str:
+        return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join([header, rule, *body])

@@ -1,0 +1,33 @@
+"""A flow as a Dagster component: ``defs/<flow>/defs.yaml`` holds a FlowModel.
+
+The component's schema is our own pydantic FlowModel (``extra="forbid"``), so a wrong key
+or type in a flow's YAML is reported with the file, line and dotted key.
+"""
+
+import dagster as dg
+from pydantic import BaseModel
+
+from etl_assets.core.factory import build_flow_defs
+from etl_assets.core.flow_model import FlowModel
+from etl_assets.settings.runtime import current_settings
+
+
+class FlowComponent(dg.Component):
+    """An ETL flow (replaces a Talend job): extract -> transform -> load -> link, with the
+    catcher's checks, a job and its schedule."""
+
+    def __init__(self, flow: FlowModel) -> None:
+        self.flow = flow
+
+    @classmethod
+    def get_model_cls(cls) -> type[BaseModel]:
+        return FlowModel
+
+    @classmethod
+    def load(cls, attributes: BaseModel | None, context: dg.ComponentLoadContext) -> "FlowComponent":
+        if not isinstance(attributes, FlowModel):
+            raise TypeError("a flow's defs.yaml needs attributes")
+        return cls(attributes)
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        return build_flow_defs(self.flow, current_settings().timezone)

@@ -1,0 +1,410 @@
+"""The factory: one flow declaration -> extract, transform, load, link assets, the
+catcher's checks, a job and its schedule. Nothing here names a flow.
+"""
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import dagster as dg
+import polars as pl
+
+from etl_assets.core import catcher
+from etl_assets.core.extract import SourceFileError, extract_partition
+from etl_assets.core.flow_model import FlowModel
+from etl_assets.core.linker import link_partition
+from etl_assets.core.loader import upsert_partition
+from etl_assets.core.maps import ERROR_FIELD, ERROR_REASON, LINE
+from etl_assets.core.partitions import partitions_def, schedule_for
+from etl_assets.core.run_email import send_run_email
+from etl_assets.core.staging import PartitionStage
+from etl_assets.core.transform import transform_partition
+from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource, MailerResource
+from etl_assets.resources.errors import ConnectorError
+
+STEPS = ("extract", "transform", "load", "link")
+RECONCILIATION = "reconciliation"
+
+
+@dataclass
+class StepTally:
+    """Counts and timing of one step over the partitions of a run."""
+
+    started: float = field(default_factory=time.perf_counter)
+    rows_in: int = 0
+    rows_out: int = 0
+    caught: list[catcher.CaughtErrors] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return sum(c.count for c in self.caught)
+
+    def metadata(self) -> dict[str, object]:
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "rejected": self.rejected,
+            "duration_s": round(seconds, 3),
+            "rows_per_s": round(self.rows_in / seconds, 1),
+        }
+
+
+class FlowSteps:
+    """The step bodies of one flow; the Dagster assets are thin wrappers around them."""
+
+    def __init__(self, flow: FlowModel, partitions: dg.TimeWindowPartitionsDefinition) -> None:
+        self.flow = flow
+        self.partitions = partitions
+
+    # -- helpers shared by every step -------------------------------------------------
+    def stage(self, key: str, folders: FoldersResource) -> PartitionStage:
+        return PartitionStage(self.flow.name, key, folders)
+
+    def steps_in_run(self, context: dg.AssetExecutionContext) -> list[str]:
+        selection = context.run.asset_selection
+        return [
+            s for s in STEPS if selection is None or dg.AssetKey(self.flow.asset_name(s)) in selection
+        ] or list(STEPS)
+
+    def error_files(self, context: dg.AssetExecutionContext, folders: FoldersResource, upto: str) -> list:
+        """The error files this run wrote, for the steps up to and including ``upto``."""
+        steps = self.steps_in_run(context)
+        steps = steps[: steps.index(upto) + 1] if upto in steps else steps
+        found = []
+        for key in context.partition_keys:
+            for step in steps:
+                path = self.stage(key, folders).error_file(step)
+                if path.exists():
+                    found.append((key, step, path))
+        return found
+
+    def rejected_in_run(self, files: list) -> int:
+        """Rows in the run's error files (records, not lines: fields may hold line breaks)."""
+        delimiter = self.flow.source.delimiter
+        return sum(
+            pl.scan_csv(p, separator=delimiter, infer_schema=False).select(pl.len()).collect().item()
+            for _, _, p in files
+        )
+
+    def email(
+        self,
+        context: dg.AssetExecutionContext,
+        step: str,
+        mailer: MailerResource,
+        folders: FoldersResource,
+        failure: str | None = None,
+    ) -> None:
+        """Send the run's e-mail from the run's last step of this flow, or from a failing one."""
+        if failure is None and self.steps_in_run(context)[-1] != step:
+            return
+        files = self.error_files(context, folders, step)
+        where = send_run_email(
+            mailer=mailer,
+            folders=folders,
+            flow=self.flow.name,
+            run_id=context.run_id,
+            partition_keys=context.partition_keys,
+            error_files=files,
+            rejected=self.rejected_in_run(files),
+            failure=failure,
+        )
+        if where:
+            context.log.info(f"run e-mail: {where}")
+
+    @contextmanager
+    def failing_emails(
+        self, context: dg.AssetExecutionContext, step: str, mailer: MailerResource, folders: FoldersResource
+    ) -> Iterator[None]:
+        """A step that fails sends the run's e-mail with the reason, then fails the step."""
+        try:
+            yield
+        except SourceFileError as exc:
+            self.email(context, step, mailer, folders, failure=str(exc))
+            raise dg.Failure(description=f"{step}: {exc}", allow_retries=False) from None
+        except ConnectorError as exc:
+            self.email(context, step, mailer, folders, failure=str(exc))
+            raise dg.Failure(description=f"{step}: {exc}") from None
+        except Exception as exc:
+            self.email(context, step, mailer, folders, failure=f"{step}: {type(exc).__name__}: {exc}")
+            raise
+
+    def finish(
+        self,
+        context: dg.AssetExecutionContext,
+        step: str,
+        tally: StepTally,
+        mailer: MailerResource,
+        folders: FoldersResource,
+        extra: dict | None = None,
+        checks: list[dg.AssetCheckResult] | None = None,
+    ) -> dg.MaterializeResult:
+        """Metadata, check results and, where due, the run's e-mail."""
+        checks = checks or []
+        blocked = [
+            c
+            for c in checks
+            if not c.passed
+            and c.severity == dg.AssetCheckSeverity.ERROR
+            and (step in self.flow.blocking_checks or c.check_name == RECONCILIATION)
+        ]
+        if blocked:
+            self.email(
+                context,
+                step,
+                mailer,
+                folders,
+                failure=f"{step} check {blocked[0].check_name}: {blocked[0].description}",
+            )
+        else:
+            self.email(context, step, mailer, folders)
+        return dg.MaterializeResult(metadata={**tally.metadata(), **(extra or {})}, check_results=checks)
+
+    def read(self, key: str, folders: FoldersResource, name: str) -> pl.DataFrame:
+        path = self.stage(key, folders).file(name)
+        if not path.exists():
+            raise SourceFileError(
+                name, f"staged data of partition {key} is missing: materialize the step before"
+            )
+        return pl.read_parquet(path)
+
+    # -- the four steps ---------------------------------------------------------------
+    def extract(self, context, files: FilesResource, folders: FoldersResource, mailer: MailerResource):
+        tally, extra = StepTally(), {}
+        with self.failing_emails(context, "extract", mailer, folders):
+            for key in context.partition_keys:
+                window = self.partitions.time_window_for_partition_key(key)
+                result = extract_partition(self.flow, key, window.start, files, folders)
+                tally.rows_in += result.rows
+                tally.rows_out += result.rows
+                extra.update(
+                    {
+                        "source_file": result.file,
+                        "sha256": result.sha256,
+                        "bytes": result.size,
+                        "raw_path": dg.MetadataValue.path(str(result.raw_path)),
+                        "schema_drift": dg.MetadataValue.json(result.extra_columns),
+                    }
+                )
+                if result.extra_columns:
+                    context.log.warning(
+                        f"{result.file}: schema drift, extra columns kept: {result.extra_columns}"
+                    )
+        return self.finish(context, "extract", tally, mailer, folders, extra)
+
+    def transform(self, context, folders: FoldersResource, mailer: MailerResource):
+        tally, collapsed = StepTally(), 0
+        with self.failing_emails(context, "transform", mailer, folders):
+            for key in context.partition_keys:
+                stage = self.stage(key, folders)
+                extracted = self.read(key, folders, "extract.parquet")
+                result = transform_partition(self.flow, extracted)
+                result.good.write_parquet(stage.file("transform.parquet"))
+                result.rejected.write_parquet(stage.file("transform_rejected.parquet"))
+                result.collapsed.write_parquet(stage.file("transform_collapsed.parquet"))
+                tally.rows_in += extracted.height
+                tally.rows_out += result.good.height
+                collapsed += result.collapsed.height
+                tally.caught.append(
+                    catcher.catch(
+                        "transform",
+                        key,
+                        result.rejected,
+                        extracted,
+                        stage.error_file("transform"),
+                        self.flow.source.delimiter,
+                    )
+                )
+        check = catcher.check_result(tally.caught, self.flow.warn_limit, tally.rows_in)
+        return self.finish(
+            context, "transform", tally, mailer, folders, {"collapsed_duplicates": collapsed}, [check]
+        )
+
+    def load(self, context, database: DatabaseResource, folders: FoldersResource, mailer: MailerResource):
+        tally, counts = StepTally(), {"inserted": 0, "updated": 0, "unchanged": 0, "rejected": 0}
+        balanced = []
+        with self.failing_emails(context, "load", mailer, folders):
+            for key in context.partition_keys:
+                stage = self.stage(key, folders)
+                good = self.read(key, folders, "transform.parquet")
+                with database.engine().begin() as conn:
+                    response = upsert_partition(conn, self.flow, good)
+                response.write_parquet(stage.file("load.parquet"))
+                for action, n in response.group_by("action").len().iter_rows():
+                    counts[action] += n
+                tally.rows_in += good.height
+                tally.rows_out += response.filter(pl.col("action") != "rejected").height
+                rejected = _rejections(response, self.flow.source_column(self.flow.target.key))
+                extracted = self.read(key, folders, "extract.parquet")
+                tally.caught.append(
+                    catcher.catch(
+                        "load", key, rejected, extracted, stage.error_file("load"), self.flow.source.delimiter
+                    )
+                )
+                balanced.append(self.reconcile(key, folders, extracted.height, response))
+        checks = [
+            catcher.check_result(tally.caught, self.flow.warn_limit, tally.rows_in),
+            _reconciliation_result(balanced),
+        ]
+        return self.finish(context, "load", tally, mailer, folders, dict(counts), checks)
+
+    def reconcile(self, key: str, folders: FoldersResource, rows_in: int, response: pl.DataFrame) -> dict:
+        loaded = response.filter(pl.col("action") != "rejected").height
+        rejected = self.read(key, folders, "transform_rejected.parquet").height + response.height - loaded
+        collapsed = self.read(key, folders, "transform_collapsed.parquet").height
+        return {
+            "partition": key,
+            "rows_in": rows_in,
+            "loaded": loaded,
+            "rejected": rejected,
+            "collapsed": collapsed,
+        }
+
+    def link(self, context, database: DatabaseResource, folders: FoldersResource, mailer: MailerResource):
+        tally, counts = StepTally(), {"updated": 0, "unchanged": 0, "rejected": 0}
+        with self.failing_emails(context, "link", mailer, folders):
+            for key in context.partition_keys:
+                stage = self.stage(key, folders)
+                good = self.read(key, folders, "transform.parquet")
+                loaded = self.read(key, folders, "load.parquet")
+                with database.engine().begin() as conn:
+                    response = link_partition(conn, self.flow, good, loaded)
+                response.write_parquet(stage.file("link.parquet"))
+                for action, n in response.group_by("action").len().iter_rows():
+                    counts[action] = counts.get(action, 0) + n
+                tally.rows_in += loaded.height
+                tally.rows_out += response.filter(pl.col("action") != "rejected").height
+                field = self.flow.source_column(self.flow.links[0].field) if self.flow.links else ""
+                extracted = self.read(key, folders, "extract.parquet")
+                tally.caught.append(
+                    catcher.catch(
+                        "link",
+                        key,
+                        _rejections(response, field),
+                        extracted,
+                        stage.error_file("link"),
+                        self.flow.source.delimiter,
+                    )
+                )
+        check = catcher.check_result(tally.caught, self.flow.warn_limit, tally.rows_in)
+        return self.finish(context, "link", tally, mailer, folders, dict(counts), [check])
+
+
+def _rejections(response: pl.DataFrame, field: str) -> pl.DataFrame:
+    return response.filter(pl.col("action") == "rejected").select(
+        LINE, pl.lit(field).alias(ERROR_FIELD), pl.col("reason").alias(ERROR_REASON)
+    )
+
+
+def _reconciliation_result(balanced: list[dict]) -> dg.AssetCheckResult:
+    """rows in = loaded + rejected + collapsed duplicates, for every partition."""
+    off = [b for b in balanced if b["rows_in"] != b["loaded"] + b["rejected"] + b["collapsed"]]
+    totals = {k: sum(b[k] for b in balanced) for k in ("rows_in", "loaded", "rejected", "collapsed")}
+    return dg.AssetCheckResult(
+        check_name=RECONCILIATION,
+        passed=not off,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={**totals, "unbalanced_partitions": dg.MetadataValue.json(off)},
+        description=(
+            f"rows in {totals['rows_in']} = loaded {totals['loaded']} + rejected {totals['rejected']} "
+            f"+ collapsed {totals['collapsed']}"
+            if not off
+            else f"unbalanced: {off}"
+        ),
+    )
+
+
+def build_flow_defs(flow: FlowModel, timezone: str) -> dg.Definitions:
+    """Assets, checks, job and schedule of one flow."""
+    partitions = partitions_def(flow, timezone)
+    steps = FlowSteps(flow, partitions)
+    common = {
+        "group_name": flow.name,
+        "partitions_def": partitions,
+        "backfill_policy": dg.BackfillPolicy.single_run(),
+        "code_version": flow.code_version,
+    }
+    keys = {s: dg.AssetKey(flow.asset_name(s)) for s in STEPS}
+
+    def check(step: str, name: str = catcher.CHECK_NAME, blocking: bool | None = None) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(
+            name,
+            asset=keys[step],
+            blocking=step in flow.blocking_checks if blocking is None else blocking,
+            description=f"rejected rows of {step}: pass with none, warn up to {flow.warn_limit}, fail above"
+            if name == catcher.CHECK_NAME
+            else "rows in = loaded + rejected + collapsed duplicates",
+        )
+
+    @dg.asset(
+        name=flow.asset_name("extract"),
+        kinds={"sftp", "polars"},
+        description=f"{flow.description}\n\nextract: the partition's file, kept (sha256) and backed up.",
+        **common,
+    )
+    def extract(
+        context: dg.AssetExecutionContext,
+        files: FilesResource,
+        folders: FoldersResource,
+        mailer: MailerResource,
+    ):
+        return steps.extract(context, files, folders, mailer)
+
+    @dg.asset(
+        name=flow.asset_name("transform"),
+        deps=[extract],
+        kinds={"polars"},
+        check_specs=[check("transform")],
+        description="transform: the map, duplicates collapsed or resolved.",
+        **common,
+    )
+    def transform(context: dg.AssetExecutionContext, folders: FoldersResource, mailer: MailerResource):
+        return steps.transform(context, folders, mailer)
+
+    @dg.asset(
+        name=flow.asset_name("load"),
+        deps=[transform],
+        kinds={"sql"},
+        check_specs=[check("load"), check("load", RECONCILIATION, True)],
+        description=f"load: upsert into {flow.target.table} on {flow.target.key}, a transaction a partition.",
+        **common,
+    )
+    def load(
+        context: dg.AssetExecutionContext,
+        database: DatabaseResource,
+        folders: FoldersResource,
+        mailer: MailerResource,
+    ):
+        return steps.load(context, database, folders, mailer)
+
+    @dg.asset(
+        name=flow.asset_name("link"),
+        deps=[load],
+        kinds={"sql"},
+        check_specs=[check("link")],
+        description="link: reference columns from natural values.",
+        **common,
+    )
+    def link(
+        context: dg.AssetExecutionContext,
+        database: DatabaseResource,
+        folders: FoldersResource,
+        mailer: MailerResource,
+    ):
+        return steps.link(context, database, folders, mailer)
+
+    job = dg.define_asset_job(
+        f"{flow.name}_job",
+        selection=dg.AssetSelection.groups(flow.name),
+        description=f"the whole {flow.name} flow",
+    )
+    schedule = schedule_for(flow, job)
+    return dg.Definitions(
+        assets=[extract, transform, load, link],
+        jobs=[job],
+        schedules=[schedule] if schedule else [],
+    )
+
+
+__all__: list[str] = ["build_flow_defs", "FlowSteps", "STEPS"]

@@ -1,0 +1,120 @@
+"""link: set reference columns from natural values, after load (the parent may be in the
+same file). A reference that matches no row rejects the link, not the loaded row.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import sqlalchemy as sa
+
+from etl_assets.core.flow_model import FlowModel, LinkSpec
+from etl_assets.core.loader import RESPONSE_SCHEMA, stage_rows
+from etl_assets.core.maps import LINE
+from etl_assets.core.tables import ID, ensure_table, target_table
+
+
+def _lookup(conn: sa.Connection, link: LinkSpec, flow: FlowModel, values: list[str]) -> pl.DataFrame:
+    """``match value -> id`` for the referenced rows, ambiguous values marked."""
+    if link.table == flow.target.table:
+        ref = target_table(flow)
+    else:
+        ref = sa.Table(link.table, sa.MetaData(), autoload_with=conn)
+    found: dict[str, list[int]] = {}
+    for start in range(0, len(values), 10_000):
+        chunk = values[start : start + 10_000]
+        for value, ref_id in conn.execute(
+            sa.select(ref.c[link.match], ref.c[ID]).where(ref.c[link.match].in_(chunk))
+        ):
+            found.setdefault(value, []).append(ref_id)
+    return pl.DataFrame(
+        {
+            "_value": list(found),
+            "_ref_id": [ids[0] for ids in found.values()],
+            "_matches": [len(ids) for ids in found.values()],
+        },
+        schema={"_value": pl.String, "_ref_id": pl.Int64, "_matches": pl.Int64},
+    )
+
+
+def link_partition(
+    conn: sa.Connection, flow: FlowModel, good: pl.DataFrame, loaded: pl.DataFrame
+) -> pl.DataFrame:
+    """Apply every link of the flow to the partition's loaded rows; one response frame."""
+    table = ensure_table(conn, flow)
+    rows = loaded.filter(pl.col("action") != "rejected").select(LINE, "key", "target_id")
+    responses = []
+    for link in flow.links:
+        refs = rows.join(
+            good.select(LINE, pl.col(link.field).cast(pl.String).alias("_value")), on=LINE, how="left"
+        )
+        values = refs.get_column("_value").drop_nulls().unique().to_list()
+        resolved = refs.join(_lookup(conn, link, flow, values), on="_value", how="left")
+        column = flow.source_column(link.field)
+        resolved = resolved.with_columns(
+            pl.when(pl.col("_value").is_null())
+            .then(pl.lit(None, pl.String))
+            .when(pl.col("_ref_id").is_null())
+            .then(pl.format(f"unknown {column} {{}}: no {link.table}.{link.match} matches", pl.col("_value")))
+            .when(pl.col("_matches") > 1)
+            .then(
+                pl.format(
+                    f"ambiguous {column} {{}}: {{}} rows of {link.table} match",
+                    pl.col("_value"),
+                    pl.col("_matches"),
+                )
+            )
+            .alias("reason")
+        )
+        settable = resolved.filter(pl.col("reason").is_null()).select(
+            pl.col("target_id").alias(ID), pl.col("_ref_id").alias(link.column)
+        )
+        changed = _update(conn, table, link, settable)
+        responses.append(
+            resolved.select(
+                LINE,
+                "key",
+                "target_id",
+                pl.when(pl.col("reason").is_not_null())
+                .then(pl.lit("rejected"))
+                .when(pl.col("target_id").is_in(changed))
+                .then(pl.lit("updated"))
+                .otherwise(pl.lit("unchanged"))
+                .alias("action"),
+                "reason",
+            )
+        )
+    if not responses:
+        return pl.DataFrame(schema=RESPONSE_SCHEMA)
+    return _one_row_per_line(pl.concat(responses))
+
+
+def _update(conn: sa.Connection, table: sa.Table, link: LinkSpec, settable: pl.DataFrame) -> list[int]:
+    """Set the link column where it differs; returns the ids that changed."""
+    if settable.height == 0:
+        return []
+    staging = stage_rows(conn, settable, _link_shape(table, link), [ID, link.column])
+    try:
+        statement = (
+            sa.update(table)
+            .where(table.c[ID] == staging.c[ID])
+            .where(table.c[link.column].is_distinct_from(staging.c[link.column]))
+            .values({link.column: staging.c[link.column]})
+            .returning(table.c[ID])
+        )
+        return [row[0] for row in conn.execute(statement)]
+    finally:
+        staging.drop(conn)
+
+
+def _link_shape(table: sa.Table, link: LinkSpec) -> sa.Table:
+    return sa.Table(
+        "_shape", sa.MetaData(), sa.Column(ID, sa.BigInteger()), sa.Column(link.column, sa.BigInteger())
+    )
+
+
+def _one_row_per_line(frame: pl.DataFrame) -> pl.DataFrame:
+    """With several links, a line is rejected if any link rejects it, updated if any updated."""
+    rank = pl.col("action").replace_strict(
+        {"rejected": 0, "updated": 1, "unchanged": 2}, return_dtype=pl.Int8
+    )
+    return frame.sort([LINE, rank]).unique(LINE, keep="first", maintain_order=True).cast(RESPONSE_SCHEMA)

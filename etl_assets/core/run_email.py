@@ -1,0 +1,81 @@
+"""One e-mail per run that rejected rows or failed, every error file of the run attached.
+
+Subject: ``[etl_assets][ENV] <flow> <partition>: N rows rejected`` or
+``[etl_assets][ENV] <flow> <partition> failed: <reason>``. A message that cannot be sent
+is kept in ``ETL_HOME/logs/unsent/`` so that nothing an operator needs is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from etl_assets.core.staging import partition_dir_name
+from etl_assets.resources.errors import ConnectorError
+from etl_assets.resources.folders import FoldersResource
+from etl_assets.resources.mailer import MailerResource
+
+log = logging.getLogger("etl_assets.run_email")
+
+
+def partition_label(partition_keys: Sequence[str]) -> str:
+    """One key, or ``first...last`` for a run over a range."""
+    if not partition_keys:
+        return "-"
+    return partition_keys[0] if len(partition_keys) == 1 else f"{partition_keys[0]}...{partition_keys[-1]}"
+
+
+def subject(env: str, flow: str, label: str, rejected: int, failure: str | None) -> str:
+    head = f"[etl_assets][{env}] {flow} {label}"
+    if failure:
+        return f"{head} failed: {failure.splitlines()[0][:200]}"
+    return f"{head}: {rejected} rows rejected"
+
+
+def send_run_email(
+    *,
+    mailer: MailerResource,
+    folders: FoldersResource,
+    flow: str,
+    run_id: str,
+    partition_keys: Sequence[str],
+    error_files: Sequence[tuple[str, str, Path]],
+    rejected: int,
+    failure: str | None = None,
+) -> str | None:
+    """Send the run's e-mail if it rejected rows or failed; returns where it went."""
+    if not failure and not rejected:
+        return None
+    label = partition_label(partition_keys)
+    # Attachments get unique names: several partitions each have their transform.csv.
+    attach_dir = folders.path("logs", "mail", run_id)
+    attach_dir.mkdir(parents=True, exist_ok=True)
+    attachments = []
+    for partition_key, step, path in error_files:
+        named = attach_dir / f"{flow}_{partition_dir_name(partition_key)}_{step}.csv"
+        shutil.copyfile(path, named)
+        attachments.append(named)
+    body = "\n".join(
+        [
+            f"Flow {flow}, partition {label}, run {run_id}.",
+            f"Failed: {failure}" if failure else f"{rejected} rows were rejected.",
+            "",
+            "Attached error files (source columns as received, then error_step, error_field,",
+            "error_reason, source_file, source_line):",
+            *(f"  {a.name}" for a in attachments),
+        ]
+        if attachments
+        else [f"Flow {flow}, partition {label}, run {run_id}.", f"Failed: {failure}" if failure else ""]
+    )
+    title = subject(mailer.env, flow, label, rejected, failure)
+    try:
+        return mailer.send(title, body, attachments)
+    except ConnectorError as exc:
+        unsent = folders.path("logs", "unsent")
+        name = unsent / f"{time.strftime('%Y%m%dT%H%M%S')}_{run_id[:8]}_{flow}.eml"
+        name.write_bytes(bytes(mailer.build_message(title, body, attachments)))
+        log.error("run e-mail not sent (%s); kept in %s", exc.reason, name)
+        return f"kept unsent in {name}"
