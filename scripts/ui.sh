@@ -6,4 +6,6 @@ export ETL_ENV="${ETL_ENV:-dev}" ETL_HOME="${ETL_HOME:-$PWD/var}"
 export DAGSTER_HOME="${DAGSTER_HOME:-$ETL_HOME/dagster_home}"
 mkdir -p "$DAGSTER_HOME"
 [ -f "$DAGSTER_HOME/dagster.yaml" ] || cp etl_assets/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+# Sample files on first start, so the companies flow has something to load and catch.
+compgen -G "$ETL_HOME/import/*.csv" >/dev/null || etl-assets demo-data >/dev/null
 exec dagster dev -w workspace.yaml -h "${HOST:-127.0.0.1}" -p "${PORT:-3000}"
