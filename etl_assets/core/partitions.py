@@ -35,5 +35,5 @@ def schedule_for(flow: FlowModel, job: dg.UnresolvedAssetJobDefinition) -> dg.Sc
         hour_of_day=spec.hour,
         minute_of_hour=spec.minute,
         day_of_month=spec.day_of_month,
-        default_status=dg.DefaultScheduleStatus.STOPPED,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
     )
