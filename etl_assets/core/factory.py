@@ -104,7 +104,7 @@ class FlowSteps:
             mailer=mailer,
             folders=folders,
             flow=self.flow.name,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             partition_keys=context.partition_keys,
             error_files=files,
             rejected=self.rejected_in_run(files),
