@@ -72,9 +72,9 @@ def check_result(caught: list[CaughtErrors], warn_limit: int, rows_in: int) -> A
         "rows_in": rows_in,
         "error_files": MetadataValue.json(files),
     }
-    if rejected:
-        preview = pl.concat([c.rows for c in caught if c.count], how="diagonal_relaxed").head(PREVIEW_ROWS)
-        metadata["preview"] = MetadataValue.md(markdown_table(preview))
+    table = preview(caught)
+    if table is not None:
+        metadata["preview"] = table
     return AssetCheckResult(
         check_name=CHECK_NAME,
         passed=rejected == 0,
@@ -82,6 +82,14 @@ def check_result(caught: list[CaughtErrors], warn_limit: int, rows_in: int) -> A
         metadata=metadata,
         description=f"{rejected} rows rejected (warn up to {warn_limit})" if rejected else "no row rejected",
     )
+
+
+def preview(caught: list[CaughtErrors]) -> MetadataValue | None:
+    """The first rejected rows as a table for the UI, or None when nothing was rejected."""
+    frames = [c.rows for c in caught if c.count]
+    if not frames:
+        return None
+    return MetadataValue.md(markdown_table(pl.concat(frames, how="diagonal_relaxed").head(PREVIEW_ROWS)))
 
 
 def markdown_table(frame: pl.DataFrame) -> str:

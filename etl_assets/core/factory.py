@@ -42,13 +42,17 @@ class StepTally:
 
     def metadata(self) -> dict[str, object]:
         seconds = max(time.perf_counter() - self.started, 1e-9)
-        return {
+        metadata: dict[str, object] = {
             "rows_in": self.rows_in,
             "rows_out": self.rows_out,
             "rejected": self.rejected,
             "duration_s": round(seconds, 3),
             "rows_per_s": round(self.rows_in / seconds, 1),
         }
+        preview = catcher.preview(self.caught)
+        if preview is not None:
+            metadata["rejected_preview"] = preview
+        return metadata
 
 
 class FlowSteps:

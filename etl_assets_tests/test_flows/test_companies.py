@@ -117,6 +117,7 @@ def test_one_partition_end_to_end(flow_env: FlowEnv) -> None:
     assert metadata("transform")["collapsed_duplicates"].value == 1
     assert metadata("load")["inserted"].value == 4
     assert metadata("link")["rejected"].value == 1
+    assert "Figlia Orfana" in metadata("link")["rejected_preview"].value
     checks = {(c.asset_key.to_user_string(), c.check_name): c for c in result.get_asset_check_evaluations()}
     assert checks[("companies_load", "reconciliation")].passed
     assert not checks[("companies_transform", "rejected_rows")].passed
