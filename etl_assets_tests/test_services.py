@@ -5,41 +5,23 @@ from __future__ import annotations
 import smtplib
 import ssl
 import time
-from collections.abc import Iterator
 from email.message import EmailMessage
 
 import paramiko
 import psycopg
 import pytest
 
-from etl_assets_tests.services import (
-    PostgresServer,
-    SmtpServer,
-    SshdServer,
-    start_postgres,
-    start_smtp,
-    start_sshd,
-)
-
-SMTP_AUTH = ("etl-notifier", "s3cret-pass")
+from etl_assets_tests.conftest import SMTP_AUTH
+from etl_assets_tests.services import PostgresServer, SmtpServer, SshdServer
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdServer]:
-    with start_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
+@pytest.fixture
+def smtp(smtp_server: SmtpServer) -> SmtpServer:
+    """The shared STARTTLS + AUTH server (conftest); `sshd` and `postgres` come from there too.
 
-
-@pytest.fixture(scope="session")
-def smtp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
-    with start_smtp(tmp_path_factory.mktemp("smtp"), starttls=True, auth=SMTP_AUTH) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    with start_postgres(tmp_path_factory.mktemp("pg")) as server:
-        yield server
+    One session-wide sshd only: each start_sshd() re-sets the test user's password.
+    """
+    return smtp_server
 
 
 def _ssh_client(server: SshdServer, known_hosts: str | None = None) -> paramiko.SSHClient:

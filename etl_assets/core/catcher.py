@@ -7,6 +7,7 @@ error_reason, source_file, source_line``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,36 @@ def catch(
     rows.write_csv(partial, separator=delimiter)
     partial.replace(path)
     return CaughtErrors(step, partition_key, rows, path)
+
+
+def append_parked(path: Path, expired: pl.DataFrame, delimiter: str, partition_key: str) -> CaughtErrors:
+    """Add expired parked rows (source columns kept as JSON) to a partition's link error file."""
+    source = pl.DataFrame(
+        [json.loads(row) for row in expired.get_column("source_row")], infer_schema_length=None
+    )
+    rows = pl.concat(
+        [
+            source.cast(pl.String),
+            expired.select(
+                pl.lit("link").alias("error_step"),
+                pl.col(ERROR_FIELD).alias("error_field"),
+                pl.col(ERROR_REASON).alias("error_reason"),
+                pl.col("source_file"),
+                pl.col("source_line").cast(pl.String),
+            ),
+        ],
+        how="horizontal",
+    )
+    if path.exists():
+        rows = pl.concat(
+            [pl.read_csv(path, separator=delimiter, infer_schema=False), rows], how="diagonal_relaxed"
+        )
+    columns = [c for c in rows.columns if c not in ERROR_COLUMNS] + ERROR_COLUMNS
+    rows = rows.select(columns)
+    partial = path.with_name(path.name + ".part")
+    rows.write_csv(partial, separator=delimiter)
+    partial.replace(path)
+    return CaughtErrors("link", partition_key, rows.tail(expired.height), path)
 
 
 def check_result(caught: list[CaughtErrors], warn_limit: int, rows_in: int) -> AssetCheckResult:

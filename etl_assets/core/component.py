@@ -7,7 +7,7 @@ or type in a flow's YAML is reported with the file, line and dotted key.
 import dagster as dg
 from pydantic import BaseModel
 
-from etl_assets.core.factory import build_flow_defs
+from etl_assets.core.factory import FlowRuntime, build_flow_defs
 from etl_assets.core.flow_model import FlowModel
 from etl_assets.settings.runtime import current_settings
 
@@ -30,4 +30,7 @@ class FlowComponent(dg.Component):
         return cls(attributes)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return build_flow_defs(self.flow, current_settings().timezone)
+        settings = current_settings()
+        return build_flow_defs(
+            self.flow, FlowRuntime(timezone=settings.timezone, max_park_age=settings.max_park_age)
+        )

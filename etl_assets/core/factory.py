@@ -6,18 +6,21 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
 
-from etl_assets.core import catcher
+from etl_assets.core import catcher, parking
 from etl_assets.core.extract import SourceFileError, extract_partition
-from etl_assets.core.flow_model import FlowModel
+from etl_assets.core.flow_model import FlowModel, LinkSpec
 from etl_assets.core.linker import link_partition
 from etl_assets.core.loader import upsert_partition
 from etl_assets.core.maps import ERROR_FIELD, ERROR_REASON, LINE
+from etl_assets.core.parking import retry_parked
 from etl_assets.core.partitions import partitions_def, schedule_for
 from etl_assets.core.run_email import send_run_email
+from etl_assets.core.sensors import file_sensor
 from etl_assets.core.staging import PartitionStage
 from etl_assets.core.transform import transform_partition
 from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource, MailerResource
@@ -25,6 +28,15 @@ from etl_assets.resources.errors import ConnectorError
 
 STEPS = ("extract", "transform", "load", "link")
 RECONCILIATION = "reconciliation"
+REFERENCED_LOADED_AT = "etl_assets/referenced_loaded_at"
+
+
+@dataclass(frozen=True)
+class FlowRuntime:
+    """What a flow takes from the environment's settings."""
+
+    timezone: str = "Europe/Rome"
+    max_park_age: timedelta = timedelta(hours=24)
 
 
 @dataclass
@@ -58,9 +70,12 @@ class StepTally:
 class FlowSteps:
     """The step bodies of one flow; the Dagster assets are thin wrappers around them."""
 
-    def __init__(self, flow: FlowModel, partitions: dg.TimeWindowPartitionsDefinition) -> None:
+    def __init__(
+        self, flow: FlowModel, partitions: dg.TimeWindowPartitionsDefinition, runtime: "FlowRuntime"
+    ) -> None:
         self.flow = flow
         self.partitions = partitions
+        self.runtime = runtime
 
     # -- helpers shared by every step -------------------------------------------------
     def stage(self, key: str, folders: FoldersResource) -> PartitionStage:
@@ -99,11 +114,12 @@ class FlowSteps:
         mailer: MailerResource,
         folders: FoldersResource,
         failure: str | None = None,
+        extra_files: list | None = None,
     ) -> None:
         """Send the run's e-mail from the run's last step of this flow, or from a failing one."""
         if failure is None and self.steps_in_run(context)[-1] != step:
             return
-        files = self.error_files(context, folders, step)
+        files = self.error_files(context, folders, step) + [f for f in extra_files or [] if f[2].exists()]
         where = send_run_email(
             mailer=mailer,
             folders=folders,
@@ -143,6 +159,7 @@ class FlowSteps:
         folders: FoldersResource,
         extra: dict | None = None,
         checks: list[dg.AssetCheckResult] | None = None,
+        extra_files: list | None = None,
     ) -> dg.MaterializeResult:
         """Metadata, check results and, where due, the run's e-mail."""
         checks = checks or []
@@ -160,9 +177,10 @@ class FlowSteps:
                 mailer,
                 folders,
                 failure=f"{step} check {blocked[0].check_name}: {blocked[0].description}",
+                extra_files=extra_files,
             )
         else:
-            self.email(context, step, mailer, folders)
+            self.email(context, step, mailer, folders, extra_files=extra_files)
         return dg.MaterializeResult(metadata={**tally.metadata(), **(extra or {})}, check_results=checks)
 
     def read(self, key: str, folders: FoldersResource, name: str) -> pl.DataFrame:
@@ -266,21 +284,46 @@ class FlowSteps:
         }
 
     def link(self, context, database: DatabaseResource, folders: FoldersResource, mailer: MailerResource):
-        tally, counts = StepTally(), {"updated": 0, "unchanged": 0, "rejected": 0}
+        tally = StepTally()
+        counts = {"updated": 0, "unchanged": 0, "rejected": 0, "parked": 0}
+        expired_files: list = []
+        extra: dict[str, object] = {}
         with self.failing_emails(context, "link", mailer, folders):
+            now = datetime.now().replace(microsecond=0)
+            if self.parks:
+                # parked rows of earlier partitions get their chance first
+                with database.engine().begin() as conn:
+                    retried = retry_parked(conn, self.flow, now=now, max_age=self.runtime.max_park_age)
+                expired_files, caught = self.write_expired(retried.expired, folders)
+                tally.caught += caught
+                extra.update(
+                    {
+                        "resolved_from_parking": retried.resolved,
+                        "expired_from_parking": retried.expired.height,
+                    }
+                )
             for key in context.partition_keys:
                 stage = self.stage(key, folders)
                 good = self.read(key, folders, "transform.parquet")
                 loaded = self.read(key, folders, "load.parquet")
+                extracted = self.read(key, folders, "extract.parquet")
                 with database.engine().begin() as conn:
-                    response = link_partition(conn, self.flow, good, loaded)
+
+                    def park_rows(link, rows, conn=conn, key=key, extracted=extracted) -> None:  # noqa: ANN001
+                        parking.park(conn, self.flow, link, rows, extracted, key, now)
+
+                    response = link_partition(conn, self.flow, good, loaded, park=park_rows)
+                    for link in self.parks:
+                        settled = response.filter(pl.col("action") != "parked").get_column("target_id")
+                        parking.unpark(conn, self.flow, link, settled.drop_nulls().to_list())
+                    if self.parks:
+                        extra["parked_now"] = parking.count_parked(conn, self.flow.name)
                 response.write_parquet(stage.file("link.parquet"))
                 for action, n in response.group_by("action").len().iter_rows():
                     counts[action] = counts.get(action, 0) + n
                 tally.rows_in += loaded.height
                 tally.rows_out += response.filter(pl.col("action") != "rejected").height
                 field = self.flow.source_column(self.flow.links[0].field) if self.flow.links else ""
-                extracted = self.read(key, folders, "extract.parquet")
                 tally.caught.append(
                     catcher.catch(
                         "link",
@@ -292,7 +335,62 @@ class FlowSteps:
                     )
                 )
         check = catcher.check_result(tally.caught, self.flow.warn_limit, tally.rows_in)
-        return self.finish(context, "link", tally, mailer, folders, dict(counts), [check])
+        return self.finish(
+            context, "link", tally, mailer, folders, {**counts, **extra}, [check], extra_files=expired_files
+        )
+
+    @property
+    def parks(self) -> list[LinkSpec]:
+        return [link for link in self.flow.links if link.on_missing == "park"]
+
+    def write_expired(self, expired: pl.DataFrame, folders: FoldersResource) -> tuple[list, list]:
+        """Expired parked rows join the link error file of the partition they came from."""
+        files, caught = [], []
+        for (partition_key,), rows in expired.group_by(["partition_key"], maintain_order=True):
+            path = self.stage(partition_key, folders).error_file("link")
+            found = catcher.append_parked(path, rows, self.flow.source.delimiter, partition_key)
+            files.append((partition_key, "link", path))
+            caught.append(found)
+        return files, caught
+
+    def parked(self, context, database: DatabaseResource, folders: FoldersResource, mailer: MailerResource):
+        """Retry every parked row now; after a load of the referenced flow, expire the rest."""
+        tally = StepTally()
+        loaded_at = context.run.tags.get(REFERENCED_LOADED_AT)
+        now = datetime.now().replace(microsecond=0)
+        with database.engine().begin() as conn:
+            retried = retry_parked(
+                conn,
+                self.flow,
+                now=now,
+                max_age=self.runtime.max_park_age,
+                referenced_loaded_at=datetime.fromisoformat(loaded_at) if loaded_at else None,
+            )
+            parked_now = parking.count_parked(conn, self.flow.name)
+        files, tally.caught = self.write_expired(retried.expired, folders)
+        tally.rows_in = retried.resolved + retried.still_parked + retried.expired.height
+        tally.rows_out = retried.resolved
+        partitions = sorted({f[0] for f in files})
+        where = send_run_email(
+            mailer=mailer,
+            folders=folders,
+            flow=self.flow.name,
+            run_id=context.run.run_id,
+            partition_keys=partitions,
+            error_files=files,
+            rejected=retried.expired.height,
+        )
+        if where:
+            context.log.info(f"run e-mail: {where}")
+        check = catcher.check_result(tally.caught, self.flow.warn_limit, tally.rows_in)
+        metadata = {
+            **tally.metadata(),
+            "resolved": retried.resolved,
+            "expired": retried.expired.height,
+            "parked_now": parked_now,
+            "referenced_loaded_at": loaded_at or "",
+        }
+        return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
 
 def _rejections(response: pl.DataFrame, field: str) -> pl.DataFrame:
@@ -319,10 +417,10 @@ def _reconciliation_result(balanced: list[dict]) -> dg.AssetCheckResult:
     )
 
 
-def build_flow_defs(flow: FlowModel, timezone: str) -> dg.Definitions:
+def build_flow_defs(flow: FlowModel, runtime: FlowRuntime) -> dg.Definitions:
     """Assets, checks, job and schedule of one flow."""
-    partitions = partitions_def(flow, timezone)
-    steps = FlowSteps(flow, partitions)
+    partitions = partitions_def(flow, runtime.timezone)
+    steps = FlowSteps(flow, partitions, runtime)
     common = {
         "group_name": flow.name,
         "partitions_def": partitions,
@@ -400,15 +498,61 @@ def build_flow_defs(flow: FlowModel, timezone: str) -> dg.Definitions:
 
     job = dg.define_asset_job(
         f"{flow.name}_job",
-        selection=dg.AssetSelection.groups(flow.name),
+        selection=dg.AssetSelection.assets(*keys.values()),
         description=f"the whole {flow.name} flow",
     )
     schedule = schedule_for(flow, job)
-    return dg.Definitions(
+    definitions = dg.Definitions(
         assets=[extract, transform, load, link],
         jobs=[job],
         schedules=[schedule] if schedule else [],
+        sensors=[file_sensor(flow, job, partitions)] if flow.sensor else [],
     )
+    if steps.parks:
+        definitions = dg.Definitions.merge(definitions, _parking_defs(flow, steps, keys["link"]))
+    return definitions
 
 
-__all__: list[str] = ["build_flow_defs", "FlowSteps", "STEPS"]
+def _parking_defs(flow: FlowModel, steps: FlowSteps, link_key: dg.AssetKey) -> dg.Definitions:
+    """``<flow>_parked``: the parked rows, retried after each load of the referenced flows."""
+    name = flow.asset_name("parked")
+
+    @dg.asset(
+        name=name,
+        group_name=flow.name,
+        deps=[link_key],
+        kinds={"sql"},
+        check_specs=[
+            dg.AssetCheckSpec(catcher.CHECK_NAME, asset=dg.AssetKey(name), description="expired parked rows")
+        ],
+        description="Rows waiting for their referenced row; retried after each load of "
+        + ", ".join(sorted({str(x.after_flow) for x in steps.parks})),
+    )
+    def parked(
+        context: dg.AssetExecutionContext,
+        database: DatabaseResource,
+        folders: FoldersResource,
+        mailer: MailerResource,
+    ):
+        return steps.parked(context, database, folders, mailer)
+
+    job = dg.define_asset_job(f"{name}_retry", selection=dg.AssetSelection.assets(parked))
+    sensors = []
+    for after_flow in sorted({str(x.after_flow) for x in steps.parks}):
+
+        @dg.asset_sensor(
+            name=f"{name}_after_{after_flow}",
+            asset_key=dg.AssetKey(f"{after_flow}_link"),
+            job=job,
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            description=f"retry parked {flow.name} rows after each {after_flow} load",
+        )
+        def after_load(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry) -> dg.RunRequest:
+            loaded_at = datetime.fromtimestamp(asset_event.timestamp).replace(microsecond=0).isoformat()
+            return dg.RunRequest(
+                run_key=f"{asset_event.run_id}:{asset_event.timestamp}",
+                tags={REFERENCED_LOADED_AT: loaded_at},
+            )
+
+        sensors.append(after_load)
+    return dg.Definitions(assets=[parked], jobs=[job], sensors=sensors)

@@ -95,6 +95,18 @@ class LinkSpec(StrictModel):
     column: str = Field(pattern=IDENTIFIER, description="target column set to the id")
     table: str = Field(pattern=IDENTIFIER, description="referenced table (may be the target)")
     match: str = Field(pattern=IDENTIFIER, description="column of the referenced table")
+    on_missing: Literal["reject", "park"] = Field(
+        "reject", description="park: keep retrying until the referenced row arrives (see max_park_age)"
+    )
+    after_flow: str | None = Field(
+        None, description="park: the flow loading the referenced table; parked rows are retried after it"
+    )
+
+    @model_validator(mode="after")
+    def _park_needs_flow(self) -> LinkSpec:
+        if self.on_missing == "park" and not self.after_flow:
+            raise ValueError("on_missing: park needs after_flow (the flow that loads the referenced table)")
+        return self
 
 
 class PartitionSpec(StrictModel):
@@ -102,6 +114,9 @@ class PartitionSpec(StrictModel):
 
     kind: Literal["daily", "monthly", "five_minutes"] = "daily"
     start: date = date(2025, 1, 1)
+    window_days: int | None = Field(
+        None, ge=1, description="only the last N days exist (keeps 5-minute partitions few enough for the UI)"
+    )
 
 
 class ScheduleSpec(StrictModel):
@@ -110,6 +125,12 @@ class ScheduleSpec(StrictModel):
     hour: int = Field(6, ge=0, le=23)
     minute: int = Field(0, ge=0, le=59)
     day_of_month: int | None = Field(None, ge=1, le=28)
+
+
+class SensorSpec(StrictModel):
+    """Start a run when the partition's file has arrived and stopped growing."""
+
+    minimum_interval_seconds: int = Field(30, ge=5, description="how often the folder is listed")
 
 
 class FlowModel(StrictModel):
@@ -124,6 +145,7 @@ class FlowModel(StrictModel):
     links: list[LinkSpec] = Field(default_factory=list)
     partitions: PartitionSpec = Field(default_factory=PartitionSpec)
     schedule: ScheduleSpec | None = Field(default_factory=ScheduleSpec)
+    sensor: SensorSpec | None = Field(None, description="runs requested as files arrive")
     warn_limit: int = Field(10, ge=0, description="rejected rows up to this only warn")
     blocking_checks: list[Step] = Field(
         default_factory=lambda: ["transform"], description="steps whose failing check stops the run"

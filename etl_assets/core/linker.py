@@ -1,8 +1,11 @@
 """link: set reference columns from natural values, after load (the parent may be in the
-same file). A reference that matches no row rejects the link, not the loaded row.
+same file). A reference that matches no row rejects the link, not the loaded row, or, for
+a link with ``on_missing: park``, is parked until the referenced row arrives.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import polars as pl
 import sqlalchemy as sa
@@ -15,15 +18,18 @@ from etl_assets.core.tables import ID, ensure_table, target_table
 
 def _lookup(conn: sa.Connection, link: LinkSpec, flow: FlowModel, values: list[str]) -> pl.DataFrame:
     """``match value -> id`` for the referenced rows, ambiguous values marked."""
+    found: dict[str, list[int]] = {}
     if link.table == flow.target.table:
         ref = target_table(flow)
-    else:
+    elif sa.inspect(conn).has_table(link.table):
         ref = sa.Table(link.table, sa.MetaData(), autoload_with=conn)
-    found: dict[str, list[int]] = {}
+    else:
+        values = []  # the referenced flow has not loaded anything yet
+        ref = None
     for start in range(0, len(values), 10_000):
         chunk = values[start : start + 10_000]
         for value, ref_id in conn.execute(
-            sa.select(ref.c[link.match], ref.c[ID]).where(ref.c[link.match].in_(chunk))
+            sa.select(ref.c[link.match], ref.c[ID]).where(ref.c[link.match].in_(chunk))  # type: ignore[union-attr]
         ):
             found.setdefault(value, []).append(ref_id)
     return pl.DataFrame(
@@ -36,10 +42,45 @@ def _lookup(conn: sa.Connection, link: LinkSpec, flow: FlowModel, values: list[s
     )
 
 
-def link_partition(
-    conn: sa.Connection, flow: FlowModel, good: pl.DataFrame, loaded: pl.DataFrame
+ParkRows = Callable[[LinkSpec, pl.DataFrame], None]
+
+
+def resolve_references(
+    conn: sa.Connection, flow: FlowModel, link: LinkSpec, refs: pl.DataFrame
 ) -> pl.DataFrame:
-    """Apply every link of the flow to the partition's loaded rows; one response frame."""
+    """``refs`` (with ``_value``) plus ``_ref_id`` and ``reason`` (null when settable)."""
+    values = refs.get_column("_value").drop_nulls().unique().to_list()
+    resolved = refs.join(_lookup(conn, link, flow, values), on="_value", how="left")
+    column = flow.source_column(link.field)
+    return resolved.with_columns(
+        pl.when(pl.col("_value").is_null())
+        .then(pl.lit(None, pl.String))
+        .when(pl.col("_ref_id").is_null())
+        .then(pl.format(f"unknown {column} {{}}: no {link.table}.{link.match} matches", pl.col("_value")))
+        .when(pl.col("_matches") > 1)
+        .then(
+            pl.format(
+                f"ambiguous {column} {{}}: {{}} rows of {link.table} match",
+                pl.col("_value"),
+                pl.col("_matches"),
+            )
+        )
+        .alias("reason")
+    )
+
+
+def link_partition(
+    conn: sa.Connection,
+    flow: FlowModel,
+    good: pl.DataFrame,
+    loaded: pl.DataFrame,
+    park: ParkRows | None = None,
+) -> pl.DataFrame:
+    """Apply every link of the flow to the partition's loaded rows; one response frame.
+
+    Unknown references of a parking link go to ``park`` (action ``parked``); the others
+    are rejected.
+    """
     table = ensure_table(conn, flow)
     rows = loaded.filter(pl.col("action") != "rejected").select(LINE, "key", "target_id")
     responses = []
@@ -47,34 +88,23 @@ def link_partition(
         refs = rows.join(
             good.select(LINE, pl.col(link.field).cast(pl.String).alias("_value")), on=LINE, how="left"
         )
-        values = refs.get_column("_value").drop_nulls().unique().to_list()
-        resolved = refs.join(_lookup(conn, link, flow, values), on="_value", how="left")
-        column = flow.source_column(link.field)
-        resolved = resolved.with_columns(
-            pl.when(pl.col("_value").is_null())
-            .then(pl.lit(None, pl.String))
-            .when(pl.col("_ref_id").is_null())
-            .then(pl.format(f"unknown {column} {{}}: no {link.table}.{link.match} matches", pl.col("_value")))
-            .when(pl.col("_matches") > 1)
-            .then(
-                pl.format(
-                    f"ambiguous {column} {{}}: {{}} rows of {link.table} match",
-                    pl.col("_value"),
-                    pl.col("_matches"),
-                )
-            )
-            .alias("reason")
-        )
+        resolved = resolve_references(conn, flow, link, refs)
+        parking = link.on_missing == "park" and park is not None
+        waiting = pl.col("_ref_id").is_null() & pl.col("_value").is_not_null() & pl.lit(parking)
+        if parking:
+            park(link, resolved.filter(waiting).select(LINE, "key", "target_id", "_value"))
         settable = resolved.filter(pl.col("reason").is_null()).select(
             pl.col("target_id").alias(ID), pl.col("_ref_id").alias(link.column)
         )
-        changed = _update(conn, table, link, settable)
+        changed = set_links(conn, table, link, settable)
         responses.append(
             resolved.select(
                 LINE,
                 "key",
                 "target_id",
-                pl.when(pl.col("reason").is_not_null())
+                pl.when(waiting)
+                .then(pl.lit("parked"))
+                .when(pl.col("reason").is_not_null())
                 .then(pl.lit("rejected"))
                 .when(pl.col("target_id").is_in(changed))
                 .then(pl.lit("updated"))
@@ -88,7 +118,7 @@ def link_partition(
     return _one_row_per_line(pl.concat(responses))
 
 
-def _update(conn: sa.Connection, table: sa.Table, link: LinkSpec, settable: pl.DataFrame) -> list[int]:
+def set_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, settable: pl.DataFrame) -> list[int]:
     """Set the link column where it differs; returns the ids that changed."""
     if settable.height == 0:
         return []
@@ -115,6 +145,6 @@ def _link_shape(table: sa.Table, link: LinkSpec) -> sa.Table:
 def _one_row_per_line(frame: pl.DataFrame) -> pl.DataFrame:
     """With several links, a line is rejected if any link rejects it, updated if any updated."""
     rank = pl.col("action").replace_strict(
-        {"rejected": 0, "updated": 1, "unchanged": 2}, return_dtype=pl.Int8
+        {"rejected": 0, "parked": 1, "updated": 2, "unchanged": 3}, return_dtype=pl.Int8
     )
     return frame.sort([LINE, rank]).unique(LINE, keep="first", maintain_order=True).cast(RESPONSE_SCHEMA)

@@ -31,7 +31,7 @@ RESPONSE_SCHEMA = {
 }
 
 
-def _dialect_insert(conn: sa.Connection):  # noqa: ANN202 - dialect-specific Insert
+def dialect_insert(conn: sa.Connection):  # noqa: ANN202 - dialect-specific Insert
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
@@ -84,7 +84,7 @@ def upsert_partition(conn: sa.Connection, flow: FlowModel, good: pl.DataFrame) -
                 sa.select(table.c[key]).where(table.c[key].in_(sa.select(staging.c[key])))
             )
         }
-        insert = _dialect_insert(conn)(table).from_select(
+        insert = dialect_insert(conn)(table).from_select(
             columns, sa.select(*(staging.c[c] for c in columns)).where(sa.true())
         )
         changed = sa.or_(*(table.c[c].is_distinct_from(insert.excluded[c]) for c in data_columns if c != key))

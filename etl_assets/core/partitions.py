@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 
@@ -14,7 +14,10 @@ FIVE_MINUTES_CRON = "*/5 7-18 * * *"  # 07:00 .. 18:55, 144 partitions a day
 def partitions_def(flow: FlowModel, timezone: str) -> dg.TimeWindowPartitionsDefinition:
     """Daily partitions include today (its file arrives before the 06:00 run)."""
     spec = flow.partitions
-    start = datetime.combine(spec.start, datetime.min.time())
+    first = spec.start
+    if spec.window_days is not None:
+        first = max(first, date.today() - timedelta(days=spec.window_days - 1))
+    start = datetime.combine(first, datetime.min.time())
     if spec.kind == "daily":
         return dg.DailyPartitionsDefinition(start_date=start, timezone=timezone, end_offset=1)
     if spec.kind == "monthly":

@@ -73,6 +73,8 @@ class MailerResource(ConfigurableResource):
         message = self.build_message(subject, body, attachments, recipients)
         if not self.smtp_host:
             return str(self._write_eml(message))
+        if not message["To"]:
+            raise ConnectorError("mail", f"{self.label}: no recipients: set mail.recipients")
         self._deliver(message)
         return f"{self.label} to {message['To']}"
 
@@ -113,12 +115,22 @@ class MailerResource(ConfigurableResource):
         except ssl.SSLError as exc:
             raise ConnectorError("mail", f"{self.label}: TLS failed ({first_line(exc)})") from None
         except smtplib.SMTPNotSupportedError as exc:
-            raise ConnectorError("mail", redact(f"{self.label}: {first_line(exc)}", [password])) from None
+            hint = "" if self.starttls else " (does the server need starttls: true?)"
+            reason = f"{first_line(exc)}{hint}"
+            raise ConnectorError("mail", redact(f"{self.label}: {reason}", [password])) from None
         except (OSError, smtplib.SMTPException) as exc:
             if isinstance(
                 exc, (ConnectionRefusedError, socket.timeout, socket.gaierror, smtplib.SMTPConnectError)
             ):
                 reason = f"host unreachable: {self.smtp_host}:{self.smtp_port} ({first_line(exc)})"
+            elif isinstance(exc, smtplib.SMTPResponseException):
+                # not the exception's str(): that is a tuple repr with the raw bytes
+                error = exc.smtp_error
+                if isinstance(error, bytes):
+                    error = error.decode(errors="replace")
+                reason = f"the server refused: {exc.smtp_code} {error}"
+            elif isinstance(exc, smtplib.SMTPRecipientsRefused):
+                reason = f"the server refused the recipients {', '.join(exc.recipients)}"
             else:
                 reason = first_line(exc)
             raise ConnectorError("mail", redact(f"{self.label}: {reason}", [password])) from None

@@ -116,14 +116,21 @@ class SftpResource(FilesResource):
         while True:
             try:
                 with self.session() as sftp:
-                    return action(sftp)
+                    try:
+                        return action(sftp)
+                    except OSError as exc:
+                        # paramiko gives SFTP "Failure" (e.g. removing a folder) no errno: that
+                        # is the server saying no while the line is up, not a dropped line
+                        if exc.errno is None and _line_is_up(sftp):
+                            raise _permanent(exc, f"{self.label}: {what}") from None
+                        raise
             except ConnectorError as exc:
                 if not getattr(exc, "transient", False) or attempt >= self.retries:
                     raise
                 failure: str = exc.reason
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 if not _is_transient(exc):
-                    raise
+                    raise _permanent(exc, f"{self.label}: {what}") from None
                 if attempt >= self.retries:
                     raise ConnectorError(
                         "sftp", f"{self.label}: {what} failed after {attempt + 1} attempts: {first_line(exc)}"
@@ -220,6 +227,27 @@ class SftpResource(FilesResource):
                     ) from None
                 listed.append(f"{folder} {count} files")
         return f"{self.label}" + (f" ({', '.join(listed)})" if listed else " (no folders configured)")
+
+
+def _permanent(exc: BaseException, context: str) -> Exception:
+    """The same kind of error, its message naming the server and the path (paramiko's does not).
+
+    A file-system refusal stays an OSError (FileNotFoundError, PermissionError...) as from
+    LocalFilesResource; anything else becomes a ConnectorError.
+    """
+    if isinstance(exc, OSError) and exc.errno is not None:
+        message = f"{context}: {exc.strerror or first_line(exc)}"
+        return OSError(exc.errno, message, exc.filename) if exc.filename else OSError(exc.errno, message)
+    return ConnectorError("sftp", f"{context} failed: {first_line(exc)}")
+
+
+def _line_is_up(sftp: paramiko.SFTPClient) -> bool:
+    """The session still stands (its channel open, its transport active)."""
+    channel = sftp.get_channel()
+    if channel is None or channel.closed:
+        return False
+    transport = channel.get_transport()
+    return transport is not None and transport.is_active()
 
 
 def _is_transient(exc: BaseException) -> bool:

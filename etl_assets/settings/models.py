@@ -7,6 +7,7 @@ Fields annotated ``Secret`` hold passwords; the loader replaces their value by a
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -98,6 +99,10 @@ class Settings(StrictModel):
     home: str = Field("./var", description="runtime folders; ETL_HOME overrides")
     timezone: str = "Europe/Rome"
     require_encrypted_secrets: bool = False
+    max_park_age: timedelta = Field(
+        timedelta(hours=24),
+        description="a parked row older than this is rejected (seconds or ISO 8601, PT24H)",
+    )
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     sftp: SftpSettings | None = None
     mail: MailSettings = Field(default_factory=MailSettings)

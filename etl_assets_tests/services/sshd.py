@@ -60,6 +60,27 @@ def _ensure_user(password: str) -> pwd.struct_passwd:
     return pw
 
 
+def _shared_password() -> str:
+    """The test user's password, random once per machine and kept root-only in CHROOT_BASE.
+
+    Every test session (several may run at once) sets the same password on the one test
+    user: a fresh password per session would break the other sessions' password logins.
+    """
+    path = CHROOT_BASE / ".etltest_password"
+    if not path.exists():
+        tmp = CHROOT_BASE / f".etltest_password.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(18))
+        try:
+            os.link(tmp, path)  # atomic: the first session to get here wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
+
+
 def _keygen(path: Path, passphrase: str = "") -> str:
     """Generate an ed25519 key pair with ssh-keygen; return "ssh-ed25519 AAAA..." (no comment)."""
     _run([str(SSH_KEYGEN), "-q", "-t", "ed25519", "-N", passphrase, "-C", path.name, "-f", str(path)])
@@ -245,12 +266,12 @@ def start_sshd(workdir: Path) -> Iterator[SshdServer]:
     token = secrets.token_hex(6)
     confdir = Path(workdir) / f"sshd-{token}"
     confdir.mkdir(parents=True)
-    password = secrets.token_urlsafe(18)
-    pw = _ensure_user(password)
-
     CHROOT_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
     os.chown(CHROOT_BASE, 0, 0)
     CHROOT_BASE.chmod(0o755)
+    password = _shared_password()
+    pw = _ensure_user(password)
+
     base = CHROOT_BASE / token
     base.mkdir(mode=0o755)
     server: SshdServer | None = None

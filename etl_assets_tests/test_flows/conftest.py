@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -30,6 +30,7 @@ class FlowEnv:
     postgres: PostgresServer
     database: str
     instance: dg.DagsterInstance
+    cursors: dict = field(default_factory=dict)  # sensor cursors, as the daemon keeps them
 
     def put(self, name: str, data: bytes) -> None:
         self.sshd.put_file(f"{self.folder}/{name}", data)
@@ -83,7 +84,7 @@ test:
     known_hosts: {sshd.known_hosts_path}
     retries: 1
     backoff_seconds: 0.1
-    folders: {{companies: {folder}}}
+    folders: {{companies: {folder}, offers: {folder}}}
   mail:
     sender: etl@test.example
     recipients: [ops@test.example]

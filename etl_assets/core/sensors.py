@@ -1,0 +1,101 @@
+"""Files arriving start runs: a sensor per flow that asks for it, and the file name <->
+partition key mapping it relies on."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+
+import dagster as dg
+
+from etl_assets.core.flow_model import FlowModel
+from etl_assets.resources.files import FilesResource
+
+_FIELD = re.compile(r"\{start:([^}]*)\}")
+
+
+def partition_key_for_file(
+    flow: FlowModel, file_name: str, partitions: dg.TimeWindowPartitionsDefinition
+) -> str | None:
+    """The partition key a file name stands for, or None when the name is not this flow's."""
+    match = _FIELD.search(flow.source.file)
+    if match is None:
+        return None
+    prefix, suffix = flow.source.file[: match.start()], flow.source.file[match.end() :]
+    if not (file_name.startswith(prefix) and file_name.endswith(suffix)) or len(file_name) <= len(
+        prefix + suffix
+    ):
+        return None
+    try:
+        start = datetime.strptime(file_name[len(prefix) : len(file_name) - len(suffix)], match.group(1))
+    except ValueError:
+        return None
+    return start.strftime(partitions.fmt)
+
+
+def file_sensor(
+    flow: FlowModel, job: dg.UnresolvedAssetJobDefinition, partitions: dg.TimeWindowPartitionsDefinition
+) -> dg.SensorDefinition:
+    """Request a run for each new file once its size is the same on two looks.
+
+    The cursor remembers the last size seen of each file still in the folder and every file
+    already requested, so a file is requested once; a file outside the partition set is
+    refused with a reason in the sensor's log.
+    """
+    assert flow.sensor is not None
+
+    @dg.sensor(
+        name=f"{flow.name}_file_sensor",
+        job=job,
+        minimum_interval_seconds=flow.sensor.minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"runs {flow.name} for each new {flow.source.file} once it stopped growing",
+    )
+    def sensor(context: dg.SensorEvaluationContext, files: FilesResource) -> dg.SensorResult:
+        state = json.loads(context.cursor) if context.cursor else {}
+        seen: dict[str, list[float]] = state.get("seen", {})
+        done: dict[str, str] = state.get("done", {})
+        listing = files.list_files(files.folder_of(flow.name, flow.source.folder))
+        requests, growing, refused = [], [], []
+        present = set()
+        for remote in listing:
+            key = partition_key_for_file(flow, remote.name, partitions)
+            if key is None:
+                continue
+            present.add(remote.name)
+            if remote.name in done:
+                continue
+            if not partitions.has_partition_key(key):
+                refused.append(f"{remote.name}: partition {key} is outside the flow's partitions")
+                done[remote.name] = "refused"
+                continue
+            size = [remote.size, remote.mtime]
+            if seen.get(remote.name) == size:
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"{remote.name}:{remote.size}:{int(remote.mtime)}", partition_key=key
+                    )
+                )
+                done[remote.name] = key
+                seen.pop(remote.name, None)
+            else:
+                seen[remote.name] = size
+                growing.append(remote.name)
+        for reason in refused:
+            context.log.warning(f"refused {reason}")
+        # forget files that left the folder (moved to processed/): the cursor stays small
+        state = {
+            "seen": {k: v for k, v in seen.items() if k in present},
+            "done": {k: v for k, v in done.items() if k in present},
+        }
+        if not requests:
+            why = "no new file"
+            if growing:
+                why = f"waiting for {len(growing)} file(s) to stop growing: {', '.join(sorted(growing)[:5])}"
+            if refused:
+                why += f"; refused: {'; '.join(refused[:3])}"
+            return dg.SensorResult(skip_reason=dg.SkipReason(why), cursor=json.dumps(state))
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(state))
+
+    return sensor
