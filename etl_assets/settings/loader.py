@@ -123,4 +123,4 @@ def _protect_secrets(settings: Settings, path: Path) -> None:
             dotted,
             settings.env,
         )
-        setattr(owner, field, wrap_plain(value))
+        setattr(owner, field, wrap_plain(value, dotted))

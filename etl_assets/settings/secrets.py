@@ -9,15 +9,17 @@ the value cannot reach Dagster's resource config, run metadata or the UI.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
 ENC_PREFIX = "enc:"
-# Plain dev passwords are wrapped in a token under a key that lives only in this
-# process, so resource config shows ciphertext in every environment.
-PROCESS_PREFIX = "encp:"
+# A plain dev password is replaced by a reference ("plain:database.password"); the value
+# stays in this process's memory and is read again from the settings file by another
+# process (a run worker) that needs it. Resource config never holds it, and the reference
+# is stable, so the code location's snapshot does not change from one load to the next.
+PLAIN_PREFIX = "plain:"
+_PLAIN_VALUES: dict[str, str] = {}
 DEFAULT_KEY_FILE = Path("~/.config/etl_assets/secret.key")
 
 
@@ -69,14 +71,10 @@ def encrypt(plain: str, key: bytes | None = None) -> str:
     return ENC_PREFIX + Fernet(key or load_key()).encrypt(plain.encode()).decode()
 
 
-@lru_cache(maxsize=1)
-def _process_fernet() -> Fernet:
-    return Fernet(Fernet.generate_key())
-
-
-def wrap_plain(plain: str) -> str:
-    """Hide a plain (dev) password behind this process's ephemeral key."""
-    return PROCESS_PREFIX + _process_fernet().encrypt(plain.encode()).decode()
+def wrap_plain(plain: str, setting: str) -> str:
+    """Keep a plain (dev) password in memory; return the reference that stands for it."""
+    _PLAIN_VALUES[setting] = plain
+    return PLAIN_PREFIX + setting
 
 
 def is_encrypted(value: str) -> bool:
@@ -84,11 +82,22 @@ def is_encrypted(value: str) -> bool:
     return value.startswith(ENC_PREFIX)
 
 
+def _plain_value(setting: str) -> str:
+    if setting not in _PLAIN_VALUES:
+        from etl_assets.settings.runtime import current_settings  # loading it fills the values
+
+        current_settings()
+    try:
+        return _PLAIN_VALUES[setting]
+    except KeyError:
+        raise SecretError(f"{setting}: no plain password of that name in the current settings") from None
+
+
 def decrypt(token: str, setting: str = "secret") -> str:
     """Clear text of a token; the error names the setting, never the value."""
-    if token.startswith(PROCESS_PREFIX):
-        fernet, body = _process_fernet(), token[len(PROCESS_PREFIX) :]
-    elif token.startswith(ENC_PREFIX):
+    if token.startswith(PLAIN_PREFIX):
+        return _plain_value(token[len(PLAIN_PREFIX) :])
+    if token.startswith(ENC_PREFIX):
         fernet, body = Fernet(load_key()), token[len(ENC_PREFIX) :]
     else:
         raise SecretError(f"{setting}: not an encrypted token")
