@@ -74,8 +74,7 @@ def fetch(
     if received != listed.size:
         raise SourceFileError(file_name, f"incomplete download: {received} of {listed.size} bytes")
     when = datetime.fromtimestamp(listed.mtime)
-    backup = folders.path("backup", flow.name, f"{when:%Y}", f"{when:%m}")
-    backup.mkdir(parents=True, exist_ok=True)
+    backup = folders.dir("backup", flow.name, f"{when:%Y}", f"{when:%m}")
     shutil.copy2(raw_path, backup / file_name)
     return raw_path, digest, listed
 

@@ -19,7 +19,7 @@ from etl_assets.core.loader import upsert_partition
 from etl_assets.core.maps import ERROR_FIELD, ERROR_REASON, LINE
 from etl_assets.core.parking import retry_parked
 from etl_assets.core.partitions import partitions_def, schedule_for
-from etl_assets.core.run_email import send_run_email
+from etl_assets.core.run_email import send_kept_emails, send_run_email
 from etl_assets.core.sensors import file_sensor
 from etl_assets.core.staging import PartitionStage
 from etl_assets.core.transform import transform_partition
@@ -119,6 +119,8 @@ class FlowSteps:
         """Send the run's e-mail from the run's last step of this flow, or from a failing one."""
         if failure is None and self.steps_in_run(context)[-1] != step:
             return
+        for kept in send_kept_emails(mailer, folders):
+            context.log.info(f"sent a kept e-mail: {kept}")
         files = self.error_files(context, folders, step) + [f for f in extra_files or [] if f[2].exists()]
         where = send_run_email(
             mailer=mailer,
@@ -371,6 +373,8 @@ class FlowSteps:
         tally.rows_in = retried.resolved + retried.still_parked + retried.expired.height
         tally.rows_out = retried.resolved
         partitions = sorted({f[0] for f in files})
+        for kept in send_kept_emails(mailer, folders):
+            context.log.info(f"sent a kept e-mail: {kept}")
         where = send_run_email(
             mailer=mailer,
             folders=folders,

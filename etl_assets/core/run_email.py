@@ -11,6 +11,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
+from email import message_from_bytes, policy
 from pathlib import Path
 
 from etl_assets.core.staging import partition_dir_name
@@ -51,8 +52,7 @@ def send_run_email(
         return None
     label = partition_label(partition_keys)
     # Attachments get unique names: several partitions each have their transform.csv.
-    attach_dir = folders.path("logs", "mail", run_id)
-    attach_dir.mkdir(parents=True, exist_ok=True)
+    attach_dir = folders.dir("logs", "mail", run_id)
     attachments = []
     for partition_key, step, path in error_files:
         named = attach_dir / f"{flow}_{partition_dir_name(partition_key)}_{step}.csv"
@@ -70,12 +70,32 @@ def send_run_email(
         if attachments
         else [f"Flow {flow}, partition {label}, run {run_id}.", f"Failed: {failure}" if failure else ""]
     )
-    title = subject(mailer.env, flow, label, rejected, failure)
+    message = mailer.build_message(subject(mailer.env, flow, label, rejected, failure), body, attachments)
     try:
-        return mailer.send(title, body, attachments)
+        return mailer.send_message(message)
     except ConnectorError as exc:
-        unsent = folders.path("logs", "unsent")
+        unsent = folders.dir("logs", "unsent")
         name = unsent / f"{time.strftime('%Y%m%dT%H%M%S')}_{run_id[:8]}_{flow}.eml"
-        name.write_bytes(bytes(mailer.build_message(title, body, attachments)))
-        log.error("run e-mail not sent (%s); kept in %s", exc.reason, name)
+        partial = name.with_name(f".{name.name}.part")
+        partial.write_bytes(bytes(message))
+        partial.replace(name)
+        log.error("run e-mail not sent (%s); kept in %s for the next run", exc.reason, name)
         return f"kept unsent in {name}"
+
+
+def send_kept_emails(mailer: MailerResource, folders: FoldersResource) -> list[str]:
+    """Send the e-mails earlier runs could not send, oldest first; each goes out once.
+
+    Stops at the first failure (SMTP still down): the rest wait for the next run.
+    """
+    sent = []
+    for path in sorted(folders.dir("logs", "unsent").glob("*.eml")):
+        message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        try:
+            mailer.send_message(message)  # type: ignore[arg-type]
+        except ConnectorError as exc:
+            log.warning("kept e-mails still not sent (%s)", exc.reason)
+            break
+        path.unlink()
+        sent.append(str(message["Subject"]))
+    return sent

@@ -28,9 +28,7 @@ class PartitionStage:
 
     @property
     def dir(self) -> Path:
-        path = self.folders.path("data", self.flow, partition_dir_name(self.partition_key))
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return self.folders.dir("data", self.flow, partition_dir_name(self.partition_key))
 
     def file(self, name: str) -> Path:
         return self.dir / name
@@ -43,6 +41,4 @@ class PartitionStage:
 
     def error_file(self, step: str) -> Path:
         """``ETL_HOME/errors/<flow>/<partition>/<step>.csv``."""
-        path = self.folders.path("errors", self.flow, partition_dir_name(self.partition_key))
-        path.mkdir(parents=True, exist_ok=True)
-        return path / f"{step}.csv"
+        return self.folders.dir("errors", self.flow, partition_dir_name(self.partition_key)) / f"{step}.csv"

@@ -23,3 +23,9 @@ class FoldersResource(ConfigurableResource):
         base = Path(self.home) / folder
         base.mkdir(parents=True, exist_ok=True)
         return base.joinpath(*parts)
+
+    def dir(self, folder: FolderName, *parts: str) -> Path:
+        """``ETL_HOME/<folder>/<parts...>`` as a directory, created with its parents."""
+        path = self.path(folder, *parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path

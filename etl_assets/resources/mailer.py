@@ -70,7 +70,10 @@ class MailerResource(ConfigurableResource):
         recipients: Sequence[str] | None = None,
     ) -> str:
         """Send (or, without SMTP, write to the outbox); returns where the message went."""
-        message = self.build_message(subject, body, attachments, recipients)
+        return self.send_message(self.build_message(subject, body, attachments, recipients))
+
+    def send_message(self, message: EmailMessage) -> str:
+        """Send a message built before (e.g. one kept while SMTP was down)."""
         if not self.smtp_host:
             return str(self._write_eml(message))
         if not message["To"]:

@@ -214,3 +214,25 @@ def test_a_file_still_growing_is_refused(flow_env: FlowEnv) -> None:
     writer.join()
     assert not result.success
     assert "still being uploaded" in result.failure_data_for_node("companies_extract").error.message
+
+
+def test_an_email_smtp_refused_is_kept_and_sent_once_by_a_later_run(flow_env: FlowEnv) -> None:
+    flow_env.put(FILE, companies_csv(GOOD[0], BAD[0]))
+    flow_env.smtp.stop()
+    try:
+        assert flow_env.run(DAY).success  # a mail fault does not fail the load
+    finally:
+        flow_env.smtp.start()
+    kept = list((flow_env.home / "logs" / "unsent").glob("*.eml"))
+    assert len(kept) == 1
+    assert b"Subject: [etl_assets][test] companies 2026-01-15: 1 rows rejected" in kept[0].read_bytes()
+
+    flow_env.put("companies_20260116.csv", companies_csv(GOOD[1].replace("IT00000000001", "")))  # a clean file
+    assert flow_env.run("2026-01-16").success
+    (message,) = flow_env.smtp.wait_for(1)
+    assert message["Subject"] == f"[etl_assets][test] companies {DAY}: 1 rows rejected"
+    assert [p.get_filename() for p in message.iter_attachments()] == [f"companies_{DAY}_transform.csv"]
+    assert list((flow_env.home / "logs" / "unsent").glob("*.eml")) == []
+    assert flow_env.run("2026-01-16").success  # and it is not sent again
+    time.sleep(0.5)
+    assert len(flow_env.smtp.messages()) == 1
