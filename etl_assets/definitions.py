@@ -8,7 +8,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from etl_assets.core.component import load_flow_models
 from etl_assets.core.connections_job import test_connections_job
+from etl_assets.core.housekeeping_job import housekeeping_defs
 from etl_assets.resources import build_resources
 from etl_assets.settings import Settings
 from etl_assets.settings.runtime import current_settings
@@ -19,8 +21,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Everything Dagster shows for one environment."""
     flows = dg.load_from_defs_folder(path_within_project=PROJECT_ROOT)
+    models = load_flow_models(Path(__file__).parent / "defs")
     return dg.Definitions.merge(
         flows,
+        housekeeping_defs(models, settings.housekeeping, settings.timezone),
         dg.Definitions(
             jobs=[test_connections_job],
             resources=build_resources(settings),

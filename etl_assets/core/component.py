@@ -4,7 +4,10 @@ The component's schema is our own pydantic FlowModel (``extra="forbid"``), so a 
 or type in a flow's YAML is reported with the file, line and dotted key.
 """
 
+from pathlib import Path
+
 import dagster as dg
+import yaml
 from pydantic import BaseModel
 
 from etl_assets.core.factory import FlowRuntime, build_flow_defs
@@ -34,3 +37,13 @@ class FlowComponent(dg.Component):
         return build_flow_defs(
             self.flow, FlowRuntime(timezone=settings.timezone, max_park_age=settings.max_park_age)
         )
+
+
+def load_flow_models(defs_dir: Path) -> list[FlowModel]:
+    """Every flow declared under ``defs_dir`` (for definitions that span flows)."""
+    flows = []
+    for path in sorted(defs_dir.glob("*/defs.yaml")):
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if str(document.get("type", "")).endswith(f".{FlowComponent.__name__}"):
+            flows.append(FlowModel.model_validate(document.get("attributes") or {}))
+    return flows

@@ -9,6 +9,7 @@ import dagster as dg
 from etl_assets.core.flow_model import FlowModel
 
 FIVE_MINUTES_CRON = "*/5 7-18 * * *"  # 07:00 .. 18:55, 144 partitions a day
+KEY_FORMATS = {"daily": "%Y-%m-%d", "monthly": "%Y-%m-%d", "five_minutes": "%Y-%m-%d-%H:%M"}
 
 
 def partitions_def(flow: FlowModel, timezone: str) -> dg.TimeWindowPartitionsDefinition:
@@ -23,7 +24,11 @@ def partitions_def(flow: FlowModel, timezone: str) -> dg.TimeWindowPartitionsDef
     if spec.kind == "monthly":
         return dg.MonthlyPartitionsDefinition(start_date=start, timezone=timezone)
     return dg.TimeWindowPartitionsDefinition(
-        cron_schedule=FIVE_MINUTES_CRON, fmt="%Y-%m-%d-%H:%M", start=start, timezone=timezone, end_offset=1
+        cron_schedule=FIVE_MINUTES_CRON,
+        fmt=KEY_FORMATS["five_minutes"],
+        start=start,
+        timezone=timezone,
+        end_offset=1,
     )
 
 

@@ -10,14 +10,13 @@ from datetime import datetime
 import dagster as dg
 
 from etl_assets.core.flow_model import FlowModel
+from etl_assets.core.partitions import KEY_FORMATS
 from etl_assets.resources.files import FilesResource
 
 _FIELD = re.compile(r"\{start:([^}]*)\}")
 
 
-def partition_key_for_file(
-    flow: FlowModel, file_name: str, partitions: dg.TimeWindowPartitionsDefinition
-) -> str | None:
+def partition_key_for_file(flow: FlowModel, file_name: str) -> str | None:
     """The partition key a file name stands for, or None when the name is not this flow's."""
     match = _FIELD.search(flow.source.file)
     if match is None:
@@ -31,7 +30,7 @@ def partition_key_for_file(
         start = datetime.strptime(file_name[len(prefix) : len(file_name) - len(suffix)], match.group(1))
     except ValueError:
         return None
-    return start.strftime(partitions.fmt)
+    return start.strftime(KEY_FORMATS[flow.partitions.kind])
 
 
 def file_sensor(
@@ -60,7 +59,7 @@ def file_sensor(
         requests, growing, refused = [], [], []
         present = set()
         for remote in listing:
-            key = partition_key_for_file(flow, remote.name, partitions)
+            key = partition_key_for_file(flow, remote.name)
             if key is None:
                 continue
             present.add(remote.name)

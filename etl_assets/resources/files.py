@@ -51,6 +51,12 @@ class FilesResource(ConfigurableResource):
     def remove(self, remote_path: str) -> None:
         raise NotImplementedError
 
+    def archive(self, remote: RemoteFile, folder: str) -> str:
+        """Move a processed file to ``<folder>/processed/``; returns its new path."""
+        target = f"{folder.rstrip('/')}/processed/{remote.name}"
+        self.rename(remote.path, target)
+        return target
+
     def check_connection(self) -> str:
         raise NotImplementedError
 
@@ -91,9 +97,16 @@ class LocalFilesResource(FilesResource):
         shutil.copyfile(local_path, target)
 
     def rename(self, remote_path: str, new_path: str) -> None:
-        target = Path(self.root) / new_path.lstrip("/")
+        target = self._local(new_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         self._local(remote_path).replace(target)
+
+    def archive(self, remote: RemoteFile, folder: str) -> str:
+        """Flat folder: processed files go to ``ETL_HOME/import/processed/``."""
+        target = Path(self.root) / "processed" / remote.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Path(remote.path).replace(target)
+        return str(target)
 
     def remove(self, remote_path: str) -> None:
         self._local(remote_path).unlink()

@@ -92,6 +92,19 @@ class MailSettings(StrictModel):
     smtp: SmtpSettings | None = None
 
 
+class HousekeepingSettings(StrictModel):
+    """The daily clean-up: processed source files, and old files under ETL_HOME."""
+
+    processed: Literal["move", "delete", "keep"] = Field(
+        "move", description="processed source files: move to <folder>/processed/, delete, or keep"
+    )
+    retention_days: dict[Literal["backup", "data", "errors", "logs"], int] = Field(
+        default_factory=lambda: {"backup": 90, "data": 30, "errors": 90, "logs": 30},
+        description="files older than this many days are deleted, per folder",
+    )
+    hour: int = Field(3, ge=0, le=23, description="when the daily job runs (settings' timezone)")
+
+
 class Settings(StrictModel):
     """Everything one environment needs; built by ``load_settings``."""
 
@@ -106,6 +119,7 @@ class Settings(StrictModel):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     sftp: SftpSettings | None = None
     mail: MailSettings = Field(default_factory=MailSettings)
+    housekeeping: HousekeepingSettings = Field(default_factory=HousekeepingSettings)
 
     @field_validator("timezone")
     @classmethod

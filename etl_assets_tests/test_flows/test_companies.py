@@ -227,7 +227,9 @@ def test_an_email_smtp_refused_is_kept_and_sent_once_by_a_later_run(flow_env: Fl
     assert len(kept) == 1
     assert b"Subject: [etl_assets][test] companies 2026-01-15: 1 rows rejected" in kept[0].read_bytes()
 
-    flow_env.put("companies_20260116.csv", companies_csv(GOOD[1].replace("IT00000000001", "")))  # a clean file
+    flow_env.put(
+        "companies_20260116.csv", companies_csv(GOOD[1].replace("IT00000000001", ""))
+    )  # a clean file
     assert flow_env.run("2026-01-16").success
     (message,) = flow_env.smtp.wait_for(1)
     assert message["Subject"] == f"[etl_assets][test] companies {DAY}: 1 rows rejected"

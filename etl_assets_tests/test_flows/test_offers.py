@@ -54,7 +54,10 @@ def test_offers_wait_for_their_company_then_link_or_get_rejected(flow_env: FlowE
     assert first.success
     link = first.asset_materializations_for_node("offers_link")[0].metadata
     assert (link["parked"].value, link["parked_now"].value, link["rejected"].value) == (2, 2, 0)
-    assert flow_env.query("select external_id, account_id from offers order by 1") == [("O1", None), ("O2", None)]
+    assert flow_env.query("select external_id, account_id from offers order by 1") == [
+        ("O1", None),
+        ("O2", None),
+    ]
     assert flow_env.smtp.messages() == []  # parked is not rejected: no e-mail
 
     # companies arrive with O1's company only; the sensor retries the parked offers
@@ -68,13 +71,15 @@ def test_offers_wait_for_their_company_then_link_or_get_rejected(flow_env: FlowE
     # O2 was parked before that companies load and is still unknown: now it is an error
     error_file = flow_env.home / "errors" / "offers" / key.replace(":", "-") / "link.csv"
     errors = pl.read_csv(error_file, separator=";", infer_schema=False)
-    assert errors.select("OFFER_ID", "COMPANY_VAT", "error_step", "error_field", "source_file", "source_line").rows() == [
-        ("O2", "IT00000000002", "link", "COMPANY_VAT", name, "3")
-    ]
+    assert errors.select(
+        "OFFER_ID", "COMPANY_VAT", "error_step", "error_field", "source_file", "source_line"
+    ).rows() == [("O2", "IT00000000002", "link", "COMPANY_VAT", name, "3")]
     assert "still missing after the companies load" in errors["error_reason"][0]
     (message,) = flow_env.smtp.wait_for(1)
     assert message["Subject"] == f"[etl_assets][test] offers {key}: 1 rows rejected"
-    assert [p.get_filename() for p in message.iter_attachments()] == [f"offers_{key.replace(':', '-')}_link.csv"]
+    assert [p.get_filename() for p in message.iter_attachments()] == [
+        f"offers_{key.replace(':', '-')}_link.csv"
+    ]
     assert flow_env.query("select count(*) from etl_parked_links") == [(0,)]
 
     # the sensor requests one retry per companies load, not one per tick
@@ -125,7 +130,10 @@ def test_file_sensor_waits_for_a_complete_file_and_requests_it_once(flow_env: Fl
     with open(remote, "ab") as handle:  # the upload goes on
         handle.write(offer("O10", "IT1").encode() + b"\r\n")
     growing = tick()
-    assert growing.run_requests == [] and f"waiting for 1 file(s) to stop growing: {name}" in growing.skip_message
+    assert (
+        growing.run_requests == []
+        and f"waiting for 1 file(s) to stop growing: {name}" in growing.skip_message
+    )
     stable = tick()
     assert [r.partition_key for r in stable.run_requests] == [key]
     assert tick().run_requests == []  # never the same file twice
@@ -133,4 +141,7 @@ def test_file_sensor_waits_for_a_complete_file_and_requests_it_once(flow_env: Fl
     flow_env.sshd.put_file(f"{flow_env.folder}/offers_20200101_0700.csv", offers_csv(offer("O11", "IT1")))
     refused = tick()
     assert refused.run_requests == []
-    assert "offers_20200101_0700.csv: partition 2020-01-01-07:00 is outside the flow's partitions" in refused.skip_message
+    assert (
+        "offers_20200101_0700.csv: partition 2020-01-01-07:00 is outside the flow's partitions"
+        in refused.skip_message
+    )
