@@ -50,7 +50,15 @@ def test_webserver_shows_the_flows_jobs_and_schedules(isolated_env: Path) -> Non
     dagster_home = isolated_env / "dagster_home"
     dagster_home.mkdir(parents=True)
     server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-webserver")), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        [
+            str(Path(sys.executable).with_name("dagster-webserver")),
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
         cwd=ROOT,
         env={**os.environ, "DAGSTER_HOME": str(dagster_home), "ETL_ENV": "dev"},
         stdout=subprocess.DEVNULL,

@@ -51,6 +51,12 @@ def source_file_name(flow: FlowModel, start: datetime) -> str:
     return flow.source.file.format(start=start)
 
 
+def previous_sha256(flow: FlowModel, start: datetime, stage: PartitionStage) -> str | None:
+    """The checksum recorded by the partition's last extract, if any."""
+    recorded = stage.raw_dir / (source_file_name(flow, start) + ".sha256")
+    return recorded.read_text().split()[0] if recorded.is_file() else None
+
+
 def fetch(
     flow: FlowModel, file_name: str, files: FilesResource, stage: PartitionStage, folders: FoldersResource
 ) -> tuple[Path, str, RemoteFile]:

@@ -12,15 +12,16 @@ import dagster as dg
 import polars as pl
 
 from etl_assets.core import catcher, parking
-from etl_assets.core.extract import SourceFileError, extract_partition
+from etl_assets.core.extract import SourceFileError, extract_partition, previous_sha256
 from etl_assets.core.flow_model import FlowModel, LinkSpec
+from etl_assets.core.jobs import flow_jobs
 from etl_assets.core.linker import link_partition
 from etl_assets.core.loader import upsert_partition
 from etl_assets.core.maps import ERROR_FIELD, ERROR_REASON, LINE
 from etl_assets.core.parking import retry_parked
-from etl_assets.core.partitions import partitions_def, schedule_for
+from etl_assets.core.partitions import partitions_def
 from etl_assets.core.run_email import send_kept_emails, send_run_email
-from etl_assets.core.sensors import file_sensor
+from etl_assets.core.sensors import catch_up_schedule, file_sensor
 from etl_assets.core.staging import PartitionStage
 from etl_assets.core.transform import transform_partition
 from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource, MailerResource
@@ -196,10 +197,17 @@ class FlowSteps:
     # -- the four steps ---------------------------------------------------------------
     def extract(self, context, files: FilesResource, folders: FoldersResource, mailer: MailerResource):
         tally, extra = StepTally(), {}
+        drift: dict[str, list[str]] = {}
+        changed: dict[str, str] = {}
         with self.failing_emails(context, "extract", mailer, folders):
             for key in context.partition_keys:
                 window = self.partitions.time_window_for_partition_key(key)
+                before = previous_sha256(self.flow, window.start, self.stage(key, folders))
                 result = extract_partition(self.flow, key, window.start, files, folders)
+                if result.extra_columns:
+                    drift[key] = result.extra_columns
+                if before and before != result.sha256:
+                    changed[key] = f"{result.file}: sha256 {before[:12]}... -> {result.sha256[:12]}..."
                 tally.rows_in += result.rows
                 tally.rows_out += result.rows
                 extra.update(
@@ -215,7 +223,25 @@ class FlowSteps:
                     context.log.warning(
                         f"{result.file}: schema drift, extra columns kept: {result.extra_columns}"
                     )
-        return self.finish(context, "extract", tally, mailer, folders, extra)
+        checks = [
+            dg.AssetCheckResult(
+                check_name="schema_drift",
+                passed=not drift,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"extra_columns": dg.MetadataValue.json(drift)},
+                description="extra columns kept in staging" if drift else "the columns expected",
+            ),
+            dg.AssetCheckResult(
+                check_name="source_unchanged",
+                passed=not changed,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"changed": dg.MetadataValue.json(changed)},
+                description="the source file changed since its last extract: re-run the partition"
+                if changed
+                else "same bytes as the last extract (or a first extract)",
+            ),
+        ]
+        return self.finish(context, "extract", tally, mailer, folders, extra, checks)
 
     def transform(self, context, folders: FoldersResource, mailer: MailerResource):
         tally, collapsed = StepTally(), 0
@@ -445,6 +471,10 @@ def build_flow_defs(flow: FlowModel, runtime: FlowRuntime) -> dg.Definitions:
 
     @dg.asset(
         name=flow.asset_name("extract"),
+        check_specs=[
+            dg.AssetCheckSpec("schema_drift", asset=keys["extract"], description="columns not in the map"),
+            dg.AssetCheckSpec("source_unchanged", asset=keys["extract"], description="same bytes as before"),
+        ],
         kinds={"sftp", "polars"},
         description=f"{flow.description}\n\nextract: the partition's file, kept (sha256) and backed up.",
         **common,
@@ -500,17 +530,13 @@ def build_flow_defs(flow: FlowModel, runtime: FlowRuntime) -> dg.Definitions:
     ):
         return steps.link(context, database, folders, mailer)
 
-    job = dg.define_asset_job(
-        f"{flow.name}_job",
-        selection=dg.AssetSelection.assets(*keys.values()),
-        description=f"the whole {flow.name} flow",
-    )
-    schedule = schedule_for(flow, job)
+    jobs, schedules = flow_jobs(flow, keys, runtime.timezone)
     definitions = dg.Definitions(
         assets=[extract, transform, load, link],
-        jobs=[job],
-        schedules=[schedule] if schedule else [],
-        sensors=[file_sensor(flow, job, partitions)] if flow.sensor else [],
+        jobs=jobs,
+        schedules=schedules
+        + ([catch_up_schedule(flow, jobs[0], partitions, runtime.timezone)] if flow.sensor else []),
+        sensors=[file_sensor(flow, jobs[0], partitions)] if flow.sensor else [],
     )
     if steps.parks:
         definitions = dg.Definitions.merge(definitions, _parking_defs(flow, steps, keys["link"]))

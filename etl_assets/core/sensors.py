@@ -98,3 +98,46 @@ def file_sensor(
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(state))
 
     return sensor
+
+
+CATCH_UP_CRON = "*/15 7-19 * * *"
+CATCH_UP_MIN_AGE_SECONDS = 300
+
+
+def catch_up_schedule(
+    flow: FlowModel,
+    job: dg.UnresolvedAssetJobDefinition,
+    partitions: dg.TimeWindowPartitionsDefinition,
+    timezone: str,
+) -> dg.ScheduleDefinition:
+    """The sensor's fallback: every 15 minutes, request each partition whose file has been
+    in the folder for 5 minutes or more and was never extracted (e.g. the sensor was off)."""
+    extract_key = dg.AssetKey(flow.asset_name("extract"))
+
+    @dg.schedule(
+        name=f"{flow.name}_catch_up_schedule",
+        cron_schedule=CATCH_UP_CRON,
+        job=job,
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"requests {flow.name} partitions whose file arrived while the sensor was off",
+    )
+    def catch_up(
+        context: dg.ScheduleEvaluationContext, files: FilesResource
+    ) -> list[dg.RunRequest] | dg.SkipReason:
+        now = context.scheduled_execution_time.timestamp()
+        done = context.instance.get_materialized_partitions(extract_key)
+        requests = []
+        for remote in files.list_files(files.folder_of(flow.name, flow.source.folder)):
+            key = partition_key_for_file(flow, remote.name)
+            if key is None or key in done or now - remote.mtime < CATCH_UP_MIN_AGE_SECONDS:
+                continue
+            if partitions.has_partition_key(key):
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"{remote.name}:{remote.size}:{int(remote.mtime)}", partition_key=key
+                    )
+                )
+        return requests or dg.SkipReason("every file in the folder has been extracted")
+
+    return catch_up

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import os
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import polars as pl
@@ -145,3 +147,66 @@ def test_file_sensor_waits_for_a_complete_file_and_requests_it_once(flow_env: Fl
         "offers_20200101_0700.csv: partition 2020-01-01-07:00 is outside the flow's partitions"
         in refused.skip_message
     )
+
+
+def test_catch_up_schedule_requests_the_1855_file_at_1900_without_waiting_for_the_next_morning(
+    flow_env: FlowEnv,
+) -> None:
+    rome = ZoneInfo("Europe/Rome")
+    key, name = offers_partition("1855")
+    remote = flow_env.sshd.put_file(f"{flow_env.folder}/{name}", offers_csv(offer("O20", "IT1")))
+    arrived = (
+        datetime.combine(YESTERDAY, datetime.min.time()).replace(hour=18, minute=57, tzinfo=rome).timestamp()
+    )
+    os.utime(remote, (arrived, arrived))
+    defs = build_definitions(load_settings("test"))
+    schedule = defs.resolve_schedule_def("offers_catch_up_schedule")
+
+    def tick(hour: int, minute: int) -> list[str]:
+        when = datetime.combine(YESTERDAY, datetime.min.time()).replace(hour=hour, minute=minute, tzinfo=rome)
+        context = dg.build_schedule_context(
+            instance=flow_env.instance,
+            scheduled_execution_time=when,
+            resources=defs.resources,
+            repository_def=defs.get_repository_def(),
+        )
+        result = schedule.evaluate_tick(context)
+        return [r.partition_key for r in result.run_requests or []]
+
+    assert tick(19, 0) == []  # arrived 3 minutes ago: the sensor's turn
+    assert tick(19, 15) == [key]
+    assert flow_env.run(key, job="offers_job").success
+    assert tick(19, 30) == []  # extracted: not requested again
+
+
+def test_extracts_refresh_and_nightly_rerun_the_newest_loaded_partition(flow_env: FlowEnv) -> None:
+    defs = build_definitions(load_settings("test"))
+    refresh = defs.resolve_schedule_def("companies_extracts_refresh_schedule")
+    nightly = defs.resolve_schedule_def("companies_nightly_schedule")
+    assert (refresh.cron_schedule, nightly.cron_schedule) == ("0 */4 * * *", "30 1 * * *")
+
+    def tick(schedule: dg.ScheduleDefinition) -> list[dg.RunRequest]:
+        context = dg.build_schedule_context(
+            instance=flow_env.instance,
+            scheduled_execution_time=datetime.now(),
+            repository_def=defs.get_repository_def(),
+        )
+        return list(schedule.evaluate_tick(context).run_requests or [])
+
+    assert tick(refresh) == []  # nothing loaded yet
+    day = f"{YESTERDAY:%Y-%m-%d}"
+    flow_env.put(f"companies_{YESTERDAY:%Y%m%d}.csv", companies_csv(company("C1", "IT00000000001")))
+    assert flow_env.run(day).success
+    assert [r.partition_key for r in tick(refresh)] == [day]
+    assert [r.partition_key for r in tick(nightly)] == [day]
+    job = defs.resolve_job_def("companies_extracts_refresh")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {"companies_extract"}
+    # the source changed on the server since it was loaded: the refresh's quality check says so
+    flow_env.put(
+        f"companies_{YESTERDAY:%Y%m%d}.csv",
+        companies_csv(company("C1", "IT00000000001"), company("C2", "IT2")),
+    )
+    refreshed = job.execute_in_process(partition_key=day, instance=flow_env.instance)
+    checks = {c.check_name: c for c in refreshed.get_asset_check_evaluations()}
+    assert not checks["source_unchanged"].passed
+    assert checks["schema_drift"].passed
