@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -15,8 +16,10 @@ ROME = ZoneInfo("Europe/Rome")
 
 
 @pytest.fixture(scope="module")
-def defs() -> dg.Definitions:
-    return build_definitions(load_settings("dev"))
+def defs() -> Iterator[dg.Definitions]:
+    # definitions load with an instance, as in dagster (a stale one may linger from other tests)
+    with dg.instance_for_test():
+        yield build_definitions(load_settings("dev"))
 
 
 def test_companies_flow_has_four_partitioned_assets_in_its_group(defs: dg.Definitions) -> None:
