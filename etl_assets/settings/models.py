@@ -89,6 +89,9 @@ class MailSettings(StrictModel):
 
     sender: str = "etl_assets@localhost"
     recipients: list[str] = Field(default_factory=list)
+    report_recipients: dict[str, list[str]] = Field(
+        default_factory=dict, description="who receives each report, e.g. kpi_report: [sales@client]"
+    )
     smtp: SmtpSettings | None = None
 
 
