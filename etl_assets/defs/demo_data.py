@@ -147,6 +147,42 @@ def companies_file(rows: list[list[str]], bom: bool) -> bytes:
     return (b"\xef\xbb\xbf" if bom else b"") + buffer.getvalue().encode("utf-8")
 
 
+OFFER_COLUMNS = [
+    "OFFER_ID",
+    "COMPANY_VAT",
+    "TITLE",
+    "AMOUNT",
+    "CURRENCY",
+    "STATUS",
+    "VALID_UNTIL",
+    "CREATED_AT",
+]
+TITLES = ["Fornitura caffè", "Manutenzione impianti", "Consulenza qualità", "Noleggio macchine", "Formazione"]
+
+
+def offers_file(day: date, hhmm: str, vats: list[str], rng: random.Random, count: int = 6) -> bytes:
+    """One 5-minute offers file; one offer names a company that has not arrived (parked)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
+    writer.writerow(OFFER_COLUMNS)
+    created = datetime.combine(day, datetime.min.time()).replace(hour=int(hhmm[:2]), minute=int(hhmm[2:]))
+    for i in range(count):
+        vat = rng.choice(vats) if i else "IT77777777777"
+        writer.writerow(
+            [
+                f"O{day:%Y%m%d}{hhmm}{i:02d}",
+                vat,
+                rng.choice(TITLES),
+                _money(rng.uniform(100, 90_000)),
+                "EUR",
+                rng.choice(["OPEN", "SENT", "WON", "LOST"]),
+                (day + timedelta(days=60)).strftime("%d/%m/%Y"),
+                (created - timedelta(minutes=rng.randint(0, 4))).strftime("%d/%m/%Y %H:%M:%S"),
+            ]
+        )
+    return buffer.getvalue().encode("utf-8")
+
+
 def write_demo_data(
     target: Path, days: int = 3, end: date | None = None, rows_per_day: int = 40, seed: int = 20250101
 ) -> list[Path]:
@@ -162,5 +198,11 @@ def write_demo_data(
         add_faults(rows, rng)
         path = target / f"companies_{day:%Y%m%d}.csv"
         path.write_bytes(companies_file(rows, bom=offset % 2 == 0))
+        written.append(path)
+    # offers of the day before the last: its companies are there, so most offers link
+    offers_day = end - timedelta(days=1)
+    for hhmm in ("0900", "0905", "1000"):
+        path = target / f"offers_{offers_day:%Y%m%d}_{hhmm}.csv"
+        path.write_bytes(offers_file(offers_day, hhmm, known, rng))
         written.append(path)
     return written
