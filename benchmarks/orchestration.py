@@ -1,0 +1,261 @@
+"""Wall time of the companies flow through the ``dagster`` CLI (issue 5).
+
+``python -m benchmarks.orchestration`` writes 30 daily companies files of 1,000 rows into a
+temporary ETL_HOME/import (dev environment: SQLite target, local files), then times, as
+subprocesses with a temporary DAGSTER_HOME:
+
+- ``dagster asset materialize -m etl_assets.definitions --select 'group:companies'
+  --partition <day>``: one partition, all four steps and their checks, on a new instance;
+- the same command again (the idempotent re-load, instance and tables already there);
+- ``... --partition-range <first>...<last>``: a 30-partition backfill in one run, on a new
+  ETL_HOME and instance.
+
+It checks each exit code, that the run succeeded, and the rows and parent links in the
+SQLite target; prints a table and, last, ``single_partition_s=.. reload_partition_s=..
+backfill_30_s=..``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+from benchmarks.load import log, write_companies_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+SINGLE_TARGET_S = 6.0
+BACKFILL_TARGET_S = 60.0
+DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+
+
+@dataclass
+class Home:
+    """An ETL_HOME with its files and a DAGSTER_HOME beside it."""
+
+    etl_home: Path
+    dagster_home: Path
+    days: list[date]
+    rows: int
+    parents: dict[date, int]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The dev environment on this home: no settings file or override from outside."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETL__") and k != "ETL_SETTINGS"}
+        env.update(ETL_ENV="dev", ETL_HOME=str(self.etl_home), DAGSTER_HOME=str(self.dagster_home))
+        return env
+
+    def target_state(self) -> tuple[int, int]:
+        """Rows and linked parents in the SQLite target (0, 0 when it has no table)."""
+        path = self.etl_home / "data" / "etl.sqlite"
+        if not path.exists():
+            return 0, 0
+        with sqlite3.connect(path) as conn:
+            try:
+                count, linked = conn.execute(
+                    "SELECT count(*), count(parent_account_id) FROM accounts"
+                ).fetchone()
+            except sqlite3.OperationalError:
+                return 0, 0
+        return count, linked
+
+
+def make_home(base: Path, name: str, days: list[date], rows: int) -> Home:
+    """Companies files for ``days`` (unique ids across days) in a new ETL_HOME/import."""
+    etl_home, dagster_home = base / name / "etl_home", base / name / "dagster_home"
+    dagster_home.mkdir(parents=True)
+    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    parents = {}
+    for index, day in enumerate(days):
+        path = etl_home / "import" / f"companies_{day:%Y%m%d}.csv"
+        parents[day] = write_companies_csv(path, rows, offset=index * rows)["parents"]
+    return Home(etl_home, dagster_home, days, rows, parents)
+
+
+@dataclass
+class Timed:
+    """One CLI run."""
+
+    label: str
+    partitions: int
+    rows: int
+    seconds: float
+    target: float | None
+    code: int
+    run_ok: bool
+    check: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0 and self.run_ok and self.check.startswith("ok")
+
+
+def dagster_cli() -> str:
+    """The ``dagster`` beside this interpreter, else the one on PATH."""
+    local = Path(sys.executable).with_name("dagster")
+    return str(local) if local.exists() else "dagster"
+
+
+def materialize(home: Home, selection: list[str], log_path: Path) -> tuple[float, int, bool]:
+    """Run ``dagster asset materialize`` for the companies group; wall seconds, exit code, run success."""
+    argv = [
+        dagster_cli(),
+        "asset",
+        "materialize",
+        "-m",
+        "etl_assets.definitions",
+        "--select",
+        "group:companies",
+    ]
+    with log_path.open("wb") as out:
+        started = time.perf_counter()
+        code = subprocess.run(
+            [*argv, *selection], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=home.env
+        )
+        seconds = time.perf_counter() - started
+    text = log_path.read_text(errors="replace")
+    run_ok = "RUN_SUCCESS" in text and "RUN_FAILURE" not in text
+    return seconds, code.returncode, run_ok
+
+
+def checks_seen(log_path: Path) -> int:
+    """Asset check evaluations the run logged."""
+    return len(re.findall(r"ASSET_CHECK_EVALUATION", log_path.read_text(errors="replace")))
+
+
+def timed(
+    home: Home,
+    label: str,
+    days: list[date],
+    log_path: Path,
+    expect_rows: int,
+    expect_linked: int,
+    target: float,
+) -> Timed:
+    """One materialisation of ``days`` and the checks of the target afterwards."""
+    key = f"{days[0]:%Y-%m-%d}"
+    selection = (
+        ["--partition", key] if len(days) == 1 else ["--partition-range", f"{key}...{days[-1]:%Y-%m-%d}"]
+    )
+    log(f"{label}: dagster asset materialize {' '.join(selection)}")
+    seconds, code, run_ok = materialize(home, selection, log_path)
+    count, linked = home.target_state()
+    if (count, linked) != (expect_rows, expect_linked):
+        check = (
+            f"FAILED: accounts has {count:,} rows / {linked:,} parents, "
+            f"expected {expect_rows:,} / {expect_linked:,}"
+        )
+    elif code != 0 or not run_ok:
+        check = f"FAILED: exit {code}, see {log_path}"
+    else:
+        check = f"ok: {count:,} rows, {linked:,} parents linked, {checks_seen(log_path)} check evaluations"
+    result = Timed(label, len(days), home.rows * len(days), seconds, target, code, run_ok, check)
+    log(f"{label}: {seconds:.1f} s, {check}")
+    return result
+
+
+def import_floor(home: Home) -> float:
+    """Seconds to import the code location and build its definitions (every CLI run pays it)."""
+    code = "import etl_assets.definitions as d; d.defs()"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=home.env, capture_output=True)
+    return time.perf_counter() - started
+
+
+def print_table(results: list[Timed], floor: float) -> None:
+    header = (
+        f"{'run':<52} {'partitions':>10} {'rows':>7} {'wall s':>7} {'target':>7} {'met':>4} {'run':>8}  check"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        met = "n/a" if r.target is None else ("yes" if r.seconds < r.target and r.ok else "no")
+        target = "" if r.target is None else f"< {r.target:g}"
+        state = "success" if r.run_ok and r.code == 0 else f"exit {r.code}"
+        print(
+            f"{r.label:<52} {r.partitions:>10} {r.rows:>7,} {r.seconds:>7.2f} {target:>7} {met:>4} "
+            f"{state:>8}  {r.check}"
+        )
+    print(
+        "(fixed cost in every CLI run: importing etl_assets.definitions and building defs takes "
+        f"{floor:.2f} s)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.orchestration", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--rows", type=int, default=1_000, help="rows per daily file")
+    parser.add_argument("--days", type=int, default=30, help="partitions of the backfill")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary homes and logs")
+    args = parser.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="etl_bench_orch_"))
+    last = date.today() - timedelta(days=2)  # well inside the daily partitions in any timezone
+    days = [last - timedelta(days=n) for n in range(args.days - 1, -1, -1)]
+    try:
+        single = make_home(base, "single", days, args.rows)
+        floor = import_floor(single)
+        day, linked = [days[-1]], single.parents[days[-1]]
+        results = [
+            timed(
+                single,
+                "one partition (new instance and target)",
+                day,
+                base / "single.log",
+                args.rows,
+                linked,
+                SINGLE_TARGET_S,
+            ),
+            timed(
+                single,
+                "same partition again (idempotent re-load)",
+                day,
+                base / "reload.log",
+                args.rows,
+                linked,
+                SINGLE_TARGET_S,
+            ),
+        ]
+        backfill = make_home(base, "backfill", days, args.rows)
+        results.append(
+            timed(
+                backfill,
+                f"{args.days}-partition backfill (one run, --partition-range)",
+                days,
+                base / "backfill.log",
+                args.rows * args.days,
+                sum(backfill.parents.values()),
+                BACKFILL_TARGET_S,
+            )
+        )
+        print(
+            f"\ncompanies flow through the dagster CLI: {args.rows:,} rows a day, dev environment (SQLite), "
+            f"in-process executor, {os.cpu_count()} cores"
+        )
+        print_table(results, floor)
+        if args.keep:
+            print(f"kept: {base}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    print()
+    print(
+        f"single_partition_s={results[0].seconds:.2f} reload_partition_s={results[1].seconds:.2f} "
+        f"backfill_{args.days}_s={results[2].seconds:.2f}"
+    )
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
