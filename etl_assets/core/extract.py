@@ -6,8 +6,8 @@ that arrived are kept whatever happens.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
-import io
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -21,6 +21,8 @@ from etl_assets.core.maps import LINE, SOURCE_FILE
 from etl_assets.core.staging import PartitionStage
 from etl_assets.resources.files import FilesResource, RemoteFile
 from etl_assets.resources.folders import FoldersResource
+
+VALIDATE_CHUNK = 16 << 20
 
 
 class SourceFileError(Exception):
@@ -92,29 +94,49 @@ def _find(files: FilesResource, folder: str, file_name: str) -> RemoteFile:
     raise SourceFileError(file_name, f"missing: no such file in {folder}")
 
 
-def decode(data: bytes, encoding: str, file_name: str) -> str:
-    """Bytes to text: UTF-8 with or without BOM, or cp1252; the fault names the line."""
+def decode(data: bytes, encoding: str, file_name: str) -> bytes:
+    """The file as UTF-8 bytes without BOM, checked; the fault names the line.
+
+    UTF-8 input is only validated (in chunks, so no second copy of a large file is made);
+    cp1252 is transcoded.
+    """
     if not data.strip():
         raise SourceFileError(file_name, "empty file")
-    codec = "utf-8-sig" if encoding == "utf8" else "cp1252"
+    if encoding == "utf8":
+        body = data[3:] if data.startswith(codecs.BOM_UTF8) else data
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        for start in range(0, len(body), VALIDATE_CHUNK):
+            pending = len(decoder.getstate()[0])  # bytes of a character cut by the last chunk
+            try:
+                decoder.decode(
+                    body[start : start + VALIDATE_CHUNK], final=start + VALIDATE_CHUNK >= len(body)
+                )
+            except UnicodeDecodeError as exc:
+                _undecodable(body, start - pending + exc.start, encoding, file_name)
+        return body
     try:
-        text = data.decode(codec)
+        return data.decode("cp1252").encode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        hint = " (is it cp1252? set source.encoding)" if encoding == "utf8" else ""
-        raise SourceFileError(
-            file_name,
-            f"undecodable bytes at line {line} (byte {exc.start}: {data[exc.start : exc.start + 1]!r} "
-            f"is not {encoding}){hint}",
-        ) from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+        _undecodable(data, exc.start, encoding, file_name)
+    raise AssertionError("unreachable")
 
 
-def parse(text: str, flow: FlowModel, file_name: str) -> pl.DataFrame:
+def _undecodable(data: bytes, offset: int, encoding: str, file_name: str) -> None:
+    line = data[:offset].count(b"\n") + 1
+    hint = " (is it cp1252? set source.encoding)" if encoding == "utf8" else ""
+    raise SourceFileError(
+        file_name,
+        f"undecodable bytes at line {line} (byte {offset}: {data[offset : offset + 1]!r} "
+        f"is not {encoding}){hint}",
+    )
+
+
+def parse(data: bytes | str, flow: FlowModel, file_name: str) -> pl.DataFrame:
     """Every column as a string, header names trimmed, each row with its source line."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
         frame = pl.read_csv(
-            io.BytesIO(text.encode("utf-8")),
+            raw,
             separator=flow.source.delimiter,
             infer_schema=False,
             quote_char='"',
@@ -122,7 +144,9 @@ def parse(text: str, flow: FlowModel, file_name: str) -> pl.DataFrame:
         )
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
         raise SourceFileError(file_name, f"malformed CSV: {str(exc).splitlines()[0]}") from None
-    frame = frame.rename({c: c.strip() for c in frame.columns})
+    frame = frame.rename({c: c.strip().strip("\r") for c in frame.columns})
+    # CRLF inside quoted fields becomes LF, as in a file written with LF line ends
+    frame = frame.with_columns(pl.all().str.replace_all("\r\n", "\n", literal=True))
     missing = [c for c in flow.required_columns if c not in frame.columns]
     if missing:
         raise SourceFileError(

@@ -11,35 +11,53 @@ import polars as pl
 import sqlalchemy as sa
 
 from etl_assets.core.flow_model import FlowModel, LinkSpec
-from etl_assets.core.loader import RESPONSE_SCHEMA, stage_rows
+from etl_assets.core.loader import RESPONSE_SCHEMA, fetch_frame, stage_rows
 from etl_assets.core.maps import LINE
 from etl_assets.core.tables import ID, ensure_table, target_table
 
+VALUES_SHAPE = sa.Table("_values", sa.MetaData(), sa.Column("value", sa.Text()))
+
 
 def _lookup(conn: sa.Connection, link: LinkSpec, flow: FlowModel, values: list[str]) -> pl.DataFrame:
-    """``match value -> id`` for the referenced rows, ambiguous values marked."""
-    found: dict[str, list[int]] = {}
+    """``match value -> id`` for the referenced rows, ambiguous values marked.
+
+    The values go to a staging table and are joined in the database (one streamed result,
+    not thousands of bound parameters).
+    """
+    schema = {"_value": pl.String, "_ref_id": pl.Int64, "_matches": pl.UInt32}
     if link.table == flow.target.table:
         ref = target_table(flow)
     elif sa.inspect(conn).has_table(link.table):
         ref = sa.Table(link.table, sa.MetaData(), autoload_with=conn)
     else:
-        values = []  # the referenced flow has not loaded anything yet
-        ref = None
-    for start in range(0, len(values), 10_000):
-        chunk = values[start : start + 10_000]
-        for value, ref_id in conn.execute(
-            sa.select(ref.c[link.match], ref.c[ID]).where(ref.c[link.match].in_(chunk))  # type: ignore[union-attr]
-        ):
-            found.setdefault(value, []).append(ref_id)
-    return pl.DataFrame(
-        {
-            "_value": list(found),
-            "_ref_id": [ids[0] for ids in found.values()],
-            "_matches": [len(ids) for ids in found.values()],
-        },
-        schema={"_value": pl.String, "_ref_id": pl.Int64, "_matches": pl.Int64},
+        return pl.DataFrame(schema=schema)  # the referenced flow has not loaded anything yet
+    if not values:
+        return pl.DataFrame(schema=schema)
+    staging = stage_rows(
+        conn, pl.DataFrame({"value": values}, schema={"value": pl.String}), VALUES_SHAPE, ["value"]
     )
+    try:
+        joined = sa.select(sa.cast(ref.c[link.match], sa.Text), ref.c[ID]).join(
+            staging, staging.c.value == sa.cast(ref.c[link.match], sa.Text)
+        )
+        found = fetch_frame(conn, joined, {"_value": pl.String, "_ref_id": pl.Int64})
+    finally:
+        staging.drop(conn)
+    return found.group_by("_value").agg(pl.col("_ref_id").min(), pl.len().alias("_matches")).cast(schema)
+
+
+def current_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, ids: list[int]) -> pl.DataFrame:
+    """``id -> link column`` as stored now, to write only what changes."""
+    shape = sa.Table("_ids", sa.MetaData(), sa.Column(ID, sa.BigInteger()))
+    staging = stage_rows(conn, pl.DataFrame({ID: ids}, schema={ID: pl.Int64}), shape, [ID])
+    try:
+        joined = sa.select(sa.cast(table.c[ID], sa.Text), table.c[link.column]).join(
+            staging, staging.c[ID] == table.c[ID]
+        )
+        stored = fetch_frame(conn, joined, {"_id": pl.String, "_stored": pl.Int64})
+    finally:
+        staging.drop(conn)
+    return stored.select(pl.col("_id").cast(pl.Int64).alias(ID), "_stored")
 
 
 ParkRows = Callable[[LinkSpec, pl.DataFrame], None]
@@ -119,10 +137,21 @@ def link_partition(
 
 
 def set_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, settable: pl.DataFrame) -> list[int]:
-    """Set the link column where it differs; returns the ids that changed."""
+    """Set the link column where it differs; returns the ids that changed.
+
+    Only the rows whose stored value differs are staged and updated: a re-load writes nothing.
+    """
     if settable.height == 0:
         return []
-    staging = stage_rows(conn, settable, _link_shape(table, link), [ID, link.column])
+    stored = current_links(conn, table, link, settable.get_column(ID).to_list())
+    changes = (
+        settable.join(stored, on=ID, how="left")
+        .filter(pl.col(link.column).ne_missing(pl.col("_stored")))
+        .select(ID, link.column)
+    )
+    if changes.height == 0:
+        return []
+    staging = stage_rows(conn, changes, _link_shape(table, link), [ID, link.column])
     try:
         statement = (
             sa.update(table)

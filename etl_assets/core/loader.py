@@ -19,9 +19,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from etl_assets.core.flow_model import FlowModel
 from etl_assets.core.maps import LINE, SOURCE_FILE
-from etl_assets.core.tables import ETL_LOADED_AT, ETL_SOURCE_FILE, ETL_SOURCE_LINE, ID, ensure_table
+from etl_assets.core.tables import (
+    ETL_LOADED_AT,
+    ETL_ROW_HASH,
+    ETL_SOURCE_FILE,
+    ETL_SOURCE_LINE,
+    ID,
+    ensure_table,
+)
 
 Action = Literal["inserted", "updated", "unchanged", "rejected"]
+COPY_CHUNK = 1 << 20
 RESPONSE_SCHEMA = {
     LINE: pl.Int64,
     "key": pl.String,
@@ -54,11 +62,16 @@ def stage_rows(conn: sa.Connection, frame: pl.DataFrame, like: sa.Table, columns
         )
         dbapi = conn.connection.driver_connection
         column_list = ", ".join(f'"{c}"' for c in columns)
+        view = buffer.getbuffer()  # no second copy of the data
         with (
             dbapi.cursor() as cursor,
             cursor.copy(f"COPY \"{name}\" ({column_list}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as copy,
         ):
-            copy.write(buffer.getvalue())
+            for start in range(0, len(view), COPY_CHUNK):
+                copy.write(view[start : start + COPY_CHUNK])
+        del view
+        # a temporary table has no statistics: without them the joins below become nested loops
+        conn.exec_driver_sql(f'ANALYZE "{name}"')
     else:
         conn.execute(staging.insert(), frame.select(columns).to_dicts())
     return staging
@@ -75,41 +88,91 @@ def upsert_partition(conn: sa.Connection, flow: FlowModel, good: pl.DataFrame) -
         pl.lit(now).alias(ETL_LOADED_AT),
     )
     data_columns = list(flow.map)
-    columns = data_columns + [ETL_SOURCE_FILE, ETL_SOURCE_LINE, ETL_LOADED_AT]
-    staging = stage_rows(conn, frame, table, columns)
-    try:
-        existing = {
-            row[0]
-            for row in conn.execute(
-                sa.select(table.c[key]).where(table.c[key].in_(sa.select(staging.c[key])))
+    frame = frame.with_columns(row_hash(data_columns).alias(ETL_ROW_HASH))
+    columns = data_columns + [ETL_ROW_HASH, ETL_SOURCE_FILE, ETL_SOURCE_LINE, ETL_LOADED_AT]
+    before = existing_rows(conn, table, key, frame.select(key))
+    # Rows whose hash matches the stored one cannot have changed: they are not sent again
+    # (a re-load of an unchanged file writes nothing). The UPDATE's own comparison of every
+    # column stays the judge of what changed.
+    candidates = (
+        frame.with_columns(pl.col(key).cast(pl.String).alias("key"))
+        .join(before, on="key", how="left")
+        .filter(pl.col("_before_hash").ne_missing(pl.col(ETL_ROW_HASH)))
+    )
+    written = pl.DataFrame(schema={"key": pl.String, "_written_id": pl.Int64})
+    if candidates.height:
+        staging = stage_rows(conn, candidates, table, columns)
+        try:
+            insert = dialect_insert(conn)(table).from_select(
+                columns, sa.select(*(staging.c[c] for c in columns)).where(sa.true())
             )
-        }
-        insert = dialect_insert(conn)(table).from_select(
-            columns, sa.select(*(staging.c[c] for c in columns)).where(sa.true())
+            changed = sa.or_(
+                *(table.c[c].is_distinct_from(insert.excluded[c]) for c in data_columns if c != key)
+            )
+            upsert = insert.on_conflict_do_update(
+                index_elements=[key],
+                set_={c: insert.excluded[c] for c in columns if c != key},
+                where=changed,
+            ).returning(sa.cast(table.c[key], sa.Text), table.c[ID])
+            written = fetch_frame(conn, upsert, {"key": pl.String, "_written_id": pl.Int64})
+        finally:
+            staging.drop(conn)
+    return (
+        frame.select(LINE, pl.col(key).cast(pl.String).alias("key"))
+        .join(written, on="key", how="left")
+        .join(before, on="key", how="left")
+        .select(
+            LINE,
+            "key",
+            pl.coalesce("_written_id", "_before_id").alias("target_id"),
+            pl.when(pl.col("_written_id").is_null())
+            .then(pl.lit("unchanged"))
+            .when(pl.col("_before_id").is_null())
+            .then(pl.lit("inserted"))
+            .otherwise(pl.lit("updated"))
+            .alias("action"),
+            pl.lit(None, pl.String).alias("reason"),
         )
-        changed = sa.or_(*(table.c[c].is_distinct_from(insert.excluded[c]) for c in data_columns if c != key))
-        upsert = insert.on_conflict_do_update(
-            index_elements=[key],
-            set_={c: insert.excluded[c] for c in columns if c != key},
-            where=changed,
-        ).returning(table.c[key])
-        written = {row[0] for row in conn.execute(upsert)}
-        ids = dict(
-            conn.execute(
-                sa.select(table.c[key], table.c[ID]).join(staging, staging.c[key] == table.c[key])
-            ).all()
+        .cast(RESPONSE_SCHEMA)
+    )
+
+
+def row_hash(columns: list[str]) -> pl.Expr:
+    """A fingerprint of a row's values (a pre-filter only: equal values, equal hash)."""
+    text = pl.concat_str([pl.col(c).cast(pl.String).fill_null("\x00") for c in columns], separator="\x1f")
+    return text.hash(seed=20250101).reinterpret(signed=True)
+
+
+def existing_rows(conn: sa.Connection, table: sa.Table, key: str, keys: pl.DataFrame) -> pl.DataFrame:
+    """``key -> id, row hash`` of the rows already in the target for these keys."""
+    schema = {"key": pl.String, "_before_id": pl.Int64, "_before_hash": pl.Int64}
+    staging = stage_rows(conn, keys, table, [key])
+    try:
+        matched = sa.select(sa.cast(table.c[key], sa.Text), table.c[ID], table.c[ETL_ROW_HASH]).join(
+            staging, staging.c[key] == table.c[key]
         )
+        return fetch_frame(conn, matched, schema)
     finally:
         staging.drop(conn)
-    keys = frame.get_column(key).to_list()
-    actions = [("updated" if k in existing else "inserted") if k in written else "unchanged" for k in keys]
-    return pl.DataFrame(
-        {
-            LINE: frame.get_column(LINE),
-            "key": keys,
-            "target_id": [ids.get(k) for k in keys],
-            "action": actions,
-            "reason": [None] * len(keys),
-        },
-        schema=RESPONSE_SCHEMA,
-    )
+
+
+def fetch_frame(
+    conn: sa.Connection, statement: sa.Executable, schema: dict[str, pl.DataType]
+) -> pl.DataFrame:
+    """A query's rows as a frame; PostgreSQL streams them with ``COPY (...) TO STDOUT``
+    (an INSERT ... RETURNING too) instead of row by row."""
+    names = list(schema)
+    if conn.dialect.name != "postgresql":
+        return pl.DataFrame(conn.execute(statement).all(), schema=schema, orient="row")
+    sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    buffer = io.BytesIO()
+    with (
+        conn.connection.driver_connection.cursor() as cursor,
+        cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)") as copy,
+    ):
+        for block in copy:
+            buffer.write(block)
+    if buffer.tell() == 0:
+        return pl.DataFrame(schema=schema)
+    buffer.seek(0)
+    return pl.read_csv(buffer, has_header=False, new_columns=names, schema=schema)

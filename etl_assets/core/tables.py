@@ -10,7 +10,8 @@ ID = "id"
 ETL_SOURCE_FILE = "etl_source_file"
 ETL_SOURCE_LINE = "etl_source_line"
 ETL_LOADED_AT = "etl_loaded_at"
-META_COLUMNS = (ETL_SOURCE_FILE, ETL_SOURCE_LINE, ETL_LOADED_AT)
+ETL_ROW_HASH = "etl_row_hash"
+META_COLUMNS = (ETL_ROW_HASH, ETL_SOURCE_FILE, ETL_SOURCE_LINE, ETL_LOADED_AT)
 
 
 def column_type(spec: MapField) -> sa.types.TypeEngine:
@@ -40,6 +41,7 @@ def target_table(flow: FlowModel, metadata: sa.MetaData | None = None) -> sa.Tab
     for link in flow.links:
         columns.append(sa.Column(link.column, sa.BigInteger(), nullable=True, index=True))
     columns += [
+        sa.Column(ETL_ROW_HASH, sa.BigInteger()),
         sa.Column(ETL_SOURCE_FILE, sa.Text()),
         sa.Column(ETL_SOURCE_LINE, sa.BigInteger()),
         sa.Column(ETL_LOADED_AT, sa.DateTime()),
