@@ -85,3 +85,25 @@ def test_housekeeping_never_touches_a_source_whose_backup_is_missing(flow_env: F
     result = defs.resolve_job_def("housekeeping").execute_in_process(instance=flow_env.instance)
     assert result.output_for_node("tidy_up")["archived_sources"] == 0
     assert (flow_env.sshd.root / flow_env.folder.lstrip("/") / "companies_20260115.csv").exists()
+
+
+def test_housekeeping_deletes_processed_sources_where_the_settings_say_so(
+    flow_env: FlowEnv, write_settings
+) -> None:
+    settings = (flow_env.home.parent / "settings.yaml").read_text()
+    write_settings(settings + "housekeeping:\n  processed: delete\n")
+    flow_env.put("companies_20260115.csv", companies_csv(ROW))
+    assert flow_env.run("2026-01-15").success
+    flow_env.put("companies_20260116.csv", companies_csv(ROW))  # not loaded: stays
+    defs = build_definitions(load_settings("test"))
+    summary = (
+        defs.resolve_job_def("housekeeping")
+        .execute_in_process(instance=flow_env.instance)
+        .output_for_node("tidy_up")
+    )
+    folder = flow_env.sshd.root / flow_env.folder.lstrip("/")
+    assert summary["deleted_sources"] == 1 and summary["archived_sources"] == 0
+    assert not (folder / "companies_20260115.csv").exists() and not (folder / "processed").exists()
+    assert (folder / "companies_20260116.csv").exists()
+    # the bytes are still on our side: raw copy and backup
+    assert list((flow_env.home / "backup/companies").glob("*/*/companies_20260115.csv"))

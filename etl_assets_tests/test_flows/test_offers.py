@@ -150,7 +150,10 @@ def test_file_sensor_waits_for_a_complete_file_and_requests_it_once(flow_env: Fl
     # 19:05 is after the day's last 5-minute partition (18:55): refused too, not silently dropped
     late = f"offers_{YESTERDAY:%Y%m%d}_1905.csv"
     flow_env.sshd.put_file(f"{flow_env.folder}/{late}", offers_csv(offer("O12", "IT1")))
-    assert f"{late}: partition {YESTERDAY:%Y-%m-%d}-19:05 is outside the flow's partitions" in tick().skip_message
+    assert (
+        f"{late}: partition {YESTERDAY:%Y-%m-%d}-19:05 is outside the flow's partitions"
+        in tick().skip_message
+    )
 
 
 def test_catch_up_schedule_requests_the_1855_file_at_1900_without_waiting_for_the_next_morning(
