@@ -8,6 +8,7 @@ error_reason, source_file, source_line``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +37,27 @@ class CaughtErrors:
 
 
 def catch(
-    step: str, partition_key: str, rejected: pl.DataFrame, extracted: pl.DataFrame, path: Path, delimiter: str
+    step: str,
+    partition_key: str,
+    rejected: pl.DataFrame,
+    extracted: Callable[[], pl.DataFrame],
+    path: Path,
+    delimiter: str,
 ) -> CaughtErrors:
-    """Write (or remove, when nothing was rejected) the step's error file."""
-    source_columns = [c for c in extracted.columns if c not in (LINE, SOURCE_FILE)]
+    """Write (or remove, when nothing was rejected) the step's error file.
+
+    ``extracted`` is called only when there are rejected rows to join back to the source.
+    """
+    if rejected.height == 0:
+        path.unlink(missing_ok=True)
+        return CaughtErrors(
+            step, partition_key, pl.DataFrame(schema=dict.fromkeys(ERROR_COLUMNS, pl.String)), None
+        )
+    source = extracted()
+    source_columns = [c for c in source.columns if c not in (LINE, SOURCE_FILE)]
     rows = (
         rejected.select(LINE, ERROR_FIELD, ERROR_REASON)
-        .join(extracted, on=LINE, how="left")
+        .join(source, on=LINE, how="left")
         .sort(LINE)
         .select(
             *source_columns,
@@ -53,9 +68,6 @@ def catch(
             pl.col(LINE).alias("source_line"),
         )
     )
-    if rows.height == 0:
-        path.unlink(missing_ok=True)
-        return CaughtErrors(step, partition_key, rows, None)
     partial = path.with_name(path.name + ".part")
     rows.write_csv(partial, separator=delimiter)
     partial.replace(path)

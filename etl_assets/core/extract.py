@@ -23,6 +23,7 @@ from etl_assets.resources.files import FilesResource, RemoteFile
 from etl_assets.resources.folders import FoldersResource
 
 VALIDATE_CHUNK = 16 << 20
+MTIME_RESOLUTION = 1.0
 
 
 class SourceFileError(Exception):
@@ -65,7 +66,8 @@ def fetch(
     """Download the partition's file once it has stopped growing; keep it and back it up."""
     folder = files.folder_of(flow.name, flow.source.folder)
     listed = _find(files, folder, file_name)
-    if time.time() - listed.mtime < flow.source.settle_seconds:
+    # SFTP gives whole seconds: a file touched 1.9 s ago may show as 1 s, hence the margin
+    if time.time() - listed.mtime < flow.source.settle_seconds + MTIME_RESOLUTION:
         time.sleep(flow.source.settle_seconds)
         again = _find(files, folder, file_name)
         if (again.size, again.mtime) != (listed.size, listed.mtime):
@@ -80,7 +82,9 @@ def fetch(
     raw_path.with_name(file_name + ".sha256").write_text(f"{digest}  {file_name}\n")
     received = raw_path.stat().st_size
     if received != listed.size:
-        raise SourceFileError(file_name, f"incomplete download: {received} of {listed.size} bytes")
+        raise SourceFileError(
+            file_name, f"still being uploaded (size {listed.size} -> {received} bytes during the download)"
+        )
     when = datetime.fromtimestamp(listed.mtime)
     backup = folders.dir("backup", flow.name, f"{when:%Y}", f"{when:%m}")
     shutil.copy2(raw_path, backup / file_name)

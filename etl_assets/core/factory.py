@@ -3,10 +3,11 @@ catcher's checks, a job and its schedule. Nothing here names a flow.
 """
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 
 import dagster as dg
 import polars as pl
@@ -186,6 +187,14 @@ class FlowSteps:
             self.email(context, step, mailer, folders, extra_files=extra_files)
         return dg.MaterializeResult(metadata={**tally.metadata(), **(extra or {})}, check_results=checks)
 
+    def count(self, key: str, folders: FoldersResource, name: str) -> int:
+        """Rows of a staged file, from its metadata (the file is not read)."""
+        return pl.scan_parquet(self.stage(key, folders).file(name)).select(pl.len()).collect().item()
+
+    def extracted(self, key: str, folders: FoldersResource) -> "Callable[[], pl.DataFrame]":
+        """The partition's source rows, read once and only if someone asks."""
+        return cache(lambda: self.read(key, folders, "extract.parquet"))
+
     def read(self, key: str, folders: FoldersResource, name: str) -> pl.DataFrame:
         path = self.stage(key, folders).file(name)
         if not path.exists():
@@ -261,7 +270,7 @@ class FlowSteps:
                         "transform",
                         key,
                         result.rejected,
-                        extracted,
+                        lambda extracted=extracted: extracted,
                         stage.error_file("transform"),
                         self.flow.source.delimiter,
                     )
@@ -286,23 +295,25 @@ class FlowSteps:
                 tally.rows_in += good.height
                 tally.rows_out += response.filter(pl.col("action") != "rejected").height
                 rejected = _rejections(response, self.flow.source_column(self.flow.target.key))
-                extracted = self.read(key, folders, "extract.parquet")
+                extracted = self.extracted(key, folders)
                 tally.caught.append(
                     catcher.catch(
                         "load", key, rejected, extracted, stage.error_file("load"), self.flow.source.delimiter
                     )
                 )
-                balanced.append(self.reconcile(key, folders, extracted.height, response))
+                balanced.append(self.reconcile(key, folders, response))
         checks = [
             catcher.check_result(tally.caught, self.flow.warn_limit, tally.rows_in),
             _reconciliation_result(balanced),
         ]
         return self.finish(context, "load", tally, mailer, folders, dict(counts), checks)
 
-    def reconcile(self, key: str, folders: FoldersResource, rows_in: int, response: pl.DataFrame) -> dict:
+    def reconcile(self, key: str, folders: FoldersResource, response: pl.DataFrame) -> dict:
+        """The partition's counts: rows in the file, loaded, rejected, collapsed."""
         loaded = response.filter(pl.col("action") != "rejected").height
-        rejected = self.read(key, folders, "transform_rejected.parquet").height + response.height - loaded
-        collapsed = self.read(key, folders, "transform_collapsed.parquet").height
+        rows_in = self.count(key, folders, "extract.parquet")
+        rejected = self.count(key, folders, "transform_rejected.parquet") + response.height - loaded
+        collapsed = self.count(key, folders, "transform_collapsed.parquet")
         return {
             "partition": key,
             "rows_in": rows_in,
@@ -334,11 +345,12 @@ class FlowSteps:
                 stage = self.stage(key, folders)
                 good = self.read(key, folders, "transform.parquet")
                 loaded = self.read(key, folders, "load.parquet")
-                extracted = self.read(key, folders, "extract.parquet")
+                extracted = self.extracted(key, folders)
                 with database.engine().begin() as conn:
 
                     def park_rows(link, rows, conn=conn, key=key, extracted=extracted) -> None:  # noqa: ANN001
-                        parking.park(conn, self.flow, link, rows, extracted, key, now)
+                        if rows.height:
+                            parking.park(conn, self.flow, link, rows, extracted(), key, now)
 
                     response = link_partition(conn, self.flow, good, loaded, park=park_rows)
                     for link in self.parks:
