@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Literal
 
 import polars as pl
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -43,6 +44,25 @@ def dialect_insert(conn: sa.Connection):  # noqa: ANN202 - dialect-specific Inse
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
+def copy_rows(conn: sa.Connection, table_name: str, frame: pl.DataFrame, columns: list[str]) -> None:
+    """PostgreSQL ``COPY ... FROM STDIN`` of ``frame``, written in slices of one buffer."""
+    buffer = io.BytesIO()
+    frame.select(columns).write_csv(
+        buffer, include_header=False, null_value="\\N", datetime_format="%Y-%m-%dT%H:%M:%S%.f"
+    )
+    column_list = ", ".join(f'"{c}"' for c in columns)
+    view = buffer.getbuffer()  # no second copy of the data
+    with (
+        conn.connection.driver_connection.cursor() as cursor,
+        cursor.copy(
+            f"COPY \"{table_name}\" ({column_list}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+        ) as copy,
+    ):
+        for start in range(0, len(view), COPY_CHUNK):
+            copy.write(view[start : start + COPY_CHUNK])
+    del view
+
+
 def stage_rows(conn: sa.Connection, frame: pl.DataFrame, like: sa.Table, columns: list[str]) -> sa.Table:
     """A temporary table holding ``frame``; PostgreSQL gets it through COPY."""
     name = f"stage_{uuid.uuid4().hex[:12]}"
@@ -56,20 +76,7 @@ def stage_rows(conn: sa.Connection, frame: pl.DataFrame, like: sa.Table, columns
     if frame.height == 0:
         return staging
     if conn.dialect.name == "postgresql":
-        buffer = io.BytesIO()
-        frame.select(columns).write_csv(
-            buffer, include_header=False, null_value="\\N", datetime_format="%Y-%m-%dT%H:%M:%S%.f"
-        )
-        dbapi = conn.connection.driver_connection
-        column_list = ", ".join(f'"{c}"' for c in columns)
-        view = buffer.getbuffer()  # no second copy of the data
-        with (
-            dbapi.cursor() as cursor,
-            cursor.copy(f"COPY \"{name}\" ({column_list}) FROM STDIN WITH (FORMAT csv, NULL '\\N')") as copy,
-        ):
-            for start in range(0, len(view), COPY_CHUNK):
-                copy.write(view[start : start + COPY_CHUNK])
-        del view
+        copy_rows(conn, name, frame, columns)
         # a temporary table has no statistics: without them the joins below become nested loops
         conn.exec_driver_sql(f'ANALYZE "{name}"')
     else:
@@ -91,14 +98,22 @@ def upsert_partition(conn: sa.Connection, flow: FlowModel, good: pl.DataFrame) -
     frame = frame.with_columns(row_hash(data_columns).alias(ETL_ROW_HASH))
     columns = data_columns + [ETL_ROW_HASH, ETL_SOURCE_FILE, ETL_SOURCE_LINE, ETL_LOADED_AT]
     before = existing_rows(conn, table, key, frame.select(key))
+    keyed = frame.with_columns(pl.col(key).cast(pl.String).alias("key")).join(before, on="key", how="left")
+    new = keyed.filter(pl.col("_before_id").is_null())
     # Rows whose hash matches the stored one cannot have changed: they are not sent again
     # (a re-load of an unchanged file writes nothing). The UPDATE's own comparison of every
     # column stays the judge of what changed.
-    candidates = (
-        frame.with_columns(pl.col(key).cast(pl.String).alias("key"))
-        .join(before, on="key", how="left")
-        .filter(pl.col("_before_hash").ne_missing(pl.col(ETL_ROW_HASH)))
+    candidates = keyed.filter(
+        pl.col("_before_id").is_not_null() & pl.col("_before_hash").ne_missing(pl.col(ETL_ROW_HASH))
     )
+    copied = pl.DataFrame(schema={"key": pl.String, "_copied_id": pl.Int64})
+    if new.height and conn.dialect.name == "postgresql" and _copy_new_rows(conn, table, new, columns):
+        # new keys went straight into the table (no staging, no conflict handling)
+        copied = existing_rows(conn, table, key, new.select(key)).select(
+            "key", pl.col("_before_id").alias("_copied_id")
+        )
+    else:
+        candidates = pl.concat([new, candidates])
     written = pl.DataFrame(schema={"key": pl.String, "_written_id": pl.Int64})
     if candidates.height:
         staging = stage_rows(conn, candidates, table, columns)
@@ -117,6 +132,7 @@ def upsert_partition(conn: sa.Connection, flow: FlowModel, good: pl.DataFrame) -
             written = fetch_frame(conn, upsert, {"key": pl.String, "_written_id": pl.Int64})
         finally:
             staging.drop(conn)
+    written = pl.concat([written, copied.rename({"_copied_id": "_written_id"})])
     return (
         frame.select(LINE, pl.col(key).cast(pl.String).alias("key"))
         .join(written, on="key", how="left")
@@ -135,6 +151,17 @@ def upsert_partition(conn: sa.Connection, flow: FlowModel, good: pl.DataFrame) -
         )
         .cast(RESPONSE_SCHEMA)
     )
+
+
+def _copy_new_rows(conn: sa.Connection, table: sa.Table, new: pl.DataFrame, columns: list[str]) -> bool:
+    """COPY keys that were not in the table straight into it, in a savepoint; False when
+    another writer inserted one of them meanwhile (the upsert then handles them)."""
+    try:
+        with conn.begin_nested():
+            copy_rows(conn, table.name, new, columns)
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
 
 
 def row_hash(columns: list[str]) -> pl.Expr:
