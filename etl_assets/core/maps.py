@@ -136,8 +136,12 @@ def compile_map(flow: FlowModel, columns: list[str]) -> list[CompiledField]:
     ]
 
 
-def apply_map(flow: FlowModel, frame: pl.LazyFrame, columns: list[str]) -> pl.LazyFrame:
-    """Typed map columns plus ``_line``, ``_error_field`` and ``_error_reason`` (null = good)."""
+def apply_map(flow: FlowModel, frame: pl.LazyFrame, columns: list[str]) -> pl.DataFrame:
+    """Typed map columns plus ``_line``, ``_error_field`` and ``_error_reason`` (null = good).
+
+    Reasons quote the value as received, which costs a string per check and row: they are
+    built in a second pass over the failing rows only.
+    """
     fields = compile_map(flow, columns)
     first_field = pl.coalesce(
         [pl.when(cond).then(pl.lit(f.source)) for f in fields for cond, _ in f.errors]
@@ -146,10 +150,14 @@ def apply_map(flow: FlowModel, frame: pl.LazyFrame, columns: list[str]) -> pl.La
     first_reason = pl.coalesce(
         [pl.when(cond).then(reason) for f in fields for cond, reason in f.errors] or [pl.lit(None, pl.String)]
     )
-    return frame.select(
+    mapped = frame.select(
         pl.col(LINE),
         pl.col(SOURCE_FILE),
         *(f.value for f in fields),
         first_field.alias(ERROR_FIELD),
-        first_reason.alias(ERROR_REASON),
-    )
+    ).collect()
+    failing = mapped.filter(pl.col(ERROR_FIELD).is_not_null()).select(LINE)
+    if failing.height == 0:
+        return mapped.with_columns(pl.lit(None, pl.String).alias(ERROR_REASON))
+    reasons = frame.join(failing.lazy(), on=LINE, how="semi").select(LINE, first_reason.alias(ERROR_REASON))
+    return mapped.join(reasons.collect(), on=LINE, how="left").sort(LINE)

@@ -58,7 +58,7 @@ def resolve_conflicts(flow: FlowModel, mapped: pl.DataFrame) -> tuple[pl.DataFra
 def transform_partition(flow: FlowModel, extracted: pl.DataFrame) -> Transformed:
     """Map every row in one pass, then settle duplicates among the rows that passed."""
     unique, collapsed = collapse_exact_duplicates(extracted)
-    mapped = apply_map(flow, unique.lazy(), unique.columns).collect()
+    mapped = apply_map(flow, unique.lazy(), unique.columns)
     failed = mapped.filter(pl.col(ERROR_FIELD).is_not_null()).select(LINE, ERROR_FIELD, ERROR_REASON)
     passed = mapped.filter(pl.col(ERROR_FIELD).is_null()).drop(ERROR_FIELD, ERROR_REASON)
     good, losers = resolve_conflicts(flow, passed)

@@ -33,7 +33,7 @@ def run(fields: dict, column: str, values: list[str | None]) -> pl.DataFrame:
         },
         schema_overrides={column: pl.String},
     )
-    return apply_map(flow_with(fields), frame.lazy(), frame.columns).collect()
+    return apply_map(flow_with(fields), frame.lazy(), frame.columns)
 
 
 @pytest.mark.parametrize(
@@ -109,14 +109,14 @@ def test_first_error_in_map_order_wins_and_good_rows_pass() -> None:
             "B": ["bad", "bad", "01/01/2020"],
         }
     )
-    out = apply_map(flow_with(fields), frame.lazy(), frame.columns).collect()
+    out = apply_map(flow_with(fields), frame.lazy(), frame.columns)
     assert out[ERROR_FIELD].to_list() == ["A", "B", "ID"]
     assert out[LINE].to_list() == [2, 3, 4]
 
 
 def test_missing_optional_column_is_null_not_an_error() -> None:
     frame = pl.DataFrame({LINE: [2], SOURCE_FILE: "f", "ID": ["1"]})
-    out = apply_map(flow_with({"city": {"type": "String"}}), frame.lazy(), frame.columns).collect()
+    out = apply_map(flow_with({"city": {"type": "String"}}), frame.lazy(), frame.columns)
     assert out["city"].to_list() == [None]
     assert out[ERROR_FIELD].to_list() == [None]
 
