@@ -30,20 +30,34 @@ class Transformed:
 
 
 def collapse_exact_duplicates(extracted: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rows identical in every source column collapse into the first of them."""
+    """Rows identical in every source column collapse into the first of them.
+
+    A hash of each row finds the few candidates; the exact comparison of every column runs
+    on those only (a hash collision can never collapse two different rows).
+    """
     columns = [c for c in extracted.columns if c not in (LINE, SOURCE_FILE)]
-    keyed = extracted.with_columns(pl.col(LINE).first().over(columns).alias(KEPT_LINE))
-    unique = keyed.filter(pl.col(LINE) == pl.col(KEPT_LINE)).drop(KEPT_LINE)
+    fingerprint = pl.concat_str([pl.col(c).fill_null("\x00") for c in columns], separator="\x1f").hash()
+    suspects = extracted.filter(fingerprint.is_duplicated())
+    keyed = suspects.with_columns(pl.col(LINE).first().over(columns).alias(KEPT_LINE))
     collapsed = keyed.filter(pl.col(LINE) != pl.col(KEPT_LINE)).select(LINE, KEPT_LINE)
-    return unique, collapsed
+    if collapsed.height == 0:
+        return extracted, collapsed
+    return extracted.join(collapsed.select(LINE), on=LINE, how="anti").sort(LINE), collapsed
 
 
 def resolve_conflicts(flow: FlowModel, mapped: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """A key given twice with different values: the latest ``latest_by`` wins (then the last line)."""
+    """A key given twice with different values: the latest ``latest_by`` wins (then the last line).
+
+    Only the rows whose key repeats are sorted and ranked.
+    """
     key = flow.target.key
+    repeated = pl.col(key).is_duplicated()
     order = [flow.dedupe.latest_by, LINE] if flow.dedupe.latest_by else [LINE]
-    ranked = mapped.sort(order, nulls_last=False).with_columns(pl.col(LINE).last().over(key).alias(KEPT_LINE))
-    winners = ranked.filter(pl.col(LINE) == pl.col(KEPT_LINE)).drop(KEPT_LINE).sort(LINE)
+    ranked = (
+        mapped.filter(repeated)
+        .sort(order, nulls_last=False)
+        .with_columns(pl.col(LINE).last().over(key).alias(KEPT_LINE))
+    )
     by = f" with a later {flow.source_column(flow.dedupe.latest_by)}" if flow.dedupe.latest_by else ""
     losers = ranked.filter(pl.col(LINE) != pl.col(KEPT_LINE)).select(
         LINE,
@@ -52,7 +66,9 @@ def resolve_conflicts(flow: FlowModel, mapped: pl.DataFrame) -> tuple[pl.DataFra
             ERROR_REASON
         ),
     )
-    return winners, losers
+    if losers.height == 0:
+        return mapped, losers
+    return mapped.join(losers.select(LINE), on=LINE, how="anti").sort(LINE), losers
 
 
 def transform_partition(flow: FlowModel, extracted: pl.DataFrame) -> Transformed:
