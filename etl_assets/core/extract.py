@@ -54,6 +54,15 @@ def source_file_name(flow: FlowModel, start: datetime) -> str:
     return flow.source.file.format(start=start)
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file read in 1 MB blocks (a large file is never held twice)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def previous_sha256(flow: FlowModel, start: datetime, stage: PartitionStage) -> str | None:
     """The checksum recorded by the partition's last extract, if any."""
     recorded = stage.raw_dir / (source_file_name(flow, start) + ".sha256")
@@ -78,7 +87,7 @@ def fetch(
             )
         listed = again
     raw_path = files.download(listed.path, stage.raw_dir / file_name)
-    digest = hashlib.sha256(raw_path.read_bytes()).hexdigest()
+    digest = file_sha256(raw_path)
     raw_path.with_name(file_name + ".sha256").write_text(f"{digest}  {file_name}\n")
     received = raw_path.stat().st_size
     if received != listed.size:

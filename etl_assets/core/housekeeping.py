@@ -5,13 +5,13 @@ laid out by the flows) is never removed, only reported.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from etl_assets.core.extract import file_sha256
 from etl_assets.core.flow_model import FlowModel
 from etl_assets.core.sensors import partition_key_for_file
 from etl_assets.core.staging import PartitionStage
@@ -42,14 +42,6 @@ class HousekeepingReport:
         }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def backed_up(
     flow: FlowModel, file_name: str, stage: PartitionStage, folders: FoldersResource, size: int
 ) -> bool:
@@ -62,7 +54,7 @@ def backed_up(
     if raw.stat().st_size != size:
         return False  # the remote file changed since it was loaded: not processed
     copies = list(folders.path("backup", flow.name).glob(f"*/*/{file_name}"))
-    return any(_sha256(copy) == digest for copy in copies)
+    return any(file_sha256(copy) == digest for copy in copies)
 
 
 def tidy_sources(

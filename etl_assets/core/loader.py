@@ -30,7 +30,7 @@ from etl_assets.core.tables import (
 )
 
 Action = Literal["inserted", "updated", "unchanged", "rejected"]
-COPY_CHUNK = 1 << 20
+COPY_SLICE_ROWS = 100_000
 RESPONSE_SCHEMA = {
     LINE: pl.Int64,
     "key": pl.String,
@@ -45,22 +45,22 @@ def dialect_insert(conn: sa.Connection):  # noqa: ANN202 - dialect-specific Inse
 
 
 def copy_rows(conn: sa.Connection, table_name: str, frame: pl.DataFrame, columns: list[str]) -> None:
-    """PostgreSQL ``COPY ... FROM STDIN`` of ``frame``, written in slices of one buffer."""
-    buffer = io.BytesIO()
-    frame.select(columns).write_csv(
-        buffer, include_header=False, null_value="\\N", datetime_format="%Y-%m-%dT%H:%M:%S%.f"
-    )
+    """PostgreSQL ``COPY ... FROM STDIN`` of ``frame``, as CSV written a slice at a time
+    (memory holds one slice of text, not the whole partition's)."""
     column_list = ", ".join(f'"{c}"' for c in columns)
-    view = buffer.getbuffer()  # no second copy of the data
+    selected = frame.select(columns)
     with (
         conn.connection.driver_connection.cursor() as cursor,
         cursor.copy(
             f"COPY \"{table_name}\" ({column_list}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
         ) as copy,
     ):
-        for start in range(0, len(view), COPY_CHUNK):
-            copy.write(view[start : start + COPY_CHUNK])
-    del view
+        for start in range(0, selected.height, COPY_SLICE_ROWS):
+            buffer = io.BytesIO()
+            selected.slice(start, COPY_SLICE_ROWS).write_csv(
+                buffer, include_header=False, null_value="\\N", datetime_format="%Y-%m-%dT%H:%M:%S%.f"
+            )
+            copy.write(buffer.getbuffer())
 
 
 def stage_rows(conn: sa.Connection, frame: pl.DataFrame, like: sa.Table, columns: list[str]) -> sa.Table:
