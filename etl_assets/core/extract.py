@@ -10,9 +10,11 @@ import codecs
 import hashlib
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 import polars as pl
 
@@ -107,44 +109,66 @@ def _find(files: FilesResource, folder: str, file_name: str) -> RemoteFile:
     raise SourceFileError(file_name, f"missing: no such file in {folder}")
 
 
+def check_utf8(blocks: Iterable[bytes], file_name: str) -> None:
+    """Fail with the line of the first byte that is not UTF-8, or when there is no content;
+    reads block by block, so a large file is never held in memory for this."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = lines = 0
+    content = False
+    for block in blocks:
+        pending = len(decoder.getstate()[0])  # bytes of a character cut by the last block
+        try:
+            decoder.decode(block)
+        except UnicodeDecodeError as exc:
+            local = max(exc.start - pending, 0)
+            _undecodable(
+                file_name,
+                "utf8",
+                offset + local,
+                lines + block[:local].count(b"\n") + 1,
+                block[local : local + 1],
+            )
+        content = content or bool(block.strip().lstrip(codecs.BOM_UTF8))
+        offset += len(block)
+        lines += block.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        _undecodable(file_name, "utf8", offset, lines + 1, b"(a character cut at the end of the file)")
+    if not content:
+        raise SourceFileError(file_name, "empty file")
+
+
 def decode(data: bytes, encoding: str, file_name: str) -> bytes:
     """The file as UTF-8 bytes without BOM, checked; the fault names the line.
 
-    UTF-8 input is only validated (in chunks, so no second copy of a large file is made);
-    cp1252 is transcoded.
+    UTF-8 input is only validated (in blocks, no second copy); cp1252 is transcoded.
     """
+    if encoding == "utf8":
+        check_utf8((data[i : i + VALIDATE_CHUNK] for i in range(0, len(data), VALIDATE_CHUNK)), file_name)
+        return data[3:] if data.startswith(codecs.BOM_UTF8) else data
     if not data.strip():
         raise SourceFileError(file_name, "empty file")
-    if encoding == "utf8":
-        body = data[3:] if data.startswith(codecs.BOM_UTF8) else data
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        for start in range(0, len(body), VALIDATE_CHUNK):
-            pending = len(decoder.getstate()[0])  # bytes of a character cut by the last chunk
-            try:
-                decoder.decode(
-                    body[start : start + VALIDATE_CHUNK], final=start + VALIDATE_CHUNK >= len(body)
-                )
-            except UnicodeDecodeError as exc:
-                _undecodable(body, start - pending + exc.start, encoding, file_name)
-        return body
     try:
         return data.decode("cp1252").encode("utf-8")
     except UnicodeDecodeError as exc:
-        _undecodable(data, exc.start, encoding, file_name)
-    raise AssertionError("unreachable")
+        _undecodable(
+            file_name,
+            encoding,
+            exc.start,
+            data[: exc.start].count(b"\n") + 1,
+            data[exc.start : exc.start + 1],
+        )
 
 
-def _undecodable(data: bytes, offset: int, encoding: str, file_name: str) -> None:
-    line = data[:offset].count(b"\n") + 1
+def _undecodable(file_name: str, encoding: str, offset: int, line: int, found: bytes) -> NoReturn:
     hint = " (is it cp1252? set source.encoding)" if encoding == "utf8" else ""
     raise SourceFileError(
-        file_name,
-        f"undecodable bytes at line {line} (byte {offset}: {data[offset : offset + 1]!r} "
-        f"is not {encoding}){hint}",
+        file_name, f"undecodable bytes at line {line} (byte {offset}: {found!r} is not {encoding}){hint}"
     )
 
 
-def parse(data: bytes | str, flow: FlowModel, file_name: str) -> pl.DataFrame:
+def parse(data: bytes | str | Path, flow: FlowModel, file_name: str) -> pl.DataFrame:
     """Every column as a string, header names trimmed, each row with its source line."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
@@ -181,7 +205,13 @@ def extract_partition(
     stage = PartitionStage(flow.name, partition_key, folders)
     file_name = source_file_name(flow, start)
     raw_path, digest, listed = fetch(flow, file_name, files, stage, folders)
-    frame = parse(decode(raw_path.read_bytes(), flow.source.encoding, file_name), flow, file_name)
+    if flow.source.encoding == "utf8":
+        # Polars reads the file itself (and drops a BOM): no copy of it in Python
+        with raw_path.open("rb") as handle:
+            check_utf8(iter(lambda: handle.read(VALIDATE_CHUNK), b""), file_name)
+        frame = parse(raw_path, flow, file_name)
+    else:
+        frame = parse(decode(raw_path.read_bytes(), flow.source.encoding, file_name), flow, file_name)
     frame.write_parquet(stage.file("extract.parquet"))
     mapped = {flow.source_column(n) for n in flow.map}
     source_columns = [c for c in frame.columns if c not in (LINE, SOURCE_FILE)]
