@@ -38,6 +38,22 @@ SMTP_AUTH = ("etl-notifier", "s3cret-pass")
 
 
 @pytest.fixture(autouse=True)
+def no_stale_dagster_instance() -> Iterator[None]:
+    """Dagster 1.13 keeps the last entered instance's defs-state storage in a ContextVar;
+    when that instance has been collected, building definitions outside an instance fails
+    with "Attempted to resolve undefined DagsterInstance weakref" (seen once in ~10 full
+    runs). Each test starts without it, as a fresh process would."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    token = _current_storage.set(None)
+    yield
+    try:
+        _current_storage.reset(token)
+    except ValueError:
+        _current_storage.set(None)
+
+
+@pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """No test sees the developer's ETL_* variables or key file; ETL_HOME is private."""
     for name in list(os.environ):
