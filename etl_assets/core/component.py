@@ -8,13 +8,34 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
+from dagster.components.component_scaffolding import scaffold_component
 from pydantic import BaseModel
 
 from etl_assets.core.factory import FlowRuntime, build_flow_defs
-from etl_assets.core.flow_model import FlowModel
+from etl_assets.core.flow_model import FlowModel, MapField, SourceSpec, TargetSpec
 from etl_assets.settings.runtime import current_settings
 
 
+class FlowScaffolder(dg.Scaffolder):
+    """``dg scaffold defs etl_assets.core.component.FlowComponent <flow>`` writes a starter
+    declaration that loads as it is: fill in the map and the target."""
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        name = request.target_path.name
+        starter = FlowModel(
+            name=name,
+            description=f"{name}: describe the source and the target",
+            source=SourceSpec(file=f"{name}_{{start:%Y%m%d}}.csv", folder=f"/outbound/{name}"),
+            map={
+                "external_id": MapField(type="String", source="ID", required=True),
+                "name": MapField(type="String", source="NAME"),
+            },
+            target=TargetSpec(table=name, key="external_id"),
+        )
+        scaffold_component(request, starter.model_dump(mode="json", exclude_defaults=True))
+
+
+@dg.scaffold_with(FlowScaffolder)
 class FlowComponent(dg.Component):
     """An ETL flow (replaces a Talend job): extract -> transform -> load -> link, with the
     catcher's checks, a job and its schedule."""
