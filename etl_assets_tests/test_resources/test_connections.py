@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from dagster import DagsterInstance, ExecuteInProcessResult
+from dagster import ExecuteInProcessResult, instance_for_test
 
 from etl_assets.cli import main
 from etl_assets.definitions import build_definitions
@@ -357,7 +357,7 @@ def run_job(*, send_test_email: bool = False) -> tuple[ExecuteInProcessResult, s
 
     The logs are every message of the run's event log (what the UI shows), one per line.
     """
-    with DagsterInstance.ephemeral() as instance:  # definitions load with an instance, as in dagster
+    with instance_for_test() as instance:  # definitions load with an instance, as in dagster
         job = build_definitions(load_settings("test")).get_job_def("test_connections")
         result = job.execute_in_process(
             instance=instance,

@@ -25,8 +25,9 @@ from urllib.parse import quote
 import psycopg
 import pytest
 import yaml
-from dagster import DagsterInstance
+from dagster import instance_for_test
 from dagster._core.remote_representation.external_data import RepositorySnap
+from dagster._core.storage.defs_state.base import set_defs_state_storage
 from dagster._serdes import serialize_value
 from psycopg import sql
 
@@ -168,10 +169,12 @@ def grep_everything(env: str, capsys: pytest.CaptureFixture[str], caplog: pytest
         else:
             pytest.fail(f"the {key} connector should fail with the canary password")
 
-    with DagsterInstance.ephemeral() as instance:  # definitions load with an instance, as in dagster
+    with instance_for_test() as instance:  # definitions load with an instance, as in dagster
         definitions = build_definitions(settings)
-        with warnings.catch_warnings():  # dagster's own snapshot code reads a deprecated property
-            warnings.simplefilter("ignore", DeprecationWarning)
+        # no defs-state storage: another test's collected instance may still sit in dagster's
+        # ContextVar (see conftest.no_stale_dagster_instance); our components keep no state
+        with warnings.catch_warnings(), set_defs_state_storage(None):
+            warnings.simplefilter("ignore", DeprecationWarning)  # dagster's snapshot code
             snapshot = RepositorySnap.from_def(definitions.get_repository_def())
         assert_no_canary("the code location snapshot (UI: resources, launchpad)", serialize_value(snapshot))
         job = definitions.get_job_def("test_connections")
