@@ -111,6 +111,13 @@ class MailerResource(ConfigurableResource):
                     smtp.login(self.user, password or "")
                 if message is not None:
                     smtp.send_message(message)
+                else:
+                    # would the server take a message from us? (a server that wants a login
+                    # refuses MAIL FROM; nothing is sent)
+                    code, reply = smtp.mail(self.sender)
+                    smtp.rset()
+                    if code >= 400:
+                        raise smtplib.SMTPSenderRefused(code, reply, self.sender)
         except smtplib.SMTPAuthenticationError:
             raise ConnectorError(
                 "mail", f"{self.label}: login refused for user {self.user!r} (wrong password?)"

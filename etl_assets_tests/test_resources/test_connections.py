@@ -439,3 +439,6 @@ def test_test_email_refused_without_login_gives_the_server_reply(
     assert isinstance(mailer, MailerResource)
     with pytest.raises(ConnectorError, match="the server refused: 530 5.7.0 Authentication required"):
         mailer.check_connection(send_test_email=True)
+    # the plain check already asks the server whether it would take a message from us
+    with pytest.raises(ConnectorError, match="the server refused: 530 5.7.0 Authentication required"):
+        mailer.check_connection()
