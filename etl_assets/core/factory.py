@@ -14,7 +14,7 @@ import polars as pl
 
 from etl_assets.core import catcher, parking
 from etl_assets.core.extract import SourceFileError, extract_partition, previous_sha256
-from etl_assets.core.flow_model import FlowModel, LinkSpec
+from etl_assets.core.flow_model import STEPS, FlowModel, LinkSpec
 from etl_assets.core.jobs import flow_jobs
 from etl_assets.core.linker import link_partition
 from etl_assets.core.loader import upsert_partition
@@ -28,7 +28,6 @@ from etl_assets.core.transform import transform_partition
 from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource, MailerResource
 from etl_assets.resources.errors import ConnectorError
 
-STEPS = ("extract", "transform", "load", "link")
 RECONCILIATION = "reconciliation"
 REFERENCED_LOADED_AT = "etl_assets/referenced_loaded_at"
 
@@ -121,17 +120,32 @@ class FlowSteps:
         """Send the run's e-mail from the run's last step of this flow, or from a failing one."""
         if failure is None and self.steps_in_run(context)[-1] != step:
             return
+        files = self.error_files(context, folders, step) + [f for f in extra_files or [] if f[2].exists()]
+        self.send(
+            context, mailer, folders, context.partition_keys, files, self.rejected_in_run(files), failure
+        )
+
+    def send(
+        self,
+        context: dg.AssetExecutionContext,
+        mailer: MailerResource,
+        folders: FoldersResource,
+        partition_keys: list[str],
+        files: list,
+        rejected: int,
+        failure: str | None = None,
+    ) -> None:
+        """E-mails kept from earlier runs first, then this run's (if it rejected or failed)."""
         for kept in send_kept_emails(mailer, folders):
             context.log.info(f"sent a kept e-mail: {kept}")
-        files = self.error_files(context, folders, step) + [f for f in extra_files or [] if f[2].exists()]
         where = send_run_email(
             mailer=mailer,
             folders=folders,
             flow=self.flow.name,
             run_id=context.run.run_id,
-            partition_keys=context.partition_keys,
+            partition_keys=partition_keys,
             error_files=files,
-            rejected=self.rejected_in_run(files),
+            rejected=rejected,
             failure=failure,
         )
         if where:
@@ -410,20 +424,7 @@ class FlowSteps:
         files, tally.caught = self.write_expired(retried.expired, folders)
         tally.rows_in = retried.resolved + retried.still_parked + retried.expired.height
         tally.rows_out = retried.resolved
-        partitions = sorted({f[0] for f in files})
-        for kept in send_kept_emails(mailer, folders):
-            context.log.info(f"sent a kept e-mail: {kept}")
-        where = send_run_email(
-            mailer=mailer,
-            folders=folders,
-            flow=self.flow.name,
-            run_id=context.run.run_id,
-            partition_keys=partitions,
-            error_files=files,
-            rejected=retried.expired.height,
-        )
-        if where:
-            context.log.info(f"run e-mail: {where}")
+        self.send(context, mailer, folders, sorted({f[0] for f in files}), files, retried.expired.height)
         check = catcher.check_result(tally.caught, self.flow.warn_limit, tally.rows_in)
         metadata = {
             **tally.metadata(),

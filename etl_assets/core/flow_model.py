@@ -28,6 +28,7 @@ FieldType = Literal[
     "Method",
 ]
 Step = Literal["transform", "load", "link"]
+STEPS = ("extract", "transform", "load", "link")  # a flow's assets, in order
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
 
 

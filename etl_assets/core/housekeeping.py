@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Literal
 
 from etl_assets.core.extract import file_sha256
-from etl_assets.core.flow_model import FlowModel
+from etl_assets.core.flow_model import STEPS, FlowModel
 from etl_assets.core.sensors import partition_key_for_file
 from etl_assets.core.staging import PartitionStage
 from etl_assets.resources.files import FilesResource
 from etl_assets.resources.folders import FoldersResource
 
-STEPS = ("extract", "transform", "load", "link")
 DAY = 86_400
 
 

@@ -10,8 +10,7 @@ import sqlalchemy as sa
 from dagster import ConfigurableResource
 from sqlalchemy.engine import URL, Engine
 
-from etl_assets.resources.errors import ConnectorError, first_line, redact
-from etl_assets.settings.secrets import SecretError, decrypt
+from etl_assets.resources.errors import ConnectorError, first_line, redact, reveal
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -37,12 +36,7 @@ class DatabaseResource(ConfigurableResource):
         return f"postgresql {self.user}@{self.host}:{self.port}/{self.database}"
 
     def _password(self) -> str | None:
-        if not self.password:
-            return None
-        try:
-            return decrypt(self.password, "database.password")
-        except SecretError as exc:
-            raise ConnectorError("database", str(exc)) from None
+        return reveal("database", self.password, "database.password")
 
     def url(self) -> URL:
         """SQLAlchemy URL; its str() masks the password."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from etl_assets.settings.secrets import SecretError, decrypt
+
 
 class ConnectorError(Exception):
     """A connector failed; ``reason`` is short, actionable and holds no secret."""
@@ -28,3 +30,14 @@ def first_line(exc: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(exc).__name__
+
+
+def reveal(connector: str, token: str, setting: str) -> str | None:
+    """The clear text of a password token at connect time (None when unset); a key fault
+    becomes the connector's error, naming the setting."""
+    if not token:
+        return None
+    try:
+        return decrypt(token, setting)
+    except SecretError as exc:
+        raise ConnectorError(connector, str(exc)) from None

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from etl_assets.resources.errors import ConnectorError, first_line, redact
-from etl_assets.settings.secrets import SecretError, decrypt
+from etl_assets.resources.errors import ConnectorError, first_line, redact, reveal
 
 
 class MailerResource(ConfigurableResource):
@@ -90,12 +89,7 @@ class MailerResource(ConfigurableResource):
         return partial.replace(outbox / name)
 
     def _password(self) -> str | None:
-        if not self.password:
-            return None
-        try:
-            return decrypt(self.password, "mail.smtp.password")
-        except SecretError as exc:
-            raise ConnectorError("mail", str(exc)) from None
+        return reveal("mail", self.password, "mail.smtp.password")
 
     def _deliver(self, message: EmailMessage | None) -> None:
         """Open a session, log in, and send ``message`` (None: only log in)."""

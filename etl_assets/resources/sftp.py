@@ -14,9 +14,8 @@ from typing import TypeVar
 
 import paramiko
 
-from etl_assets.resources.errors import ConnectorError, first_line, redact
+from etl_assets.resources.errors import ConnectorError, first_line, redact, reveal
 from etl_assets.resources.files import FilesResource, RemoteFile
-from etl_assets.settings.secrets import SecretError, decrypt
 
 log = logging.getLogger("etl_assets.sftp")
 T = TypeVar("T")
@@ -44,14 +43,6 @@ class SftpResource(FilesResource):
     def label(self) -> str:
         return f"sftp {self.user}@{self.host}:{self.port}"
 
-    def _secret(self, token: str, setting: str) -> str | None:
-        if not token:
-            return None
-        try:
-            return decrypt(token, setting)
-        except SecretError as exc:
-            raise ConnectorError("sftp", str(exc)) from None
-
     @contextmanager
     def session(self) -> Iterator[paramiko.SFTPClient]:
         """One logged-in SFTP session; faults become ConnectorError with the reason."""
@@ -62,8 +53,8 @@ class SftpResource(FilesResource):
             client.close()
 
     def _connect(self) -> paramiko.SSHClient:
-        password = self._secret(self.password, "sftp.password")
-        passphrase = self._secret(self.private_key_passphrase, "sftp.private_key_passphrase")
+        password = reveal("sftp", self.password, "sftp.password")
+        passphrase = reveal("sftp", self.private_key_passphrase, "sftp.private_key_passphrase")
         client = paramiko.SSHClient()
         known_hosts = Path(self.known_hosts).expanduser()
         if known_hosts.is_file():
