@@ -4,7 +4,7 @@
 companies file in the SPEC.md format, then measures on that file and the same server:
 
 - COPY: ``psql \\copy`` into an unindexed text table, the physical limit here;
-- the load step: ``upsert_partition`` on the transform output, first load and re-load;
+- the load step: ``load_stage`` on the transform output, first load and re-load;
 - the whole flow: extract -> transform -> load -> link for one partition, both loads;
 - dlt's ``merge`` of the same rows (when dlt is installed), first load and re-load;
 - the floor: SQLAlchemy Core ``executemany`` of 100k rows into a keyed text table.
@@ -263,10 +263,6 @@ def _resources(home: Path, source: Path, flow: Any) -> tuple[Any, Any]:
     return LocalFilesResource(root=str(imports)), FoldersResource(home=str(home))
 
 
-def _actions(frame: pl.DataFrame) -> dict[str, int]:
-    return {action: n for action, n in frame.group_by("action").len().iter_rows()}
-
-
 def _expect_actions(what: str, actions: dict[str, int], allowed: set[str]) -> None:
     other = {a: n for a, n in actions.items() if a not in allowed}
     assert not other, f"{what}: expected only {sorted(allowed)}, got {actions}"
@@ -285,39 +281,44 @@ def work_prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Extract and transform (not timed): the input of the load-step path."""
     from etl_assets.core.extract import extract_partition
     from etl_assets.core.staging import PartitionStage
-    from etl_assets.core.transform import transform_partition
+    from etl_assets.core.transform import transform_stage
 
     flow = companies_flow()
     files, folders = _resources(Path(args.work) / "prepare_home", Path(args.file), flow)
     started = time.perf_counter()
     extract_partition(flow, PARTITION_KEY, PARTITION_START, files, folders)
     stage = PartitionStage(flow.name, PARTITION_KEY, folders)
-    result = transform_partition(flow, pl.read_parquet(stage.file("extract.parquet")))
+    result = transform_stage(flow, stage.file("extract.parquet"), stage.dir)
     assert result.rejected.height == 0, f"transform rejected {result.rejected.height} generated rows"
-    result.good.write_parquet(stage.file("transform.parquet"))
-    return {"seconds": time.perf_counter() - started, "rows": result.good.height}
+    return {"seconds": time.perf_counter() - started, "rows": result.good_rows}
+
+
+def _load(flow: Any, stage: Any, engine: Any) -> Any:
+    """The load step's work for one partition: ``load_stage`` in one transaction, its
+    response file renamed into place after the commit."""
+    from etl_assets.core.loader import RESPONSE_SCHEMA, load_stage
+    from etl_assets.core.staging import StagedWriter
+
+    with StagedWriter(stage.file("load.parquet"), RESPONSE_SCHEMA) as response, engine.begin() as conn:
+        return load_stage(conn, flow, stage.file("transform.parquet"), response)
 
 
 def work_load(args: argparse.Namespace) -> dict[str, Any]:
-    """The load step: read transform.parquet, upsert it in one transaction."""
-    from etl_assets.core.loader import upsert_partition
+    """The load step: transform.parquet upserted a batch at a time, in one transaction."""
     from etl_assets.core.staging import PartitionStage
     from etl_assets.resources import FoldersResource
 
     flow = companies_flow()
     folders = FoldersResource(home=str(Path(args.work) / "prepare_home"))
-    parquet = PartitionStage(flow.name, PARTITION_KEY, folders).file("transform.parquet")
+    stage = PartitionStage(flow.name, PARTITION_KEY, folders)
     engine = _engine(args.db)
     baseline = _vm_hwm_mb()
     started = time.perf_counter()
-    good = pl.read_parquet(parquet)
-    with engine.begin() as conn:
-        response = upsert_partition(conn, flow, good)
+    loaded = _load(flow, stage, engine)
     seconds = time.perf_counter() - started
-    actions = _actions(response)
+    actions = {a: n for a, n in loaded.actions.items() if n}
     _expect_actions("load", actions, {"unchanged"} if args.reload else {"inserted"})
-    assert response.height == good.height, f"response has {response.height} rows for {good.height}"
-    return {"seconds": seconds, "rows": good.height, "actions": actions, "baseline_mb": baseline}
+    return {"seconds": seconds, "rows": loaded.rows_in, "actions": actions, "baseline_mb": baseline}
 
 
 def _extract_step(flow: Any, files: Any, folders: Any, clock: Clock) -> int:
@@ -327,72 +328,57 @@ def _extract_step(flow: Any, files: Any, folders: Any, clock: Clock) -> int:
         return extract_partition(flow, PARTITION_KEY, PARTITION_START, files, folders).rows
 
 
-def _transform_step(flow: Any, stage: Any, clock: Clock) -> int:
+def _catch(flow: Any, stage: Any, step: str, rejected: pl.DataFrame) -> None:
+    """The catcher, as the step bodies call it (source rows read only for rejected lines)."""
     from etl_assets.core import catcher
-    from etl_assets.core.transform import transform_partition
 
-    with clock.part("transform", "read extract.parquet"):
-        extracted = pl.read_parquet(stage.file("extract.parquet"))
-    with clock.part("transform", "transform_partition"):
-        result = transform_partition(flow, extracted)
-    with clock.part("transform", "write 3 parquet + catcher"):
-        result.good.write_parquet(stage.file("transform.parquet"))
-        result.rejected.write_parquet(stage.file("transform_rejected.parquet"))
-        result.collapsed.write_parquet(stage.file("transform_collapsed.parquet"))
-        catcher.catch(
-            "transform",
-            PARTITION_KEY,
-            result.rejected,
-            extracted,
-            stage.error_file("transform"),
-            flow.source.delimiter,
-        )
+    catcher.catch(
+        step,
+        PARTITION_KEY,
+        rejected,
+        lambda lines: catcher.source_rows(stage.file("extract.parquet"), lines),
+        stage.error_file(step),
+        flow.source.delimiter,
+    )
+
+
+def _transform_step(flow: Any, stage: Any, clock: Clock) -> int:
+    from etl_assets.core.transform import transform_stage
+
+    with clock.part("transform", "transform_stage (map, duplicates, 3 parquet)"):
+        result = transform_stage(flow, stage.file("extract.parquet"), stage.dir)
+    with clock.part("transform", "catcher"):
+        _catch(flow, stage, "transform", result.rejected)
     assert result.rejected.height == 0, f"transform rejected {result.rejected.height} generated rows"
-    return result.good.height
+    return result.good_rows
 
 
 def _load_step(flow: Any, stage: Any, engine: Any, clock: Clock) -> dict[str, int]:
-    from etl_assets.core import catcher
-    from etl_assets.core.loader import upsert_partition
+    from etl_assets.core.staging import count_rows
 
-    with clock.part("load", "read transform.parquet"):
-        good = pl.read_parquet(stage.file("transform.parquet"))
-    with clock.part("load", "upsert_partition (in engine.begin)"), engine.begin() as conn:
-        response = upsert_partition(conn, flow, good)
-    with clock.part("load", "write load.parquet + catcher + reconcile reads"):
-        response.write_parquet(stage.file("load.parquet"))
-        extracted = pl.read_parquet(stage.file("extract.parquet"))
-        rejected = _rejections(response, flow.source_column(flow.target.key))
-        catcher.catch(
-            "load", PARTITION_KEY, rejected, extracted, stage.error_file("load"), flow.source.delimiter
-        )
-        pl.read_parquet(stage.file("transform_rejected.parquet"))
-        pl.read_parquet(stage.file("transform_collapsed.parquet"))
-    return _actions(response)
+    with clock.part("load", "load_stage (in engine.begin)"):
+        loaded = _load(flow, stage, engine)
+    with clock.part("load", "catcher + reconcile counts"):
+        _catch(flow, stage, "load", _rejections(loaded.rejected, flow.source_column(flow.target.key)))
+        for name in ("extract", "transform_rejected", "transform_collapsed"):
+            count_rows(stage.file(f"{name}.parquet"))
+    return {a: n for a, n in loaded.actions.items() if n}
 
 
 def _link_step(flow: Any, stage: Any, engine: Any, clock: Clock) -> dict[str, int]:
-    from etl_assets.core import catcher
-    from etl_assets.core.linker import link_partition
+    from etl_assets.core.linker import link_stage
+    from etl_assets.core.loader import RESPONSE_SCHEMA
+    from etl_assets.core.staging import StagedWriter
 
-    with clock.part("link", "read transform + load parquet"):
-        good = pl.read_parquet(stage.file("transform.parquet"))
-        loaded = pl.read_parquet(stage.file("load.parquet"))
-    with clock.part("link", "link_partition (in engine.begin)"), engine.begin() as conn:
-        response = link_partition(conn, flow, good, loaded)
-    with clock.part("link", "write link.parquet + catcher"):
-        response.write_parquet(stage.file("link.parquet"))
-        extracted = pl.read_parquet(stage.file("extract.parquet"))
-        field_name = flow.source_column(flow.links[0].field)
-        catcher.catch(
-            "link",
-            PARTITION_KEY,
-            _rejections(response, field_name),
-            extracted,
-            stage.error_file("link"),
-            flow.source.delimiter,
-        )
-    return _actions(response)
+    with (
+        clock.part("link", "link_stage (in engine.begin)"),
+        StagedWriter(stage.file("link.parquet"), RESPONSE_SCHEMA) as response,
+        engine.begin() as conn,
+    ):
+        linked = link_stage(conn, flow, stage.file("transform.parquet"), stage.file("load.parquet"), response)
+    with clock.part("link", "catcher"):
+        _catch(flow, stage, "link", _rejections(linked.rejected, flow.source_column(flow.links[0].field)))
+    return {a: n for a, n in linked.actions.items() if n}
 
 
 def work_flow(args: argparse.Namespace) -> dict[str, Any]:
@@ -789,7 +775,7 @@ class Bench:
             return "ok: all unchanged, table identical"
 
         if not self.from_child(
-            "load", "load step (upsert_partition), first load", self.child("load", database), first
+            "load", "load step (load_stage), first load", self.child("load", database), first
         ).ok:
             self.report.notes.append("load step re-load not run: the first load failed")
             return

@@ -40,20 +40,21 @@ def catch(
     step: str,
     partition_key: str,
     rejected: pl.DataFrame,
-    extracted: Callable[[], pl.DataFrame],
+    extracted: Callable[[pl.Series], pl.DataFrame],
     path: Path,
     delimiter: str,
 ) -> CaughtErrors:
     """Write (or remove, when nothing was rejected) the step's error file.
 
-    ``extracted`` is called only when there are rejected rows to join back to the source.
+    ``extracted(lines)`` gives the source rows of those lines; it is called only when
+    there are rejected rows to join back to the source.
     """
     if rejected.height == 0:
         path.unlink(missing_ok=True)
         return CaughtErrors(
             step, partition_key, pl.DataFrame(schema=dict.fromkeys(ERROR_COLUMNS, pl.String)), None
         )
-    source = extracted()
+    source = extracted(rejected.get_column(LINE))
     source_columns = [c for c in source.columns if c not in (LINE, SOURCE_FILE)]
     rows = (
         rejected.select(LINE, ERROR_FIELD, ERROR_REASON)
@@ -72,6 +73,11 @@ def catch(
     rows.write_csv(partial, separator=delimiter)
     partial.replace(path)
     return CaughtErrors(step, partition_key, rows, path)
+
+
+def source_rows(extract_path: Path, lines: pl.Series) -> pl.DataFrame:
+    """The rows of ``extract.parquet`` at these source lines (the file is scanned, not loaded)."""
+    return pl.scan_parquet(extract_path).filter(pl.col(LINE).is_in(lines.implode())).collect()
 
 
 def append_parked(path: Path, expired: pl.DataFrame, delimiter: str, partition_key: str) -> CaughtErrors:

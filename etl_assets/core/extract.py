@@ -10,21 +10,21 @@ import codecs
 import hashlib
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 
 import polars as pl
 
 from etl_assets.core.flow_model import FlowModel
 from etl_assets.core.maps import LINE, SOURCE_FILE
-from etl_assets.core.staging import PartitionStage
+from etl_assets.core.staging import PartitionStage, StagedWriter
 from etl_assets.resources.files import FilesResource, RemoteFile
 from etl_assets.resources.folders import FoldersResource
 
-VALIDATE_CHUNK = 16 << 20
+BLOCK_BYTES = 32 << 20
 MTIME_RESOLUTION = 1.0
 
 
@@ -109,56 +109,56 @@ def _find(files: FilesResource, folder: str, file_name: str) -> RemoteFile:
     raise SourceFileError(file_name, f"missing: no such file in {folder}")
 
 
-def check_utf8(blocks: Iterable[bytes], file_name: str) -> None:
-    """Fail with the line of the first byte that is not UTF-8, or when there is no content;
-    reads block by block, so a large file is never held in memory for this."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
+def record_blocks(handle: BinaryIO, size: int = BLOCK_BYTES) -> Iterator[bytes]:
+    """The file in blocks of about ``size`` bytes, each ending after a line break outside
+    quotes: a block holds whole records (a quoted field's line breaks stay inside it)."""
+    rest = b""
+    while data := handle.read(size):
+        buffer = rest + data
+        cut = _last_record_end(buffer)
+        rest = buffer[cut:]
+        if cut:
+            yield buffer[:cut]
+    if rest:
+        yield rest
+
+
+def _last_record_end(buffer: bytes) -> int:
+    """Just after the last line break with an even number of quotes before it; 0 if none."""
+    end = len(buffer)
+    while (newline := buffer.rfind(b"\n", 0, end)) >= 0:
+        if buffer.count(b'"', 0, newline) % 2 == 0:
+            return newline + 1
+        end = newline
+    return 0
+
+
+def decoded_blocks(blocks: Iterable[bytes], encoding: str, file_name: str) -> Iterator[bytes]:
+    """Blocks of whole lines as UTF-8 without BOM, checked; a fault names the line.
+
+    UTF-8 is only validated; cp1252 is transcoded. Fails on a file with no content.
+    """
     offset = lines = 0
     content = False
-    for block in blocks:
-        pending = len(decoder.getstate()[0])  # bytes of a character cut by the last block
+    for index, block in enumerate(blocks):
+        if index == 0 and encoding == "utf8" and block.startswith(codecs.BOM_UTF8):
+            block, offset = block[3:], 3
         try:
-            decoder.decode(block)
+            text = block.decode("utf-8" if encoding == "utf8" else encoding)
         except UnicodeDecodeError as exc:
-            local = max(exc.start - pending, 0)
             _undecodable(
                 file_name,
-                "utf8",
-                offset + local,
-                lines + block[:local].count(b"\n") + 1,
-                block[local : local + 1],
+                encoding,
+                offset + exc.start,
+                lines + block[: exc.start].count(b"\n") + 1,
+                block[exc.start : exc.start + 1],
             )
-        content = content or bool(block.strip().lstrip(codecs.BOM_UTF8))
+        content = content or bool(block.strip())
         offset += len(block)
         lines += block.count(b"\n")
-    try:
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        _undecodable(file_name, "utf8", offset, lines + 1, b"(a character cut at the end of the file)")
+        yield block if encoding == "utf8" else text.encode("utf-8")
     if not content:
         raise SourceFileError(file_name, "empty file")
-
-
-def decode(data: bytes, encoding: str, file_name: str) -> bytes:
-    """The file as UTF-8 bytes without BOM, checked; the fault names the line.
-
-    UTF-8 input is only validated (in blocks, no second copy); cp1252 is transcoded.
-    """
-    if encoding == "utf8":
-        check_utf8((data[i : i + VALIDATE_CHUNK] for i in range(0, len(data), VALIDATE_CHUNK)), file_name)
-        return data[3:] if data.startswith(codecs.BOM_UTF8) else data
-    if not data.strip():
-        raise SourceFileError(file_name, "empty file")
-    try:
-        return data.decode("cp1252").encode("utf-8")
-    except UnicodeDecodeError as exc:
-        _undecodable(
-            file_name,
-            encoding,
-            exc.start,
-            data[: exc.start].count(b"\n") + 1,
-            data[exc.start : exc.start + 1],
-        )
 
 
 def _undecodable(file_name: str, encoding: str, offset: int, line: int, found: bytes) -> NoReturn:
@@ -168,60 +168,84 @@ def _undecodable(file_name: str, encoding: str, offset: int, line: int, found: b
     )
 
 
-def parse(data: bytes | str | Path, flow: FlowModel, file_name: str) -> pl.DataFrame:
-    """Every column as a string, header names trimmed, each row with its source line."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    try:
-        frame = pl.read_csv(
-            raw,
-            separator=flow.source.delimiter,
-            infer_schema=False,
-            quote_char='"',
-            has_header=True,
-        )
-    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
-        raise SourceFileError(file_name, f"malformed CSV: {str(exc).splitlines()[0]}") from None
-    frame = frame.rename({c: c.strip().strip("\r") for c in frame.columns})
-    # CRLF inside quoted fields becomes LF, as in a file written with LF line ends
-    frame = frame.with_columns(pl.all().str.replace_all("\r\n", "\n", literal=True))
-    missing = [c for c in flow.required_columns if c not in frame.columns]
+def parse_stream(
+    handle: BinaryIO, flow: FlowModel, file_name: str, block_size: int = BLOCK_BYTES
+) -> Iterator[pl.DataFrame]:
+    """The file's records a block at a time: every column a string, header names trimmed,
+    each row with its source line (line breaks inside quoted fields counted)."""
+    blocks = decoded_blocks(record_blocks(handle, block_size), flow.source.encoding, file_name)
+    header = b""
+    next_line = 2  # the header is line 1
+    for block in blocks:
+        if not header:
+            if not block.strip():
+                continue  # blank: decoded_blocks fails an empty file at its end
+            end = block.find(b"\n") + 1 or len(block)
+            header, block = block[:end], block[end:]
+            columns = _columns(header, flow, file_name)
+        if not block.strip():
+            continue
+        frame = _read_block(header + block, flow, file_name, next_line)
+        frame = frame.rename(dict(zip(frame.columns[: len(columns)], columns, strict=True)))
+        # CRLF inside quoted fields becomes LF, as in a file written with LF line ends
+        frame = frame.with_columns(pl.col(columns).str.replace_all("\r\n", "\n", literal=True))
+        embedded = pl.sum_horizontal(pl.col(c).str.count_matches("\n").fill_null(0) for c in columns)
+        lines = (1 + embedded).cum_sum() - (1 + embedded) + next_line
+        yield frame.with_columns(lines.cast(pl.Int64).alias(LINE), pl.lit(file_name).alias(SOURCE_FILE))
+        next_line += block.count(b"\n")
+
+
+def _columns(header: bytes, flow: FlowModel, file_name: str) -> list[str]:
+    """The header's column names, trimmed; every required column present."""
+    names = pl.read_csv(header + b"\n", separator=flow.source.delimiter, has_header=True).columns
+    columns = [c.strip().strip("\r") for c in names]
+    missing = [c for c in flow.required_columns if c not in columns]
     if missing:
         raise SourceFileError(
             file_name,
             f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-            f"(header has {', '.join(frame.columns)})",
+            f"(header has {', '.join(columns)})",
         )
-    # A record starts on the line after the previous record's last line: count the newlines
-    # quoted inside each record (header is line 1).
-    embedded = pl.sum_horizontal(pl.col(c).str.count_matches("\n").fill_null(0) for c in frame.columns)
-    lines = (1 + embedded).cum_sum() - (1 + embedded) + 2
-    return frame.with_columns(lines.cast(pl.Int64).alias(LINE), pl.lit(file_name).alias(SOURCE_FILE))
+    return columns
+
+
+def _read_block(data: bytes, flow: FlowModel, file_name: str, first_line: int) -> pl.DataFrame:
+    try:
+        return pl.read_csv(
+            data, separator=flow.source.delimiter, infer_schema=False, quote_char='"', has_header=True
+        )
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+        raise SourceFileError(
+            file_name, f"malformed CSV in the records from line {first_line}: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def extract_partition(
     flow: FlowModel, partition_key: str, start: datetime, files: FilesResource, folders: FoldersResource
 ) -> Extracted:
-    """Fetch, keep, decode and parse one partition's file into ``extract.parquet``."""
+    """Fetch, keep, decode and parse one partition's file into ``extract.parquet``, a block
+    of records at a time (memory holds a block, not the file)."""
     stage = PartitionStage(flow.name, partition_key, folders)
     file_name = source_file_name(flow, start)
     raw_path, digest, listed = fetch(flow, file_name, files, stage, folders)
-    if flow.source.encoding == "utf8":
-        # Polars reads the file itself (and drops a BOM): no copy of it in Python
-        with raw_path.open("rb") as handle:
-            check_utf8(iter(lambda: handle.read(VALIDATE_CHUNK), b""), file_name)
-        frame = parse(raw_path, flow, file_name)
-    else:
-        frame = parse(decode(raw_path.read_bytes(), flow.source.encoding, file_name), flow, file_name)
-    frame.write_parquet(stage.file("extract.parquet"))
+    columns: list[str] = []
+    with raw_path.open("rb") as handle, StagedWriter(stage.file("extract.parquet")) as writer:
+        for frame in parse_stream(handle, flow, file_name):
+            writer.write(frame)
+            columns = columns or [c for c in frame.columns if c not in (LINE, SOURCE_FILE)]
+        if not columns:  # a header and no record
+            handle.seek(0)
+            header = next(decoded_blocks(record_blocks(handle), flow.source.encoding, file_name))
+            columns = _columns(header.split(b"\n")[0], flow, file_name)
+            writer.schema = {**dict.fromkeys(columns, pl.String), LINE: pl.Int64, SOURCE_FILE: pl.String}
     mapped = {flow.source_column(n) for n in flow.map}
-    source_columns = [c for c in frame.columns if c not in (LINE, SOURCE_FILE)]
     return Extracted(
         file=file_name,
         remote_path=listed.path,
         raw_path=raw_path,
         sha256=digest,
         size=listed.size,
-        rows=frame.height,
-        columns=source_columns,
-        extra_columns=[c for c in source_columns if c not in mapped],
+        rows=writer.rows,
+        columns=columns,
+        extra_columns=[c for c in columns if c not in mapped],
     )

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -16,15 +16,15 @@ from etl_assets.core import catcher, parking
 from etl_assets.core.extract import SourceFileError, extract_partition, previous_sha256
 from etl_assets.core.flow_model import STEPS, FlowModel, LinkSpec
 from etl_assets.core.jobs import flow_jobs
-from etl_assets.core.linker import link_partition
-from etl_assets.core.loader import upsert_partition
+from etl_assets.core.linker import link_stage
+from etl_assets.core.loader import ACTIONS, RESPONSE_SCHEMA, Loaded, load_stage
 from etl_assets.core.maps import ERROR_FIELD, ERROR_REASON, LINE
 from etl_assets.core.parking import retry_parked
 from etl_assets.core.partitions import partitions_def
 from etl_assets.core.run_email import send_kept_emails, send_run_email
 from etl_assets.core.sensors import catch_up_schedule, file_sensor
-from etl_assets.core.staging import PartitionStage
-from etl_assets.core.transform import transform_partition
+from etl_assets.core.staging import PartitionStage, StagedWriter, count_rows
+from etl_assets.core.transform import transform_stage
 from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource, MailerResource
 from etl_assets.resources.errors import ConnectorError
 
@@ -203,19 +203,20 @@ class FlowSteps:
 
     def count(self, key: str, folders: FoldersResource, name: str) -> int:
         """Rows of a staged file, from its metadata (the file is not read)."""
-        return pl.scan_parquet(self.stage(key, folders).file(name)).select(pl.len()).collect().item()
+        return count_rows(self.staged(key, folders, name))
 
-    def extracted(self, key: str, folders: FoldersResource) -> "Callable[[], pl.DataFrame]":
-        """The partition's source rows, read once and only if someone asks."""
-        return cache(lambda: self.read(key, folders, "extract.parquet"))
+    def extracted(self, key: str, folders: FoldersResource) -> "Callable[[pl.Series], pl.DataFrame]":
+        """The partition's source rows at given lines, read from disk only when asked."""
+        return lambda lines: catcher.source_rows(self.staged(key, folders, "extract.parquet"), lines)
 
-    def read(self, key: str, folders: FoldersResource, name: str) -> pl.DataFrame:
+    def staged(self, key: str, folders: FoldersResource, name: str) -> Path:
+        """A staged file the step needs; missing, it names the step to run first."""
         path = self.stage(key, folders).file(name)
         if not path.exists():
             raise SourceFileError(
                 name, f"staged data of partition {key} is missing: materialize the step before"
             )
-        return pl.read_parquet(path)
+        return path
 
     # -- the four steps ---------------------------------------------------------------
     def extract(self, context, files: FilesResource, folders: FoldersResource, mailer: MailerResource):
@@ -271,20 +272,16 @@ class FlowSteps:
         with self.failing_emails(context, "transform", mailer, folders):
             for key in context.partition_keys:
                 stage = self.stage(key, folders)
-                extracted = self.read(key, folders, "extract.parquet")
-                result = transform_partition(self.flow, extracted)
-                result.good.write_parquet(stage.file("transform.parquet"))
-                result.rejected.write_parquet(stage.file("transform_rejected.parquet"))
-                result.collapsed.write_parquet(stage.file("transform_collapsed.parquet"))
-                tally.rows_in += extracted.height
-                tally.rows_out += result.good.height
+                result = transform_stage(self.flow, self.staged(key, folders, "extract.parquet"), stage.dir)
+                tally.rows_in += result.rows_in
+                tally.rows_out += result.good_rows
                 collapsed += result.collapsed.height
                 tally.caught.append(
                     catcher.catch(
                         "transform",
                         key,
                         result.rejected,
-                        lambda extracted=extracted: extracted,
+                        self.extracted(key, folders),
                         stage.error_file("transform"),
                         self.flow.source.delimiter,
                     )
@@ -295,38 +292,45 @@ class FlowSteps:
         )
 
     def load(self, context, database: DatabaseResource, folders: FoldersResource, mailer: MailerResource):
-        tally, counts = StepTally(), {"inserted": 0, "updated": 0, "unchanged": 0, "rejected": 0}
+        tally, counts = StepTally(), dict.fromkeys(ACTIONS, 0)
         balanced = []
         with self.failing_emails(context, "load", mailer, folders):
             for key in context.partition_keys:
                 stage = self.stage(key, folders)
-                good = self.read(key, folders, "transform.parquet")
-                with database.engine().begin() as conn:
-                    response = upsert_partition(conn, self.flow, good)
-                response.write_parquet(stage.file("load.parquet"))
-                for action, n in response.group_by("action").len().iter_rows():
+                good = self.staged(key, folders, "transform.parquet")
+                # the response file appears only once the transaction committed
+                with (
+                    StagedWriter(stage.file("load.parquet"), RESPONSE_SCHEMA) as response,
+                    database.engine().begin() as conn,
+                ):
+                    loaded = load_stage(conn, self.flow, good, response)
+                for action, n in loaded.actions.items():
                     counts[action] += n
-                tally.rows_in += good.height
-                tally.rows_out += response.filter(pl.col("action") != "rejected").height
-                rejected = _rejections(response, self.flow.source_column(self.flow.target.key))
-                extracted = self.extracted(key, folders)
+                tally.rows_in += loaded.rows_in
+                tally.rows_out += loaded.rows_in - loaded.rejected.height
+                rejected = _rejections(loaded.rejected, self.flow.source_column(self.flow.target.key))
                 tally.caught.append(
                     catcher.catch(
-                        "load", key, rejected, extracted, stage.error_file("load"), self.flow.source.delimiter
+                        "load",
+                        key,
+                        rejected,
+                        self.extracted(key, folders),
+                        stage.error_file("load"),
+                        self.flow.source.delimiter,
                     )
                 )
-                balanced.append(self.reconcile(key, folders, response))
+                balanced.append(self.reconcile(key, folders, loaded))
         checks = [
             catcher.check_result(tally.caught, self.flow.warn_limit, tally.rows_in),
             _reconciliation_result(balanced),
         ]
         return self.finish(context, "load", tally, mailer, folders, dict(counts), checks)
 
-    def reconcile(self, key: str, folders: FoldersResource, response: pl.DataFrame) -> dict:
+    def reconcile(self, key: str, folders: FoldersResource, result: Loaded) -> dict:
         """The partition's counts: rows in the file, loaded, rejected, collapsed."""
-        loaded = response.filter(pl.col("action") != "rejected").height
+        loaded = result.rows_in - result.rejected.height
         rows_in = self.count(key, folders, "extract.parquet")
-        rejected = self.count(key, folders, "transform_rejected.parquet") + response.height - loaded
+        rejected = self.count(key, folders, "transform_rejected.parquet") + result.rejected.height
         collapsed = self.count(key, folders, "transform_collapsed.parquet")
         return {
             "partition": key,
@@ -357,32 +361,38 @@ class FlowSteps:
                 )
             for key in context.partition_keys:
                 stage = self.stage(key, folders)
-                good = self.read(key, folders, "transform.parquet")
-                loaded = self.read(key, folders, "load.parquet")
+                good = self.staged(key, folders, "transform.parquet")
+                loaded_path = self.staged(key, folders, "load.parquet")
                 extracted = self.extracted(key, folders)
-                with database.engine().begin() as conn:
+                with (
+                    StagedWriter(stage.file("link.parquet"), RESPONSE_SCHEMA) as response,
+                    database.engine().begin() as conn,
+                ):
 
                     def park_rows(link, rows, conn=conn, key=key, extracted=extracted) -> None:  # noqa: ANN001
                         if rows.height:
-                            parking.park(conn, self.flow, link, rows, extracted(), key, now)
+                            parking.park(conn, self.flow, link, rows, extracted(rows[LINE]), key, now)
 
-                    response = link_partition(conn, self.flow, good, loaded, park=park_rows)
-                    for link in self.parks:
-                        settled = response.filter(pl.col("action") != "parked").get_column("target_id")
-                        parking.unpark(conn, self.flow, link, settled.drop_nulls().to_list())
+                    def unpark(answer: pl.DataFrame, conn=conn) -> None:  # noqa: ANN001
+                        settled = answer.filter(pl.col("action") != "parked").get_column("target_id")
+                        for link in self.parks:
+                            parking.unpark(conn, self.flow, link, settled.drop_nulls().to_list())
+
+                    linked = link_stage(
+                        conn, self.flow, good, loaded_path, response, park=park_rows, after_batch=unpark
+                    )
                     if self.parks:
                         extra["parked_now"] = parking.count_parked(conn, self.flow.name)
-                response.write_parquet(stage.file("link.parquet"))
-                for action, n in response.group_by("action").len().iter_rows():
+                for action, n in linked.actions.items():
                     counts[action] = counts.get(action, 0) + n
-                tally.rows_in += loaded.height
-                tally.rows_out += response.filter(pl.col("action") != "rejected").height
+                tally.rows_in += linked.rows_in
+                tally.rows_out += linked.rows_in - linked.rejected.height
                 field = self.flow.source_column(self.flow.links[0].field) if self.flow.links else ""
                 tally.caught.append(
                     catcher.catch(
                         "link",
                         key,
-                        _rejections(response, field),
+                        _rejections(linked.rejected, field),
                         extracted,
                         stage.error_file("link"),
                         self.flow.source.delimiter,

@@ -6,6 +6,8 @@ a link with ``on_missing: park``, is parked until the referenced row arrives.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 import sqlalchemy as sa
@@ -13,8 +15,10 @@ import sqlalchemy as sa
 from etl_assets.core.flow_model import FlowModel, LinkSpec
 from etl_assets.core.loader import RESPONSE_SCHEMA, fetch_frame, stage_rows
 from etl_assets.core.maps import LINE
+from etl_assets.core.staging import StagedWriter, read_batches
 from etl_assets.core.tables import ID, ensure_table, target_table
 
+LINK_BATCH_ROWS = 500_000  # narrow rows: fewer, larger lookups (each may scan the referenced table)
 VALUES_SHAPE = sa.Table("_values", sa.MetaData(), sa.Column("value", sa.Text()))
 
 
@@ -134,6 +138,48 @@ def link_partition(
     if not responses:
         return pl.DataFrame(schema=RESPONSE_SCHEMA)
     return _one_row_per_line(pl.concat(responses))
+
+
+@dataclass
+class Linked:
+    """What the link step did for one partition."""
+
+    rows_in: int
+    actions: dict[str, int]
+    rejected: pl.DataFrame  # response rows with action "rejected"
+
+
+def link_stage(
+    conn: sa.Connection,
+    flow: FlowModel,
+    good_path: Path,
+    loaded_path: Path,
+    response: StagedWriter,
+    park: ParkRows | None = None,
+    after_batch: Callable[[pl.DataFrame], None] | None = None,
+) -> Linked:
+    """Link a partition a batch at a time: ``transform.parquet`` and ``load.parquet`` were
+    written batch for batch, so their row groups hold the same lines."""
+    fields = sorted({link.field for link in flow.links})
+    actions: dict[str, int] = {"updated": 0, "unchanged": 0, "rejected": 0, "parked": 0}
+    rejected, rows_in = [], 0
+    batches = zip(
+        read_batches(good_path, [LINE, *fields], min_rows=LINK_BATCH_ROWS),
+        read_batches(loaded_path, min_rows=LINK_BATCH_ROWS),
+        strict=True,
+    )
+    for good, loaded in batches:
+        if not good.get_column(LINE).equals(loaded.get_column(LINE)):
+            raise ValueError(f"{loaded_path} does not match {good_path}: run the load step again")
+        answer = link_partition(conn, flow, good, loaded, park=park)
+        response.write(answer)
+        if after_batch is not None:
+            after_batch(answer)
+        rows_in += loaded.height
+        for action, n in answer.group_by("action").len().iter_rows():
+            actions[action] = actions.get(action, 0) + n
+        rejected.append(answer.filter(pl.col("action") == "rejected"))
+    return Linked(rows_in, actions, pl.concat(rejected) if rejected else pl.DataFrame(schema=RESPONSE_SCHEMA))
 
 
 def set_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, settable: pl.DataFrame) -> list[int]:

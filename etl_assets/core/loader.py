@@ -4,13 +4,19 @@ Rows go to a temporary staging table (PostgreSQL: COPY), then one
 ``INSERT ... SELECT ... ON CONFLICT (key) DO UPDATE ... WHERE <something changed>``
 moves them. Keys that existed before and came back from RETURNING were updated; keys
 that did not exist were inserted; the rest were unchanged.
+
+Speed (issue 5): keys not in the table are COPYed straight into it with ids taken from
+its sequence (no second lookup); rows whose hash matches the stored one are not sent at
+all; a first load into an empty table drops and rebuilds the indexes.
 """
 
 from __future__ import annotations
 
 import io
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 import polars as pl
@@ -20,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from etl_assets.core.flow_model import FlowModel
 from etl_assets.core.maps import LINE, SOURCE_FILE
+from etl_assets.core.staging import StagedWriter, count_rows, read_batches
 from etl_assets.core.tables import (
     ETL_LOADED_AT,
     ETL_ROW_HASH,
@@ -31,6 +38,10 @@ from etl_assets.core.tables import (
 
 Action = Literal["inserted", "updated", "unchanged", "rejected"]
 COPY_SLICE_ROWS = 100_000
+INITIAL_LOAD_MIN_ROWS = 10_000
+BEFORE_SCHEMA = {"key": pl.String, "_before_id": pl.Int64, "_before_hash": pl.Int64}
+WRITTEN_SCHEMA = {"key": pl.String, "_written_id": pl.Int64}
+ACTIONS = ("inserted", "updated", "unchanged", "rejected")
 RESPONSE_SCHEMA = {
     LINE: pl.Int64,
     "key": pl.String,
@@ -84,59 +95,152 @@ def stage_rows(conn: sa.Connection, frame: pl.DataFrame, like: sa.Table, columns
     return staging
 
 
+@dataclass
+class Loaded:
+    """What the load of one partition did."""
+
+    rows_in: int
+    actions: dict[str, int]
+    rejected: pl.DataFrame  # response rows with action "rejected"
+
+
+def load_stage(conn: sa.Connection, flow: FlowModel, good_path: Path, response: StagedWriter) -> Loaded:
+    """Upsert ``transform.parquet`` a batch at a time inside the caller's transaction; the
+    response frame goes to ``response`` batch for batch (so link can read both in step)."""
+    load = PartitionUpsert(conn, flow, expected_rows=count_rows(good_path))
+    actions = dict.fromkeys(ACTIONS, 0)
+    rejected, rows_in = [], 0
+    for batch in read_batches(good_path):
+        answer = load.batch(batch)
+        response.write(answer)
+        rows_in += batch.height
+        for action, n in answer.group_by("action").len().iter_rows():
+            actions[action] += n
+        rejected.append(answer.filter(pl.col("action") == "rejected"))
+    load.finish()
+    return Loaded(rows_in, actions, pl.concat(rejected) if rejected else pl.DataFrame(schema=RESPONSE_SCHEMA))
+
+
 def upsert_partition(conn: sa.Connection, flow: FlowModel, good: pl.DataFrame) -> pl.DataFrame:
-    """Upsert ``good`` (the transform output) and return the response frame."""
-    table = ensure_table(conn, flow)
-    key = flow.target.key
-    now = datetime.now().replace(microsecond=0)
-    frame = good.with_columns(
-        pl.col(SOURCE_FILE).alias(ETL_SOURCE_FILE),
-        pl.col(LINE).alias(ETL_SOURCE_LINE),
-        pl.lit(now).alias(ETL_LOADED_AT),
-    )
-    data_columns = list(flow.map)
-    frame = frame.with_columns(row_hash(data_columns).alias(ETL_ROW_HASH))
-    columns = data_columns + [ETL_ROW_HASH, ETL_SOURCE_FILE, ETL_SOURCE_LINE, ETL_LOADED_AT]
-    before = existing_rows(conn, table, key, frame.select(key))
-    keyed = frame.with_columns(pl.col(key).cast(pl.String).alias("key")).join(before, on="key", how="left")
-    new = keyed.filter(pl.col("_before_id").is_null())
-    # Rows whose hash matches the stored one cannot have changed: they are not sent again
-    # (a re-load of an unchanged file writes nothing). The UPDATE's own comparison of every
-    # column stays the judge of what changed.
-    candidates = keyed.filter(
-        pl.col("_before_id").is_not_null() & pl.col("_before_hash").ne_missing(pl.col(ETL_ROW_HASH))
-    )
-    copied = pl.DataFrame(schema={"key": pl.String, "_copied_id": pl.Int64})
-    if new.height and conn.dialect.name == "postgresql" and _copy_new_rows(conn, table, new, columns):
-        # new keys went straight into the table (no staging, no conflict handling)
-        copied = existing_rows(conn, table, key, new.select(key)).select(
-            "key", pl.col("_before_id").alias("_copied_id")
+    """Upsert ``good`` (the transform output) in one batch and return the response frame."""
+    load = PartitionUpsert(conn, flow, expected_rows=good.height)
+    response = load.batch(good)
+    load.finish()
+    return response
+
+
+class PartitionUpsert:
+    """One partition's upsert inside the caller's transaction, a batch at a time.
+
+    A first load into an empty PostgreSQL table (at least ``INITIAL_LOAD_MIN_ROWS`` rows)
+    takes the table's lock, drops its indexes, COPYs and builds the indexes again at
+    ``finish``: building an index once is several times cheaper than maintaining it row by
+    row. Its transaction still holds everything: a failure leaves the table as it was.
+    """
+
+    def __init__(self, conn: sa.Connection, flow: FlowModel, expected_rows: int) -> None:
+        self.conn = conn
+        self.flow = flow
+        self.table = ensure_table(conn, flow)
+        self.now = datetime.now().replace(microsecond=0)
+        self.postgres = conn.dialect.name == "postgresql"
+        self.empty = self.postgres and _is_empty(conn, self.table)
+        self.rebuild: list[str] = []
+        self.locked = self.empty and expected_rows >= INITIAL_LOAD_MIN_ROWS
+        if self.locked:
+            conn.exec_driver_sql(f'LOCK TABLE "{self.table.name}" IN ACCESS EXCLUSIVE MODE')
+            self.empty = _is_empty(conn, self.table)
+            if self.empty:
+                self.rebuild = drop_indexes(conn, self.table.name)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.flow.map) + [ETL_ROW_HASH, ETL_SOURCE_FILE, ETL_SOURCE_LINE, ETL_LOADED_AT]
+
+    def batch(self, good: pl.DataFrame) -> pl.DataFrame:
+        """Upsert one batch of transform output; its response frame."""
+        key = self.flow.target.key
+        frame = good.with_columns(
+            pl.col(SOURCE_FILE).alias(ETL_SOURCE_FILE),
+            pl.col(LINE).alias(ETL_SOURCE_LINE),
+            pl.lit(self.now).alias(ETL_LOADED_AT),
+            row_hash(list(self.flow.map)).alias(ETL_ROW_HASH),
+            pl.col(key).cast(pl.String).alias("key"),
         )
-    else:
-        candidates = pl.concat([new, candidates])
-    written = pl.DataFrame(schema={"key": pl.String, "_written_id": pl.Int64})
-    if candidates.height:
-        staging = stage_rows(conn, candidates, table, columns)
+        if self.empty:
+            # nothing to compare with: no lookup of existing keys (transform made keys unique)
+            before = pl.DataFrame(schema=BEFORE_SCHEMA)
+            keyed = frame.with_columns(pl.lit(None, pl.Int64).alias(c) for c in BEFORE_SCHEMA if c != "key")
+        else:
+            before = existing_rows(self.conn, self.table, key, frame.select(key))
+            keyed = frame.join(before, on="key", how="left")
+        new = keyed.filter(pl.col("_before_id").is_null())
+        # Rows whose hash matches the stored one cannot have changed: they are not sent again
+        # (a re-load of an unchanged file writes nothing). The UPDATE's own comparison of every
+        # column stays the judge of what changed.
+        candidates = keyed.filter(
+            pl.col("_before_id").is_not_null() & pl.col("_before_hash").ne_missing(pl.col(ETL_ROW_HASH))
+        )
+        written = [pl.DataFrame(schema=WRITTEN_SCHEMA)]
+        if new.height and self.postgres:
+            inserted = self._copy_new(new)
+            if inserted is None:
+                candidates = pl.concat([new, candidates])
+            else:
+                written.append(inserted)
+        elif new.height:
+            candidates = pl.concat([new, candidates])
+        if candidates.height:
+            written.append(self._upsert(candidates))
+        return respond(frame, pl.concat(written), before)
+
+    def _copy_new(self, new: pl.DataFrame) -> pl.DataFrame | None:
+        """COPY keys that were not in the table straight into it, with ids taken from the
+        table's sequence; None when another writer inserted one of them meanwhile."""
+        ids = next_ids(self.conn, self.table, new.height, locked=self.locked)
+        rows = new.with_columns(ids.alias(ID))
+        if self.empty:
+            copy_rows(self.conn, self.table.name, rows, [ID, *self.columns])
+        elif not _copy_new_rows(self.conn, self.table, rows, [ID, *self.columns]):
+            return None
+        return rows.select("key", pl.col(ID).alias("_written_id"))
+
+    def _upsert(self, candidates: pl.DataFrame) -> pl.DataFrame:
+        """``INSERT ... ON CONFLICT DO UPDATE WHERE <something changed>`` from a staging table."""
+        table, key, columns = self.table, self.flow.target.key, self.columns
+        staging = stage_rows(self.conn, candidates, table, columns)
         try:
-            insert = dialect_insert(conn)(table).from_select(
+            insert = dialect_insert(self.conn)(table).from_select(
                 columns, sa.select(*(staging.c[c] for c in columns)).where(sa.true())
             )
             changed = sa.or_(
-                *(table.c[c].is_distinct_from(insert.excluded[c]) for c in data_columns if c != key)
+                *(table.c[c].is_distinct_from(insert.excluded[c]) for c in self.flow.map if c != key)
             )
             upsert = insert.on_conflict_do_update(
                 index_elements=[key],
                 set_={c: insert.excluded[c] for c in columns if c != key},
                 where=changed,
             ).returning(sa.cast(table.c[key], sa.Text), table.c[ID])
-            written = fetch_frame(conn, upsert, {"key": pl.String, "_written_id": pl.Int64})
+            return fetch_frame(self.conn, upsert, WRITTEN_SCHEMA)
         finally:
-            staging.drop(conn)
-    written = pl.concat([written, copied.rename({"_copied_id": "_written_id"})])
+            staging.drop(self.conn)
+
+    def finish(self) -> None:
+        """Build the indexes a first load dropped (a duplicate key fails here, and the
+        transaction with it); fresh statistics for the link step's joins."""
+        for statement in self.rebuild:
+            self.conn.exec_driver_sql(statement)
+        if self.rebuild:
+            self.conn.exec_driver_sql(f'ANALYZE "{self.table.name}"')
+        self.rebuild = []
+
+
+def respond(frame: pl.DataFrame, written: pl.DataFrame, before: pl.DataFrame) -> pl.DataFrame:
+    """The response frame: each line's key, target id and action."""
     return (
-        frame.select(LINE, pl.col(key).cast(pl.String).alias("key"))
-        .join(written, on="key", how="left")
-        .join(before, on="key", how="left")
+        frame.select(LINE, "key")
+        .join(written, on="key", how="left", maintain_order="left")
+        .join(before, on="key", how="left", maintain_order="left")
         .select(
             LINE,
             "key",
@@ -153,9 +257,59 @@ def upsert_partition(conn: sa.Connection, flow: FlowModel, good: pl.DataFrame) -
     )
 
 
+def _is_empty(conn: sa.Connection, table: sa.Table) -> bool:
+    return conn.exec_driver_sql(f'SELECT NOT EXISTS (SELECT 1 FROM "{table.name}")').scalar_one()
+
+
+def drop_indexes(conn: sa.Connection, table_name: str) -> list[str]:
+    """Drop the table's indexes and constraints that no foreign key depends on; the
+    statements that create them again, in the same form."""
+    found = conn.exec_driver_sql(
+        """
+        SELECT c.conname, pg_get_constraintdef(c.oid), pg_get_indexdef(i.indexrelid),
+               quote_ident(n.nspname) || '.' || quote_ident(x.relname)
+        FROM pg_index i
+        JOIN pg_class x ON x.oid = i.indexrelid
+        JOIN pg_namespace n ON n.oid = x.relnamespace
+        LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+             AND c.contype IN ('p', 'u')
+        WHERE i.indrelid = to_regclass(%(table)s)
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = i.indexrelid)
+        ORDER BY c.contype NULLS LAST, x.relname
+        """,
+        {"table": f'"{table_name}"'},
+    ).all()
+    rebuild = []
+    for constraint, constraint_def, index_def, index_name in found:
+        if constraint:
+            conn.exec_driver_sql(f'ALTER TABLE "{table_name}" DROP CONSTRAINT "{constraint}"')
+            rebuild.append(f'ALTER TABLE "{table_name}" ADD CONSTRAINT "{constraint}" {constraint_def}')
+        else:
+            conn.exec_driver_sql(f"DROP INDEX {index_name}")
+            rebuild.append(index_def)
+    return rebuild
+
+
+def next_ids(conn: sa.Connection, table: sa.Table, count: int, locked: bool = False) -> pl.Series:
+    """``count`` values of the id column's sequence.
+
+    ``nextval`` a row is safe beside other writers but costs ~4 s a million; a table this
+    transaction holds in ACCESS EXCLUSIVE mode (a first load) takes one block with
+    ``setval`` instead: nobody can insert into it meanwhile.
+    """
+    sequence = f"pg_get_serial_sequence('\"{table.name}\"', '{ID}')"
+    if locked:
+        last = conn.exec_driver_sql(
+            f"SELECT setval({sequence}, nextval({sequence}) + {int(count)} - 1)"
+        ).scalar_one()
+        return pl.int_range(last - count + 1, last + 1, dtype=pl.Int64, eager=True).alias(ID)
+    sql = f"SELECT nextval({sequence}) FROM generate_series(1, {int(count)})"
+    return copy_out(conn, sql, {ID: pl.Int64}).get_column(ID)
+
+
 def _copy_new_rows(conn: sa.Connection, table: sa.Table, new: pl.DataFrame, columns: list[str]) -> bool:
-    """COPY keys that were not in the table straight into it, in a savepoint; False when
-    another writer inserted one of them meanwhile (the upsert then handles them)."""
+    """COPY rows in a savepoint; False when another writer inserted one of their keys
+    meanwhile (the upsert then handles them)."""
     try:
         with conn.begin_nested():
             copy_rows(conn, table.name, new, columns)
@@ -172,13 +326,12 @@ def row_hash(columns: list[str]) -> pl.Expr:
 
 def existing_rows(conn: sa.Connection, table: sa.Table, key: str, keys: pl.DataFrame) -> pl.DataFrame:
     """``key -> id, row hash`` of the rows already in the target for these keys."""
-    schema = {"key": pl.String, "_before_id": pl.Int64, "_before_hash": pl.Int64}
     staging = stage_rows(conn, keys, table, [key])
     try:
         matched = sa.select(sa.cast(table.c[key], sa.Text), table.c[ID], table.c[ETL_ROW_HASH]).join(
             staging, staging.c[key] == table.c[key]
         )
-        return fetch_frame(conn, matched, schema)
+        return fetch_frame(conn, matched, BEFORE_SCHEMA)
     finally:
         staging.drop(conn)
 
@@ -188,10 +341,15 @@ def fetch_frame(
 ) -> pl.DataFrame:
     """A query's rows as a frame; PostgreSQL streams them with ``COPY (...) TO STDOUT``
     (an INSERT ... RETURNING too) instead of row by row."""
-    names = list(schema)
     if conn.dialect.name != "postgresql":
         return pl.DataFrame(conn.execute(statement).all(), schema=schema, orient="row")
     sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    return copy_out(conn, sql, schema)
+
+
+def copy_out(conn: sa.Connection, sql: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """The rows of a PostgreSQL query, streamed by ``COPY (...) TO STDOUT``."""
+    names = list(schema)
     buffer = io.BytesIO()
     with (
         conn.connection.driver_connection.cursor() as cursor,

@@ -1,4 +1,5 @@
-"""Where a flow's partition keeps its staged data on disk, one file per step.
+"""Where a flow's partition keeps its staged data on disk, one file per step, and how
+steps read and write those files a batch at a time (memory holds a batch, not a file).
 
 ``ETL_HOME/data/<flow>/<partition>/``: ``raw/<file>`` (+ ``.sha256``), ``extract.parquet``,
 ``transform.parquet``, ``transform_rejected.parquet``, ``transform_collapsed.parquet``,
@@ -7,10 +8,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from etl_assets.resources.folders import FoldersResource
+
+BATCH_ROWS = 200_000
 
 
 def partition_dir_name(partition_key: str) -> str:
@@ -42,3 +50,81 @@ class PartitionStage:
     def error_file(self, step: str) -> Path:
         """``ETL_HOME/errors/<flow>/<partition>/<step>.csv``."""
         return self.folders.dir("errors", self.flow, partition_dir_name(self.partition_key)) / f"{step}.csv"
+
+
+class StagedWriter:
+    """One parquet file written a batch (row group) at a time; it appears under its name
+    only when complete, so a failed step never leaves half a file for the next one."""
+
+    def __init__(self, path: Path, schema: dict[str, pl.DataType] | None = None) -> None:
+        self.path = path
+        self.partial = path.with_name(path.name + ".part")
+        self.schema = schema
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Append ``frame`` as a row group (none for an empty frame: files written batch
+        for batch from one another keep the same row groups)."""
+        if frame.height == 0:
+            self.schema = self.schema or dict(frame.schema)
+            return
+        if self.schema is not None:
+            frame = frame.select(list(self.schema)).cast(self.schema)
+        table = frame.to_arrow()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.partial, table.schema, compression="zstd")
+        elif table.schema != self._writer.schema:
+            table = table.cast(self._writer.schema)
+        self._writer.write_table(table)
+        self.rows += frame.height
+
+    def close(self) -> Path:
+        """Finish the file; with no batch written, an empty file of ``schema``."""
+        if self._writer is None:
+            pl.DataFrame(schema=self.schema or {}).write_parquet(self.partial)
+        else:
+            self._writer.close()
+        self.partial.replace(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self.partial.unlink(missing_ok=True)
+
+    def __enter__(self) -> StagedWriter:
+        return self
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def read_batches(path: Path, columns: list[str] | None = None, min_rows: int = 0) -> Iterator[pl.DataFrame]:
+    """The file's row groups in order, as frames of at least ``min_rows`` rows (consecutive
+    row groups joined). Two files written batch for batch from one another give the same
+    batches, so they can be read in step."""
+    source = pq.ParquetFile(path)
+    pending: list[pl.DataFrame] = []
+    for index in range(source.num_row_groups):
+        pending.append(_frame(source.read_row_group(index, columns=columns)))
+        if sum(f.height for f in pending) >= min_rows:
+            yield pl.concat(pending)
+            pending = []
+    if pending or source.num_row_groups == 0:
+        empty = source.schema_arrow.empty_table()
+        yield pl.concat(pending) if pending else _frame(empty.select(columns) if columns else empty)
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def count_rows(path: Path) -> int:
+    """Rows of a staged file, from its metadata (the file is not read)."""
+    return pq.ParquetFile(path).metadata.num_rows

@@ -7,26 +7,31 @@ joins them back to the source columns as received.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
 from etl_assets.core.flow_model import FlowModel
 from etl_assets.core.maps import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE, apply_map
+from etl_assets.core.staging import StagedWriter, count_rows, read_batches
 
 KEPT_LINE = "_kept_line"
 
 
+GROUP = "_group"
+DUPLICATE_BUCKET_ROWS = 2_000_000
+COLLAPSED_SCHEMA = {LINE: pl.Int64, KEPT_LINE: pl.Int64}
+REJECTED_SCHEMA = {LINE: pl.Int64, ERROR_FIELD: pl.String, ERROR_REASON: pl.String}
+
+
 @dataclass
 class Transformed:
-    """The three outcomes of transform for one partition."""
+    """The outcomes of transform for one partition (the good rows stay on disk)."""
 
-    good: pl.DataFrame
+    good_rows: int
     rejected: pl.DataFrame  # _line, _error_field, _error_reason
     collapsed: pl.DataFrame  # _line, _kept_line: exact copies of an earlier row
-
-    @property
-    def rows_in(self) -> int:
-        return self.good.height + self.rejected.height + self.collapsed.height
+    rows_in: int
 
 
 def collapse_exact_duplicates(extracted: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -35,9 +40,8 @@ def collapse_exact_duplicates(extracted: pl.DataFrame) -> tuple[pl.DataFrame, pl
     A hash of each row finds the few candidates; the exact comparison of every column runs
     on those only (a hash collision can never collapse two different rows).
     """
-    columns = [c for c in extracted.columns if c not in (LINE, SOURCE_FILE)]
-    fingerprint = pl.concat_str([pl.col(c).fill_null("\x00") for c in columns], separator="\x1f").hash()
-    suspects = extracted.filter(fingerprint.is_duplicated())
+    columns = source_columns(extracted)
+    suspects = extracted.filter(_fingerprint(columns).is_duplicated())
     keyed = suspects.with_columns(pl.col(LINE).first().over(columns).alias(KEPT_LINE))
     collapsed = keyed.filter(pl.col(LINE) != pl.col(KEPT_LINE)).select(LINE, KEPT_LINE)
     if collapsed.height == 0:
@@ -71,12 +75,103 @@ def resolve_conflicts(flow: FlowModel, mapped: pl.DataFrame) -> tuple[pl.DataFra
     return mapped.join(losers.select(LINE), on=LINE, how="anti").sort(LINE), losers
 
 
-def transform_partition(flow: FlowModel, extracted: pl.DataFrame) -> Transformed:
-    """Map every row in one pass, then settle duplicates among the rows that passed."""
-    unique, collapsed = collapse_exact_duplicates(extracted)
-    mapped = apply_map(flow, unique.lazy(), unique.columns)
-    failed = mapped.filter(pl.col(ERROR_FIELD).is_not_null()).select(LINE, ERROR_FIELD, ERROR_REASON)
-    passed = mapped.filter(pl.col(ERROR_FIELD).is_null()).drop(ERROR_FIELD, ERROR_REASON)
-    good, losers = resolve_conflicts(flow, passed)
-    rejected = pl.concat([failed, losers]).sort(LINE)
-    return Transformed(good=good, rejected=rejected, collapsed=collapsed)
+def transform_stage(flow: FlowModel, extract_path: Path, out_dir: Path) -> Transformed:
+    """Transform a partition's ``extract.parquet`` a batch at a time into
+    ``transform.parquet``, ``transform_rejected.parquet`` and ``transform_collapsed.parquet``.
+
+    One pass maps every batch and writes the rows that passed; beside them, a 64-bit group
+    hash per row (the mapped key, or the whole row for a row that failed the map) goes to a
+    scratch file. Only rows whose group repeats can be duplicates: they are found a hash
+    bucket at a time (memory bounded by ``DUPLICATE_BUCKET_ROWS``) and settled exactly, on
+    their own values; only then, and only if some were found, is the output written again
+    without them.
+    """
+    good_path = out_dir / "transform.parquet"
+    scratch = out_dir / "transform_groups.parquet"
+    failed, rows_in = [], 0
+    try:
+        with StagedWriter(good_path) as good, StagedWriter(scratch) as groups:
+            for batch in read_batches(extract_path):
+                mapped, batch_groups = _map_batch(flow, batch)
+                passed = pl.col(ERROR_FIELD).is_null()
+                good.write(mapped.filter(passed).select(LINE, SOURCE_FILE, *flow.map))
+                failed.append(mapped.filter(~passed).select(LINE, ERROR_FIELD, ERROR_REASON))
+                groups.write(batch_groups)
+                rows_in += batch.height
+        collapsed, losers = _duplicates(flow, extract_path, good_path, scratch, rows_in)
+    finally:
+        scratch.unlink(missing_ok=True)
+    good_rows = count_rows(good_path)
+    if collapsed.height or losers.height:
+        excluded = pl.concat([collapsed.get_column(LINE), losers.get_column(LINE)]).implode()
+        good_rows = _rewrite_without(good_path, excluded)
+        failed = [f.filter(~pl.col(LINE).is_in(collapsed.get_column(LINE).implode())) for f in failed]
+    rejected = pl.concat([*failed, losers]).sort(LINE)
+    rejected.write_parquet(out_dir / "transform_rejected.parquet")
+    collapsed.write_parquet(out_dir / "transform_collapsed.parquet")
+    return Transformed(good_rows=good_rows, rejected=rejected, collapsed=collapsed, rows_in=rows_in)
+
+
+def _map_batch(flow: FlowModel, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The map applied to a batch, and its rows' group hashes (``_line``, ``_group``)."""
+    mapped = apply_map(flow, batch.lazy(), batch.columns)
+    passed = mapped.filter(pl.col(ERROR_FIELD).is_null()).select(
+        LINE, pl.col(flow.target.key).cast(pl.String).hash(seed=7).alias(GROUP)
+    )
+    failing = mapped.filter(pl.col(ERROR_FIELD).is_not_null()).select(LINE)
+    if failing.height:
+        rows = batch.join(failing, on=LINE, how="semi")
+        failing = rows.select(LINE, _fingerprint(source_columns(rows)).alias(GROUP))
+        return mapped, pl.concat([passed, failing])
+    return mapped, passed
+
+
+def _duplicates(
+    flow: FlowModel, extract_path: Path, good_path: Path, scratch: Path, rows: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(collapsed, losers) of the whole partition, from the rows whose group repeats."""
+    buckets = max(1, -(-rows // DUPLICATE_BUCKET_ROWS))
+    groups = pl.scan_parquet(scratch)
+    suspects = pl.concat(
+        [
+            groups.filter(pl.col(GROUP) % buckets == bucket)
+            .filter(pl.col(GROUP).is_duplicated())
+            .select(LINE)
+            .collect()
+            for bucket in range(buckets)
+        ]
+    ).get_column(LINE)
+    if suspects.is_empty():
+        return pl.DataFrame(schema=COLLAPSED_SCHEMA), pl.DataFrame(schema=REJECTED_SCHEMA)
+    wanted = pl.col(LINE).is_in(suspects.implode())
+    raw = pl.scan_parquet(extract_path).filter(wanted).collect().sort(LINE)
+    _, collapsed = collapse_exact_duplicates(raw)
+    mapped = (
+        pl.scan_parquet(good_path)
+        .filter(wanted & ~pl.col(LINE).is_in(collapsed.get_column(LINE).implode()))
+        .collect()
+        .sort(LINE)
+    )
+    _, losers = resolve_conflicts(flow, mapped)
+    return collapsed.cast(COLLAPSED_SCHEMA), losers.cast(REJECTED_SCHEMA)
+
+
+def _rewrite_without(path: Path, lines: pl.Series) -> int:
+    """Write ``path`` again, batch for batch, without these lines; the rows left."""
+    previous = path.with_name(path.name + ".before")
+    path.replace(previous)
+    try:
+        with StagedWriter(path) as writer:
+            for batch in read_batches(previous):
+                writer.write(batch.filter(~pl.col(LINE).is_in(lines)))
+    finally:
+        previous.unlink(missing_ok=True)
+    return writer.rows
+
+
+def source_columns(frame: pl.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in (LINE, SOURCE_FILE)]
+
+
+def _fingerprint(columns: list[str]) -> pl.Expr:
+    return pl.concat_str([pl.col(c).fill_null("\x00") for c in columns], separator="\x1f").hash()

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from etl_assets.core.extract import SourceFileError, decode, parse
+from etl_assets.core import transform
+from etl_assets.core.extract import BLOCK_BYTES, SourceFileError, parse_stream
 from etl_assets.core.flow_model import FlowModel
 from etl_assets.core.maps import LINE
-from etl_assets.core.transform import transform_partition
+from etl_assets.core.transform import Transformed, transform_stage
 
 FLOW = FlowModel.model_validate(
     (
@@ -22,20 +24,46 @@ FLOW = FlowModel.model_validate(
 HEADER = "COMPANY_ID;VAT_CODE;NAME;UPDATED_AT"
 
 
+def parse(data: bytes | str, encoding: str = "utf8", block_size: int = BLOCK_BYTES) -> pl.DataFrame:
+    """What extract writes to ``extract.parquet``, block by block, as one frame."""
+    flow = FLOW.model_copy(update={"source": FLOW.source.model_copy(update={"encoding": encoding})})
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    return pl.concat(list(parse_stream(io.BytesIO(raw), flow, "f.csv", block_size)))
+
+
+def transformed(tmp_path: Path, extracted: pl.DataFrame) -> tuple[Transformed, pl.DataFrame]:
+    extracted.write_parquet(tmp_path / "extract.parquet")
+    result = transform_stage(FLOW, tmp_path / "extract.parquet", tmp_path)
+    return result, pl.read_parquet(tmp_path / "transform.parquet")
+
+
 def test_quoted_delimiters_quotes_and_line_breaks_keep_their_source_line() -> None:
-    text = decode(
-        (
-            HEADER + "\r\n"
-            'C1;IT01234567890;"Rossi; ""Caffè"" S.p.A.";01/01/2025 10:00:00\r\n'
-            'C2;IT01234567891;"Bianchi\r\nSecond line\r\nThird";01/01/2025 10:00:00\r\n'
-            "C3;IT01234567892;Verdi;01/01/2025 10:00:00\r\n"
-        ).encode("utf-8"),
-        "utf8",
-        "f.csv",
+    text = (
+        HEADER + "\r\n"
+        'C1;IT01234567890;"Rossi; ""Caffè"" S.p.A.";01/01/2025 10:00:00\r\n'
+        'C2;IT01234567891;"Bianchi\r\nSecond line\r\nThird";01/01/2025 10:00:00\r\n'
+        "C3;IT01234567892;Verdi;01/01/2025 10:00:00\r\n"
     )
-    frame = parse(text, FLOW, "f.csv")
-    assert frame["NAME"].to_list() == ['Rossi; "Caffè" S.p.A.', "Bianchi\nSecond line\nThird", "Verdi"]
-    assert frame[LINE].to_list() == [2, 3, 6]
+    whole = parse(text)
+    assert whole["NAME"].to_list() == ['Rossi; "Caffè" S.p.A.', "Bianchi\nSecond line\nThird", "Verdi"]
+    assert whole[LINE].to_list() == [2, 3, 6]
+    # blocks of any size cut between records, never inside a quoted field
+    for block_size in (1, 7, 40, 64, 100):
+        assert parse(text, block_size=block_size).equals(whole), block_size
+
+
+def test_a_large_file_parses_the_same_in_blocks() -> None:
+    rows = [
+        f'C{n};IT{n:011d};"Ditta {n}\r\nvia {n}; ""{n}""";01/01/2025 10:00:00'
+        if n % 3 == 0
+        else f"C{n};IT{n:011d};D{n};"
+        for n in range(3000)
+    ]
+    text = HEADER + "\r\n" + "\r\n".join(rows) + "\r\n"
+    whole = parse(text)
+    assert whole.height == 3000
+    assert whole[LINE][-1] == 2 + 3000 + 1000 - 1  # every third record spans two lines
+    assert parse(text, block_size=4096).equals(whole)
 
 
 @pytest.mark.parametrize(
@@ -47,7 +75,7 @@ def test_quoted_delimiters_quotes_and_line_breaks_keep_their_source_line() -> No
     ],
 )
 def test_utf8_with_or_without_bom_and_cp1252(data: bytes, encoding: str, name: str) -> None:
-    frame = parse(decode(data, encoding, "f.csv"), FLOW, "f.csv")
+    frame = parse(data, encoding)
     assert frame.columns[0] == "COMPANY_ID"
     assert frame["NAME"].to_list() == [name]
 
@@ -55,20 +83,25 @@ def test_utf8_with_or_without_bom_and_cp1252(data: bytes, encoding: str, name: s
 def test_undecodable_bytes_name_the_file_and_line() -> None:
     data = (HEADER + "\nC1;IT1;ok;\nC2;IT2;").encode() + "Perù".encode("cp1252") + b";\n"
     with pytest.raises(SourceFileError, match=r"f\.csv: undecodable bytes at line 3 .*is it cp1252"):
-        decode(data, "utf8", "f.csv")
+        parse(data)
 
 
 def test_empty_file_fails() -> None:
     with pytest.raises(SourceFileError, match="f.csv: empty file"):
-        decode(b"  \r\n", "utf8", "f.csv")
+        parse(b"  \r\n")
 
 
 def test_missing_required_column_fails_naming_it() -> None:
     with pytest.raises(SourceFileError, match="missing required column VAT_CODE"):
-        parse("COMPANY_ID;NAME\nC1;x\n", FLOW, "f.csv")
+        parse("COMPANY_ID;NAME\nC1;x\n")
 
 
-def test_exact_duplicates_collapse_and_the_latest_update_wins() -> None:
+@pytest.mark.parametrize("bucket_rows", [2_000_000, 1])
+def test_exact_duplicates_collapse_and_the_latest_update_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bucket_rows: int
+) -> None:
+    # one bucket, or a bucket a row (the way a file of many millions of rows is settled)
+    monkeypatch.setattr(transform, "DUPLICATE_BUCKET_ROWS", bucket_rows)
     text = (
         "COMPANY_ID;VAT_CODE;NAME;UPDATED_AT\n"
         "C1;IT01234567890;First;01/01/2025 10:00:00\n"
@@ -76,8 +109,8 @@ def test_exact_duplicates_collapse_and_the_latest_update_wins() -> None:
         "C2;IT01234567891;Newer;02/01/2025 10:00:00\n"
         "C2;IT01234567891;Older;01/01/2025 10:00:00\n"  # same key, older: rejected
     )
-    result = transform_partition(FLOW, parse(text, FLOW, "f.csv"))
-    assert result.good.select(LINE, "external_id", "name").rows() == [(2, "C1", "First"), (4, "C2", "Newer")]
+    result, good = transformed(tmp_path, parse(text))
+    assert good.select(LINE, "external_id", "name").rows() == [(2, "C1", "First"), (4, "C2", "Newer")]
     assert result.collapsed.rows() == [(3, 2)]
     assert result.rejected.rows() == [
         (5, "COMPANY_ID", "key C2 given twice: line 4 wins with a later UPDATED_AT")
@@ -86,6 +119,6 @@ def test_exact_duplicates_collapse_and_the_latest_update_wins() -> None:
 
 
 def test_extra_columns_are_kept_as_received() -> None:
-    frame = parse(HEADER + ";NOTE\nC1;IT01234567890;x;;hello\n", FLOW, "f.csv")
+    frame = parse(HEADER + ";NOTE\nC1;IT01234567890;x;;hello\n")
     assert frame["NOTE"].to_list() == ["hello"]
     assert isinstance(frame, pl.DataFrame)

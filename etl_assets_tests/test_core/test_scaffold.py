@@ -25,4 +25,8 @@ def test_scaffolded_flow_validates_and_builds(tmp_path: Path) -> None:
     document = yaml.safe_load((target / "defs.yaml").read_text())
     assert document["type"] == "etl_assets.core.component.FlowComponent"
     (flow,) = load_flow_models(tmp_path)
-    assert (flow.name, flow.target.table, flow.source.file) == ("suppliers", "suppliers", "suppliers_{start:%Y%m%d}.csv")
+    assert (flow.name, flow.target.table, flow.source.file) == (
+        "suppliers",
+        "suppliers",
+        "suppliers_{start:%Y%m%d}.csv",
+    )
