@@ -24,7 +24,7 @@ from etl_assets.core.staging import PartitionStage, StagedWriter
 from etl_assets.resources.files import FilesResource, RemoteFile
 from etl_assets.resources.folders import FoldersResource
 
-BLOCK_BYTES = 32 << 20
+BLOCK_BYTES = 8 << 20  # ~40k records of 200 bytes: a row group of the staged files
 MTIME_RESOLUTION = 1.0
 
 
@@ -109,11 +109,11 @@ def _find(files: FilesResource, folder: str, file_name: str) -> RemoteFile:
     raise SourceFileError(file_name, f"missing: no such file in {folder}")
 
 
-def record_blocks(handle: BinaryIO, size: int = BLOCK_BYTES) -> Iterator[bytes]:
+def record_blocks(handle: BinaryIO, size: int | None = None) -> Iterator[bytes]:
     """The file in blocks of about ``size`` bytes, each ending after a line break outside
     quotes: a block holds whole records (a quoted field's line breaks stay inside it)."""
     rest = b""
-    while data := handle.read(size):
+    while data := handle.read(size or BLOCK_BYTES):
         buffer = rest + data
         cut = _last_record_end(buffer)
         rest = buffer[cut:]
@@ -169,7 +169,7 @@ def _undecodable(file_name: str, encoding: str, offset: int, line: int, found: b
 
 
 def parse_stream(
-    handle: BinaryIO, flow: FlowModel, file_name: str, block_size: int = BLOCK_BYTES
+    handle: BinaryIO, flow: FlowModel, file_name: str, block_size: int | None = None
 ) -> Iterator[pl.DataFrame]:
     """The file's records a block at a time: every column a string, header names trimmed,
     each row with its source line (line breaks inside quoted fields counted)."""

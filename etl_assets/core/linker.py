@@ -13,9 +13,9 @@ import polars as pl
 import sqlalchemy as sa
 
 from etl_assets.core.flow_model import FlowModel, LinkSpec
-from etl_assets.core.loader import RESPONSE_SCHEMA, fetch_frame, stage_rows
+from etl_assets.core.loader import RESPONSE_SCHEMA, fetch_frame, stage_rows, within_staged_range
 from etl_assets.core.maps import LINE
-from etl_assets.core.staging import StagedWriter, read_batches
+from etl_assets.core.staging import RowStream, StagedWriter, read_batches
 from etl_assets.core.tables import ID, ensure_table, target_table
 
 LINK_BATCH_ROWS = 500_000  # narrow rows: fewer, larger lookups (each may scan the referenced table)
@@ -58,6 +58,7 @@ def current_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, ids: lis
         joined = sa.select(sa.cast(table.c[ID], sa.Text), table.c[link.column]).join(
             staging, staging.c[ID] == table.c[ID]
         )
+        joined = within_staged_range(conn, joined, table.c[ID], staging.c[ID])
         stored = fetch_frame(conn, joined, {"_id": pl.String, "_stored": pl.Int64})
     finally:
         staging.drop(conn)
@@ -158,17 +159,16 @@ def link_stage(
     park: ParkRows | None = None,
     after_batch: Callable[[pl.DataFrame], None] | None = None,
 ) -> Linked:
-    """Link a partition a batch at a time: ``transform.parquet`` and ``load.parquet`` were
-    written batch for batch, so their row groups hold the same lines."""
+    """Link a partition a batch at a time: ``load.parquet`` holds a response row for each
+    row of ``transform.parquet``, in the same order."""
     fields = sorted({link.field for link in flow.links})
     actions: dict[str, int] = {"updated": 0, "unchanged": 0, "rejected": 0, "parked": 0}
     rejected, rows_in = [], 0
-    batches = zip(
-        read_batches(good_path, [LINE, *fields], min_rows=LINK_BATCH_ROWS),
-        read_batches(loaded_path, min_rows=LINK_BATCH_ROWS),
-        strict=True,
-    )
-    for good, loaded in batches:
+    transformed = RowStream(good_path, [LINE, *fields])
+    for loaded in read_batches(loaded_path, min_rows=LINK_BATCH_ROWS):
+        if loaded.height == 0:
+            continue
+        good = transformed.take(loaded.height)
         if not good.get_column(LINE).equals(loaded.get_column(LINE)):
             raise ValueError(f"{loaded_path} does not match {good_path}: run the load step again")
         answer = link_partition(conn, flow, good, loaded, park=park)

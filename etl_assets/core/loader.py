@@ -39,6 +39,7 @@ from etl_assets.core.tables import (
 Action = Literal["inserted", "updated", "unchanged", "rejected"]
 COPY_SLICE_ROWS = 100_000
 INITIAL_LOAD_MIN_ROWS = 10_000
+LOAD_BATCH_ROWS = 200_000  # rows a round of look-up, COPY and upsert (row groups joined)
 BEFORE_SCHEMA = {"key": pl.String, "_before_id": pl.Int64, "_before_hash": pl.Int64}
 WRITTEN_SCHEMA = {"key": pl.String, "_written_id": pl.Int64}
 ACTIONS = ("inserted", "updated", "unchanged", "rejected")
@@ -110,7 +111,7 @@ def load_stage(conn: sa.Connection, flow: FlowModel, good_path: Path, response: 
     load = PartitionUpsert(conn, flow, expected_rows=count_rows(good_path))
     actions = dict.fromkeys(ACTIONS, 0)
     rejected, rows_in = [], 0
-    for batch in read_batches(good_path):
+    for batch in read_batches(good_path, min_rows=LOAD_BATCH_ROWS):
         answer = load.batch(batch)
         response.write(answer)
         rows_in += batch.height
@@ -331,9 +332,24 @@ def existing_rows(conn: sa.Connection, table: sa.Table, key: str, keys: pl.DataF
         matched = sa.select(sa.cast(table.c[key], sa.Text), table.c[ID], table.c[ETL_ROW_HASH]).join(
             staging, staging.c[key] == table.c[key]
         )
-        return fetch_frame(conn, matched, BEFORE_SCHEMA)
+        return fetch_frame(
+            conn, within_staged_range(conn, matched, table.c[key], staging.c[key]), BEFORE_SCHEMA
+        )
     finally:
         staging.drop(conn)
+
+
+def within_staged_range(
+    conn: sa.Connection, query: sa.Select, column: sa.ColumnElement, staged: sa.ColumnElement
+) -> sa.Select:
+    """``query`` limited to the staged values' range, as literals the planner can weigh.
+
+    Files sorted by key (as ERPs write them) give batches of narrow key ranges: the join
+    then reads that range of the index, not the whole table, whatever the table's size.
+    The bounds come from the database itself, in its own collation.
+    """
+    low, high = conn.execute(sa.select(sa.func.min(staged), sa.func.max(staged))).one()
+    return query if low is None else query.where(column.between(low, high))
 
 
 def fetch_frame(

@@ -119,6 +119,27 @@ def read_batches(path: Path, columns: list[str] | None = None, min_rows: int = 0
         yield pl.concat(pending) if pending else _frame(empty.select(columns) if columns else empty)
 
 
+class RowStream:
+    """A staged file's rows in order, taken ``n`` at a time whatever its row groups: to read
+    a file in step with another one written from it in other batches."""
+
+    def __init__(self, path: Path, columns: list[str] | None = None) -> None:
+        self._batches = read_batches(path, columns)
+        self._held = pl.DataFrame()
+
+    def take(self, count: int) -> pl.DataFrame:
+        parts, held = [], self._held
+        while held.height < count:
+            parts.append(held)
+            count -= held.height
+            held = next(self._batches, None)
+            if held is None:
+                raise ValueError("the file has fewer rows than the one read in step with it")
+        parts.append(held.head(count))
+        self._held = held.slice(count)
+        return pl.concat([p for p in parts if p.width] or [held.head(0)])
+
+
 def _frame(table: pa.Table) -> pl.DataFrame:
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)

@@ -7,8 +7,10 @@ import threading
 import time
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
+from etl_assets.core import extract, linker, loader, transform
 from etl_assets_tests.test_flows.conftest import HEADER, FlowEnv, companies_csv
 
 DAY = "2026-01-15"
@@ -30,10 +32,25 @@ BAD = [
 EXACT_COPY = GOOD[2]  # collapses into the first
 
 
-def test_one_partition_end_to_end(flow_env: FlowEnv) -> None:
+@pytest.fixture(params=["one batch", "a batch a row or two"])
+def batches(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The same partition read, settled, loaded and linked in batches of one or two rows
+    (a file of millions of rows goes through these same paths, batch by batch)."""
+    if request.param != "one batch":
+        monkeypatch.setattr(extract, "BLOCK_BYTES", 64)  # a block holds one or two records
+        monkeypatch.setattr(transform, "DUPLICATE_BUCKET_ROWS", 2)
+        monkeypatch.setattr(loader, "LOAD_BATCH_ROWS", 2)
+        monkeypatch.setattr(linker, "LINK_BATCH_ROWS", 3)
+    return request.param
+
+
+def test_one_partition_end_to_end(flow_env: FlowEnv, batches: str) -> None:
     flow_env.put(FILE, companies_csv(*GOOD, *BAD, EXACT_COPY, bom=True))
     result = flow_env.run(DAY)
     assert result.success  # 4 transform rejections <= warn_limit 10: warn, not fail
+    staged = flow_env.error_file(DAY, "transform").parents[3] / "data" / "companies" / DAY
+    row_groups = {n: pq.ParquetFile(staged / f"{n}.parquet").num_row_groups for n in ("extract", "load")}
+    assert row_groups == ({"extract": 1, "load": 1} if batches == "one batch" else {"extract": 9, "load": 2})
 
     rows = flow_env.query(
         "select a.external_id, a.vat_code, a.name, a.city, a.country, a.email, a.revenue::text, "
