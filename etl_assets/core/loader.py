@@ -22,6 +22,7 @@ from typing import Literal
 import polars as pl
 import psycopg
 import sqlalchemy as sa
+from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy.dialects import postgresql, sqlite
 
 from etl_assets.core.flow_model import FlowModel
@@ -64,7 +65,9 @@ def copy_rows(conn: sa.Connection, table_name: str, frame: pl.DataFrame, columns
     with (
         conn.connection.driver_connection.cursor() as cursor,
         cursor.copy(
-            f"COPY \"{table_name}\" ({column_list}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+            f"COPY \"{table_name}\" ({column_list}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
+            # sending happens in a thread: the next slice's CSV is written meanwhile
+            writer=QueuedLibpqWriter(cursor),
         ) as copy,
     ):
         for start in range(0, selected.height, COPY_SLICE_ROWS):
