@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,11 +59,13 @@ def dialect_insert(conn: sa.Connection):  # noqa: ANN202 - dialect-specific Inse
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
-def copy_rows(conn: sa.Connection, table_name: str, frame: pl.DataFrame, columns: list[str]) -> None:
-    """PostgreSQL ``COPY ... FROM STDIN`` of ``frame``, as CSV written a slice at a time
-    (memory holds one slice of text, not the whole partition's)."""
+@contextmanager
+def copy_in(
+    conn: sa.Connection, table_name: str, columns: list[str]
+) -> Iterator[Callable[[pl.DataFrame], None]]:
+    """One PostgreSQL ``COPY ... FROM STDIN``; frames written to it go as CSV a slice at a
+    time (memory holds one slice of text, not a partition's)."""
     column_list = ", ".join(f'"{c}"' for c in columns)
-    selected = frame.select(columns)
     with (
         conn.connection.driver_connection.cursor() as cursor,
         cursor.copy(
@@ -70,12 +74,23 @@ def copy_rows(conn: sa.Connection, table_name: str, frame: pl.DataFrame, columns
             writer=QueuedLibpqWriter(cursor),
         ) as copy,
     ):
-        for start in range(0, selected.height, COPY_SLICE_ROWS):
-            buffer = io.BytesIO()
-            selected.slice(start, COPY_SLICE_ROWS).write_csv(
-                buffer, include_header=False, null_value="\\N", datetime_format="%Y-%m-%dT%H:%M:%S%.f"
-            )
-            copy.write(buffer.getbuffer())
+
+        def write(frame: pl.DataFrame) -> None:
+            selected = frame.select(columns)
+            for start in range(0, selected.height, COPY_SLICE_ROWS):
+                buffer = io.BytesIO()
+                selected.slice(start, COPY_SLICE_ROWS).write_csv(
+                    buffer, include_header=False, null_value="\\N", datetime_format="%Y-%m-%dT%H:%M:%S%.f"
+                )
+                copy.write(buffer.getbuffer())
+
+        yield write
+
+
+def copy_rows(conn: sa.Connection, table_name: str, frame: pl.DataFrame, columns: list[str]) -> None:
+    """``frame`` into the table by one COPY."""
+    with copy_in(conn, table_name, columns) as write:
+        write(frame)
 
 
 def stage_rows(conn: sa.Connection, frame: pl.DataFrame, like: sa.Table, columns: list[str]) -> sa.Table:
@@ -114,10 +129,11 @@ def load_stage(conn: sa.Connection, flow: FlowModel, good_path: Path, response: 
     load = PartitionUpsert(conn, flow, expected_rows=count_rows(good_path))
     actions = dict.fromkeys(ACTIONS, 0)
     rejected, rows_in = [], 0
-    for batch in read_batches(good_path, min_rows=LOAD_BATCH_ROWS):
-        answer = load.batch(batch)
+    batches = read_batches(good_path, min_rows=LOAD_BATCH_ROWS)
+    answers = load.bulk(batches) if load.rebuild else (load.batch(b) for b in batches)
+    for answer in answers:
         response.write(answer)
-        rows_in += batch.height
+        rows_in += answer.height
         for action, n in answer.group_by("action").len().iter_rows():
             actions[action] += n
         rejected.append(answer.filter(pl.col("action") == "rejected"))
@@ -149,6 +165,7 @@ class PartitionUpsert:
         self.now = datetime.now().replace(microsecond=0)
         self.postgres = conn.dialect.name == "postgresql"
         self.empty = self.postgres and _is_empty(conn, self.table)
+        self.expected_rows = expected_rows
         self.rebuild: list[str] = []
         self.locked = self.empty and expected_rows >= INITIAL_LOAD_MIN_ROWS
         if self.locked:
@@ -161,16 +178,20 @@ class PartitionUpsert:
     def columns(self) -> list[str]:
         return list(self.flow.map) + [ETL_ROW_HASH, ETL_SOURCE_FILE, ETL_SOURCE_LINE, ETL_LOADED_AT]
 
-    def batch(self, good: pl.DataFrame) -> pl.DataFrame:
-        """Upsert one batch of transform output; its response frame."""
-        key = self.flow.target.key
-        frame = good.with_columns(
+    def prepare(self, good: pl.DataFrame) -> pl.DataFrame:
+        """Transform output with the load's own columns (source, time, row hash, key)."""
+        return good.with_columns(
             pl.col(SOURCE_FILE).alias(ETL_SOURCE_FILE),
             pl.col(LINE).alias(ETL_SOURCE_LINE),
             pl.lit(self.now).alias(ETL_LOADED_AT),
             row_hash(list(self.flow.map)).alias(ETL_ROW_HASH),
-            pl.col(key).cast(pl.String).alias("key"),
+            pl.col(self.flow.target.key).cast(pl.String).alias("key"),
         )
+
+    def batch(self, good: pl.DataFrame) -> pl.DataFrame:
+        """Upsert one batch of transform output; its response frame."""
+        key = self.flow.target.key
+        frame = self.prepare(good)
         if self.empty:
             # nothing to compare with: no lookup of existing keys (transform made keys unique)
             before = pl.DataFrame(schema=BEFORE_SCHEMA)
@@ -197,6 +218,29 @@ class PartitionUpsert:
         if candidates.height:
             written.append(self._upsert(candidates))
         return respond(frame, pl.concat(written), before)
+
+    def bulk(self, batches: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        """A first load (empty table, indexes dropped): every row is new, so one COPY takes
+        the whole partition, with ids from one block of the sequence; the response of each
+        batch is known without asking the database."""
+        next_id = reserve_ids(self.conn, self.table, self.expected_rows)
+        last = next_id + self.expected_rows
+        with copy_in(self.conn, self.table.name, [ID, *self.columns]) as write:
+            for good in batches:
+                if next_id + good.height > last:
+                    raise ValueError(f"more rows than the {self.expected_rows} the load was sized for")
+                rows = self.prepare(good).with_columns(
+                    pl.int_range(next_id, next_id + good.height, dtype=pl.Int64).alias(ID)
+                )
+                next_id += good.height
+                write(rows)
+                yield rows.select(
+                    LINE,
+                    "key",
+                    pl.col(ID).alias("target_id"),
+                    pl.lit("inserted").alias("action"),
+                    pl.lit(None, pl.String).alias("reason"),
+                ).cast(RESPONSE_SCHEMA)
 
     def _copy_new(self, new: pl.DataFrame) -> pl.DataFrame | None:
         """COPY keys that were not in the table straight into it, with ids taken from the
@@ -298,17 +342,27 @@ def next_ids(conn: sa.Connection, table: sa.Table, count: int, locked: bool = Fa
     """``count`` values of the id column's sequence.
 
     ``nextval`` a row is safe beside other writers but costs ~4 s a million; a table this
-    transaction holds in ACCESS EXCLUSIVE mode (a first load) takes one block with
-    ``setval`` instead: nobody can insert into it meanwhile.
+    transaction holds in ACCESS EXCLUSIVE mode (a first load) takes one block instead.
     """
-    sequence = f"pg_get_serial_sequence('\"{table.name}\"', '{ID}')"
     if locked:
-        last = conn.exec_driver_sql(
-            f"SELECT setval({sequence}, nextval({sequence}) + {int(count)} - 1)"
-        ).scalar_one()
-        return pl.int_range(last - count + 1, last + 1, dtype=pl.Int64, eager=True).alias(ID)
-    sql = f"SELECT nextval({sequence}) FROM generate_series(1, {int(count)})"
+        first = reserve_ids(conn, table, count)
+        return pl.int_range(first, first + count, dtype=pl.Int64, eager=True).alias(ID)
+    sql = f"SELECT nextval({_sequence(table)}) FROM generate_series(1, {int(count)})"
     return copy_out(conn, sql, {ID: pl.Int64}).get_column(ID)
+
+
+def reserve_ids(conn: sa.Connection, table: sa.Table, count: int) -> int:
+    """The first of ``count`` consecutive ids, taken with one ``setval``: only for a table
+    this transaction holds in ACCESS EXCLUSIVE mode (nobody can insert meanwhile)."""
+    sequence = _sequence(table)
+    last = conn.exec_driver_sql(
+        f"SELECT setval({sequence}, nextval({sequence}) + {int(count)} - 1)"
+    ).scalar_one()
+    return last - count + 1
+
+
+def _sequence(table: sa.Table) -> str:
+    return f"pg_get_serial_sequence('\"{table.name}\"', '{ID}')"
 
 
 def _copy_new_rows(conn: sa.Connection, table: sa.Table, new: pl.DataFrame, columns: list[str]) -> bool:

@@ -10,9 +10,18 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from etl_assets.core import loader
 from etl_assets.core.flow_model import FlowModel
-from etl_assets.core.loader import INITIAL_LOAD_MIN_ROWS, PartitionUpsert, _copy_new_rows, upsert_partition
+from etl_assets.core.loader import (
+    INITIAL_LOAD_MIN_ROWS,
+    RESPONSE_SCHEMA,
+    PartitionUpsert,
+    _copy_new_rows,
+    load_stage,
+    upsert_partition,
+)
 from etl_assets.core.maps import LINE, SOURCE_FILE
+from etl_assets.core.staging import StagedWriter
 from etl_assets.core.tables import ensure_table
 from etl_assets_tests.services import PostgresServer
 
@@ -70,27 +79,38 @@ def many(count: int, first: int = 0) -> pl.DataFrame:
     return frame.with_columns(pl.col(LINE) + first)
 
 
-def test_a_first_load_rebuilds_the_indexes_it_dropped(postgres: PostgresServer, pg_database: str) -> None:
+def test_a_first_load_rebuilds_the_indexes_it_dropped(
+    postgres: PostgresServer, pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = sa.create_engine(postgres.url(pg_database))
     with engine.begin() as conn:
         ensure_table(conn, FLOW)
+        conn.execute(sa.text("select nextval('accounts_id_seq')"))  # ids need not start at 1
         indexes = conn.execute(sa.text(INDEXES)).scalars().all()
     assert len(indexes) == 3  # id, external_id, vat_code (the self-link's match)
     count = INITIAL_LOAD_MIN_ROWS + 5
-    with engine.begin() as conn:
+    good = tmp_path / "transform.parquet"
+    with StagedWriter(good) as writer:  # written in four row groups, loaded in two batches
+        for first in range(0, count, 2600):
+            writer.write(many(min(2600, count - first), first))
+    monkeypatch.setattr(loader, "LOAD_BATCH_ROWS", 5000)
+    with StagedWriter(tmp_path / "load.parquet", RESPONSE_SCHEMA) as response, engine.begin() as conn:
         load = PartitionUpsert(conn, FLOW, expected_rows=count)
         assert load.rebuild, "an empty table and enough rows: the indexes are dropped"
         assert conn.execute(sa.text(INDEXES)).scalars().all() == []
-        response = load.batch(many(count))
-        load.finish()
-    assert response["action"].unique().to_list() == ["inserted"]
-    assert response["target_id"].n_unique() == count
+        conn.rollback()
+    with StagedWriter(tmp_path / "load.parquet", RESPONSE_SCHEMA) as response, engine.begin() as conn:
+        loaded = load_stage(conn, FLOW, good, response)
+    assert loaded.actions == {"inserted": count, "updated": 0, "unchanged": 0, "rejected": 0}
+    answer = pl.read_parquet(tmp_path / "load.parquet")
+    assert answer[LINE].to_list() == pl.read_parquet(good)[LINE].to_list()
     with engine.begin() as conn:
         assert conn.execute(sa.text(INDEXES)).scalars().all() == indexes
-        stored = conn.execute(sa.text("select count(*), count(distinct id) from accounts")).one()
-        assert stored == (count, count)
+        stored = conn.execute(sa.text("select count(*), count(distinct id), min(id) from accounts")).one()
+        assert stored == (count, count, 2)
         ids = dict(conn.execute(sa.text("select external_id, id from accounts")).all())
-    assert dict(zip(response["key"], response["target_id"], strict=True)) == ids
+        assert conn.execute(sa.text("select nextval('accounts_id_seq')")).scalar_one() == count + 2
+    assert dict(zip(answer["key"], answer["target_id"], strict=True)) == ids
     # the rebuilt unique index is the upsert's conflict target again
     with engine.begin() as conn:
         response = upsert_partition(conn, FLOW, rows("C000001", "Z1", name="Nuovo nome"))
