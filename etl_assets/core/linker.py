@@ -18,6 +18,7 @@ from etl_assets.core.maps import LINE
 from etl_assets.core.staging import RowStream, StagedWriter, read_batches
 from etl_assets.core.tables import ID, ensure_table, target_table
 
+FRESH = "_fresh"  # the load inserted the row: its link columns are still empty
 LINK_BATCH_ROWS = 500_000  # narrow rows: fewer, larger lookups (each may scan the referenced table)
 VALUES_SHAPE = sa.Table("_values", sa.MetaData(), sa.Column("value", sa.Text()))
 
@@ -52,6 +53,8 @@ def _lookup(conn: sa.Connection, link: LinkSpec, flow: FlowModel, values: list[s
 
 def current_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, ids: list[int]) -> pl.DataFrame:
     """``id -> link column`` as stored now, to write only what changes."""
+    if not ids:
+        return pl.DataFrame(schema={ID: pl.Int64, "_stored": pl.Int64})
     shape = sa.Table("_ids", sa.MetaData(), sa.Column(ID, sa.BigInteger()))
     staging = stage_rows(conn, pl.DataFrame({ID: ids}, schema={ID: pl.Int64}), shape, [ID])
     try:
@@ -105,7 +108,9 @@ def link_partition(
     are rejected.
     """
     table = ensure_table(conn, flow)
-    rows = loaded.filter(pl.col("action") != "rejected").select(LINE, "key", "target_id")
+    rows = loaded.filter(pl.col("action") != "rejected").select(
+        LINE, "key", "target_id", (pl.col("action") == "inserted").alias(FRESH)
+    )
     responses = []
     for link in flow.links:
         refs = rows.join(
@@ -117,7 +122,7 @@ def link_partition(
         if parking:
             park(link, resolved.filter(waiting).select(LINE, "key", "target_id", "_value"))
         settable = resolved.filter(pl.col("reason").is_null()).select(
-            pl.col("target_id").alias(ID), pl.col("_ref_id").alias(link.column)
+            pl.col("target_id").alias(ID), pl.col("_ref_id").alias(link.column), FRESH
         )
         changed = set_links(conn, table, link, settable)
         responses.append(
@@ -186,10 +191,13 @@ def set_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, settable: pl
     """Set the link column where it differs; returns the ids that changed.
 
     Only the rows whose stored value differs are staged and updated: a re-load writes nothing.
+    Rows the load just inserted (``_fresh``) have no link yet: their stored value is not
+    read. The UPDATE compares again, so a wrong guess can only cost a write, never a change.
     """
     if settable.height == 0:
         return []
-    stored = current_links(conn, table, link, settable.get_column(ID).to_list())
+    known = settable.filter(~pl.col(FRESH)) if FRESH in settable.columns else settable
+    stored = current_links(conn, table, link, known.get_column(ID).to_list())
     changes = (
         settable.join(stored, on=ID, how="left")
         .filter(pl.col(link.column).ne_missing(pl.col("_stored")))
