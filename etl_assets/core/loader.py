@@ -13,6 +13,7 @@ all; a first load into an empty table drops and rebuilds the indexes.
 from __future__ import annotations
 
 import io
+import queue
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -59,6 +60,16 @@ def dialect_insert(conn: sa.Connection):  # noqa: ANN202 - dialect-specific Inse
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
+class _SendingThread(QueuedLibpqWriter):
+    """psycopg's queued COPY writer with a short queue: the CSV of the next slice is written
+    while this one is sent, yet no more than ~16 MB wait in memory (psycopg's own queue
+    holds up to 1024 chunks, ~128 MB, when the server is the slower side)."""
+
+    def __init__(self, cursor: psycopg.Cursor) -> None:
+        super().__init__(cursor)
+        self._queue = queue.Queue(maxsize=128)
+
+
 @contextmanager
 def copy_in(
     conn: sa.Connection, table_name: str, columns: list[str]
@@ -71,7 +82,7 @@ def copy_in(
         cursor.copy(
             f"COPY \"{table_name}\" ({column_list}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
             # sending happens in a thread: the next slice's CSV is written meanwhile
-            writer=QueuedLibpqWriter(cursor),
+            writer=_SendingThread(cursor),
         ) as copy,
     ):
 
