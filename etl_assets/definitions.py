@@ -16,12 +16,13 @@ from etl_assets.settings import Settings
 from etl_assets.settings.runtime import current_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFS_DIR = Path(__file__).resolve().parent / "defs"
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Everything Dagster shows for one environment."""
     flows = dg.load_from_defs_folder(path_within_project=PROJECT_ROOT)
-    models = load_flow_models(Path(__file__).parent / "defs")
+    models = load_flow_models(DEFS_DIR)
     return dg.Definitions.merge(
         flows,
         housekeeping_defs(models, settings.housekeeping, settings.timezone),
@@ -33,6 +34,17 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
 
 
+_built: dict[tuple, dg.Definitions] = {}
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(current_settings())
+    """Built once per settings and flow files: Dagster asks again for every run and step it
+    reconstructs (six times in one CLI materialization, ~0.7 s each here)."""
+    settings = current_settings()
+    flow_files = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in DEFS_DIR.rglob("*.yaml")))
+    key = (id(settings), flow_files)
+    if key not in _built:
+        _built.clear()
+        _built[key] = build_definitions(settings)
+    return _built[key]
