@@ -122,3 +122,38 @@ def test_extra_columns_are_kept_as_received() -> None:
     frame = parse(HEADER + ";NOTE\nC1;IT01234567890;x;;hello\n")
     assert frame["NOTE"].to_list() == ["hello"]
     assert isinstance(frame, pl.DataFrame)
+
+
+def test_cp1252_in_blocks_and_an_undecodable_byte_in_a_later_block_names_its_line() -> None:
+    rows = "".join(f"C{n};IT{n:011d};Perù {n};\r\n" for n in range(200))
+    frame = parse((HEADER + "\r\n" + rows).encode("cp1252"), "cp1252", block_size=256)
+    assert frame.height == 200
+    assert frame["NAME"][-1] == "Perù 199"
+    bad = (HEADER + "\n" + rows).encode("utf-8") + "C9;IT9;Città;\n".encode("cp1252")
+    with pytest.raises(SourceFileError, match=r"undecodable bytes at line 202 "):
+        parse(bad, block_size=256)
+
+
+def test_an_unclosed_quote_names_the_line_its_records_start_on() -> None:
+    rows = "".join(f"C{n};IT{n:011d};D{n};\n" for n in range(50))
+    text = HEADER + "\n" + rows + 'C50;IT50;"never closed;\nC51;IT51;x;\n'
+    with pytest.raises(SourceFileError, match=r"f\.csv: malformed CSV in the records from line 5\d"):
+        parse(text, block_size=128)
+
+
+def test_a_header_and_no_record_extracts_no_row_with_its_columns(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from etl_assets.core.extract import extract_partition
+    from etl_assets.resources import FoldersResource
+    from etl_assets.resources.files import LocalFilesResource
+
+    flow = FLOW.model_copy(update={"source": FLOW.source.model_copy(update={"settle_seconds": 0.0})})
+    (tmp_path / "import").mkdir()
+    (tmp_path / "import" / "companies_20260115.csv").write_bytes((HEADER + "\r\n").encode())
+    files, folders = LocalFilesResource(root=str(tmp_path / "import")), FoldersResource(home=str(tmp_path))
+    result = extract_partition(flow, "2026-01-15", datetime(2026, 1, 15), files, folders)
+    assert (result.rows, result.columns) == (0, HEADER.split(";"))
+    staged = pl.read_parquet(tmp_path / "data" / "companies" / "2026-01-15" / "extract.parquet")
+    assert staged.height == 0
+    assert staged.columns == [*HEADER.split(";"), LINE, "_source_file"]
