@@ -187,12 +187,25 @@ def parse_stream(
             continue
         frame = _read_block(header + block, flow, file_name, next_line)
         frame = frame.rename(dict(zip(frame.columns[: len(columns)], columns, strict=True)))
-        # CRLF inside quoted fields becomes LF, as in a file written with LF line ends
-        frame = frame.with_columns(pl.col(columns).str.replace_all("\r\n", "\n", literal=True))
-        embedded = pl.sum_horizontal(pl.col(c).str.count_matches("\n").fill_null(0) for c in columns)
-        lines = (1 + embedded).cum_sum() - (1 + embedded) + next_line
-        yield frame.with_columns(lines.cast(pl.Int64).alias(LINE), pl.lit(file_name).alias(SOURCE_FILE))
+        yield _with_lines(frame, file_name, next_line)
         next_line += block.count(b"\n")
+
+
+def _with_lines(frame: pl.DataFrame, file_name: str, first_line: int) -> pl.DataFrame:
+    """Each record's source line, counting the line breaks quoted inside records (CRLF
+    inside a field becomes LF, as in a file written with LF line ends). Only the columns
+    that hold a line break in this block are rewritten and counted."""
+    found = frame.select(pl.all().str.contains("\n", literal=True).any()).row(0)
+    broken = [c for c, has in zip(frame.columns, found, strict=True) if has]
+    if broken:
+        frame = frame.with_columns(pl.col(broken).str.replace_all("\r\n", "\n", literal=True))
+        embedded = pl.sum_horizontal(
+            pl.col(c).str.count_matches("\n", literal=True).fill_null(0) for c in broken
+        )
+        lines = (1 + embedded).cum_sum() - (1 + embedded) + first_line
+    else:
+        lines = pl.int_range(first_line, first_line + frame.height)
+    return frame.with_columns(lines.cast(pl.Int64).alias(LINE), pl.lit(file_name).alias(SOURCE_FILE))
 
 
 def _columns(header: bytes, flow: FlowModel, file_name: str) -> list[str]:
