@@ -258,7 +258,7 @@ class PartitionUpsert:
         table's sequence; None when another writer inserted one of them meanwhile."""
         ids = next_ids(self.conn, self.table, new.height, locked=self.locked)
         rows = new.with_columns(ids.alias(ID))
-        if self.empty:
+        if self.rebuild:  # locked, no unique index to trip on: nobody else can write
             copy_rows(self.conn, self.table.name, rows, [ID, *self.columns])
         elif not _copy_new_rows(self.conn, self.table, rows, [ID, *self.columns]):
             return None

@@ -18,8 +18,6 @@ import pyarrow.parquet as pq
 
 from etl_assets.resources.folders import FoldersResource
 
-BATCH_ROWS = 200_000
-
 
 def partition_dir_name(partition_key: str) -> str:
     """A partition key as a folder name (``:`` is not portable)."""

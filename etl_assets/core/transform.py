@@ -16,8 +16,6 @@ from etl_assets.core.maps import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE, a
 from etl_assets.core.staging import StagedWriter, count_rows, read_batches
 
 KEPT_LINE = "_kept_line"
-
-
 GROUP = "_group"
 DUPLICATE_BUCKET_ROWS = 2_000_000
 COLLAPSED_SCHEMA = {LINE: pl.Int64, KEPT_LINE: pl.Int64}
