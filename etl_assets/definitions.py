@@ -43,7 +43,7 @@ def defs() -> dg.Definitions:
     reconstructs (six times in one CLI materialization, ~0.7 s each here)."""
     settings = current_settings()
     flow_files = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in DEFS_DIR.rglob("*.yaml")))
-    key = (id(settings), flow_files)
+    key = (settings.model_dump_json(), flow_files)  # content, not identity: ids get reused
     if key not in _built:
         _built.clear()
         _built[key] = build_definitions(settings)
