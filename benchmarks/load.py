@@ -465,24 +465,15 @@ def child_main(args: argparse.Namespace) -> int:
 # -- the parent side --------------------------------------------------------------------------
 
 
+def psql_argv(database: str) -> list[str]:
+    """psql on the benchmark's server and database, stopping at the first error."""
+    return ["psql", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, "-d", database, "-v", "ON_ERROR_STOP=1"]
+
+
 def psql(database: str, sql: str) -> str:
     """One statement through psql; its unaligned output."""
     done = subprocess.run(
-        [
-            "psql",
-            "-h",
-            PG_HOST,
-            "-p",
-            str(PG_PORT),
-            "-U",
-            PG_USER,
-            "-d",
-            database,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-Atqc",
-            sql,
-        ],
+        [*psql_argv(database), "-Atqc", sql],
         capture_output=True,
         text=True,
     )
@@ -726,21 +717,7 @@ class Bench:
             "ENCODING 'UTF8')"
         )
         child = run_child(
-            [
-                "psql",
-                "-h",
-                PG_HOST,
-                "-p",
-                str(PG_PORT),
-                "-U",
-                PG_USER,
-                "-d",
-                database,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-qc",
-                command,
-            ],
+            [*psql_argv(database), "-qc", command],
             self.work,
             "copy",
         )
@@ -759,56 +736,47 @@ class Bench:
         if prepared.error:
             self.report.notes.append(f"load step not measured: prepare failed: {prepared.error}")
             return
-        database = self.database("load")
-        state: dict[str, tuple[int, str]] = {}
-
-        def first(child: Child) -> str:
-            state["first"] = table_state(database, "accounts")
-            assert state["first"][0] == self.rows, (
-                f"{state['first'][0]} rows in accounts, expected {self.rows}"
-            )
-            return f"ok: {self.rows:,} inserted"
-
-        def again(child: Child) -> str:
-            after = table_state(database, "accounts")
-            assert after == state.get("first"), f"re-load changed the table: {state.get('first')} -> {after}"
-            return "ok: all unchanged, table identical"
-
-        if not self.from_child(
-            "load", "load step (load_stage), first load", self.child("load", database), first
-        ).ok:
-            self.report.notes.append("load step re-load not run: the first load failed")
-            return
-        self.from_child(
-            "load_reload", "load step, re-load", self.child("load", database, True, "load_reload"), again
-        )
+        self.first_and_reload("load", "load step (load_stage), first load", "load step", "all unchanged")
 
     def flow(self) -> None:
-        database = self.database("flow")
-        state: dict[str, tuple[int, str]] = {}
         parents = self.facts["parents"]
+
+        def linked(database: str) -> str:
+            count = int(psql(database, "SELECT count(parent_account_id) FROM accounts"))
+            assert count == parents, f"{count} parents linked, expected {parents}"
+            return f", {count:,} parents linked"
+
+        first_label = "whole flow (extract>transform>load>link), first"
+        self.first_and_reload("flow", first_label, "whole flow", "load+link all unchanged", linked)
+
+    def first_and_reload(
+        self,
+        only: str,
+        first_label: str,
+        name: str,
+        unchanged: str,
+        extra: Callable[[str], str] | None = None,
+    ) -> None:
+        """A path's first load into a new database, then its re-load: the table must not change."""
+        database = self.database(only)
+        state: dict[str, tuple[int, str]] = {}
 
         def first(child: Child) -> str:
             state["first"] = table_state(database, "accounts")
-            linked = int(psql(database, "SELECT count(parent_account_id) FROM accounts"))
-            assert state["first"][0] == self.rows, (
-                f"{state['first'][0]} rows in accounts, expected {self.rows}"
-            )
-            assert linked == parents, f"{linked} parents linked, expected {parents}"
-            return f"ok: {self.rows:,} inserted, {linked:,} parents linked"
+            count = state["first"][0]
+            assert count == self.rows, f"{count} rows in accounts, expected {self.rows}"
+            return f"ok: {self.rows:,} inserted" + (extra(database) if extra else "")
 
         def again(child: Child) -> str:
             after = table_state(database, "accounts")
             assert after == state.get("first"), f"re-load changed the table: {state.get('first')} -> {after}"
-            return "ok: load+link all unchanged, table identical"
+            return f"ok: {unchanged}, table identical"
 
-        if not self.from_child(
-            "flow", "whole flow (extract>transform>load>link), first", self.child("flow", database), first
-        ).ok:
-            self.report.notes.append("whole flow re-load not run: the first load failed")
+        if not self.from_child(only, first_label, self.child(only, database), first).ok:
+            self.report.notes.append(f"{name} re-load not run: the first load failed")
             return
         self.from_child(
-            "flow_reload", "whole flow, re-load", self.child("flow", database, True, "flow_reload"), again
+            f"{only}_reload", f"{name}, re-load", self.child(only, database, True, f"{only}_reload"), again
         )
 
     def dlt(self) -> None:

@@ -176,6 +176,7 @@ def parse_stream(
     blocks = decoded_blocks(record_blocks(handle, block_size), flow.source.encoding, file_name)
     header = b""
     next_line = 2  # the header is line 1
+    records = False
     for block in blocks:
         if not header:
             if not block.strip():
@@ -187,8 +188,11 @@ def parse_stream(
             continue
         frame = _read_block(header + block, flow, file_name, next_line)
         frame = frame.rename(dict(zip(frame.columns[: len(columns)], columns, strict=True)))
+        records = True
         yield _with_lines(frame, file_name, next_line)
         next_line += block.count(b"\n")
+    if header and not records:  # a header and no record: no row, but the columns
+        yield _with_lines(pl.DataFrame(schema=dict.fromkeys(columns, pl.String)), file_name, next_line)
 
 
 def _with_lines(frame: pl.DataFrame, file_name: str, first_line: int) -> pl.DataFrame:
@@ -246,11 +250,6 @@ def extract_partition(
         for frame in parse_stream(handle, flow, file_name):
             writer.write(frame)
             columns = columns or [c for c in frame.columns if c not in (LINE, SOURCE_FILE)]
-        if not columns:  # a header and no record
-            handle.seek(0)
-            header = next(decoded_blocks(record_blocks(handle), flow.source.encoding, file_name))
-            columns = _columns(header.split(b"\n")[0], flow, file_name)
-            writer.schema = {**dict.fromkeys(columns, pl.String), LINE: pl.Int64, SOURCE_FILE: pl.String}
     mapped = {flow.source_column(n) for n in flow.map}
     return Extracted(
         file=file_name,

@@ -17,7 +17,7 @@ from etl_assets.core.extract import SourceFileError, extract_partition, previous
 from etl_assets.core.flow_model import STEPS, FlowModel, LinkSpec
 from etl_assets.core.jobs import flow_jobs
 from etl_assets.core.linker import link_stage
-from etl_assets.core.loader import ACTIONS, RESPONSE_SCHEMA, Loaded, load_stage
+from etl_assets.core.loader import ACTIONS, RESPONSE_SCHEMA, Outcome, load_stage
 from etl_assets.core.maps import ERROR_FIELD, ERROR_REASON, LINE
 from etl_assets.core.parking import retry_parked
 from etl_assets.core.partitions import partitions_def
@@ -326,7 +326,7 @@ class FlowSteps:
         ]
         return self.finish(context, "load", tally, mailer, folders, dict(counts), checks)
 
-    def reconcile(self, key: str, folders: FoldersResource, result: Loaded) -> dict:
+    def reconcile(self, key: str, folders: FoldersResource, result: Outcome) -> dict:
         """The partition's counts: rows in the file, loaded, rejected, collapsed."""
         loaded = result.rows_in - result.rejected.height
         rows_in = self.count(key, folders, "extract.parquet")

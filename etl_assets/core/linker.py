@@ -6,14 +6,13 @@ a link with ``on_missing: park``, is parked until the referenced row arrives.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import sqlalchemy as sa
 
 from etl_assets.core.flow_model import FlowModel, LinkSpec
-from etl_assets.core.loader import RESPONSE_SCHEMA, fetch_frame, stage_rows, within_staged_range
+from etl_assets.core.loader import RESPONSE_SCHEMA, Outcome, fetch_frame, stage_rows, within_staged_range
 from etl_assets.core.maps import LINE
 from etl_assets.core.staging import RowStream, StagedWriter, read_batches
 from etl_assets.core.tables import ID, ensure_table, target_table
@@ -146,15 +145,6 @@ def link_partition(
     return _one_row_per_line(pl.concat(responses))
 
 
-@dataclass
-class Linked:
-    """What the link step did for one partition."""
-
-    rows_in: int
-    actions: dict[str, int]
-    rejected: pl.DataFrame  # response rows with action "rejected"
-
-
 def link_stage(
     conn: sa.Connection,
     flow: FlowModel,
@@ -163,12 +153,11 @@ def link_stage(
     response: StagedWriter,
     park: ParkRows | None = None,
     after_batch: Callable[[pl.DataFrame], None] | None = None,
-) -> Linked:
+) -> Outcome:
     """Link a partition a batch at a time: ``load.parquet`` holds a response row for each
     row of ``transform.parquet``, in the same order."""
     fields = sorted({link.field for link in flow.links})
-    actions: dict[str, int] = {"updated": 0, "unchanged": 0, "rejected": 0, "parked": 0}
-    rejected, rows_in = [], 0
+    outcome = Outcome({"updated": 0, "unchanged": 0, "rejected": 0, "parked": 0})
     transformed = RowStream(good_path, [LINE, *fields])
     for loaded in read_batches(loaded_path, min_rows=LINK_BATCH_ROWS):
         if loaded.height == 0:
@@ -180,11 +169,8 @@ def link_stage(
         response.write(answer)
         if after_batch is not None:
             after_batch(answer)
-        rows_in += loaded.height
-        for action, n in answer.group_by("action").len().iter_rows():
-            actions[action] = actions.get(action, 0) + n
-        rejected.append(answer.filter(pl.col("action") == "rejected"))
-    return Linked(rows_in, actions, pl.concat(rejected) if rejected else pl.DataFrame(schema=RESPONSE_SCHEMA))
+        outcome.add(answer)
+    return outcome
 
 
 def set_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, settable: pl.DataFrame) -> list[int]:

@@ -17,7 +17,7 @@ import queue
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -126,30 +126,32 @@ def stage_rows(conn: sa.Connection, frame: pl.DataFrame, like: sa.Table, columns
 
 
 @dataclass
-class Loaded:
-    """What the load of one partition did."""
+class Outcome:
+    """What a load or link step did for one partition, tallied batch by batch."""
 
-    rows_in: int
     actions: dict[str, int]
-    rejected: pl.DataFrame  # response rows with action "rejected"
+    rows_in: int = 0
+    rejected: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RESPONSE_SCHEMA))
+
+    def add(self, answer: pl.DataFrame) -> None:
+        """Count one batch's response frame."""
+        self.rows_in += answer.height
+        for action, n in answer.group_by("action").len().iter_rows():
+            self.actions[action] = self.actions.get(action, 0) + n
+        self.rejected = pl.concat([self.rejected, answer.filter(pl.col("action") == "rejected")])
 
 
-def load_stage(conn: sa.Connection, flow: FlowModel, good_path: Path, response: StagedWriter) -> Loaded:
+def load_stage(conn: sa.Connection, flow: FlowModel, good_path: Path, response: StagedWriter) -> Outcome:
     """Upsert ``transform.parquet`` a batch at a time inside the caller's transaction; the
     response frame goes to ``response`` batch for batch (so link can read both in step)."""
     load = PartitionUpsert(conn, flow, expected_rows=count_rows(good_path))
-    actions = dict.fromkeys(ACTIONS, 0)
-    rejected, rows_in = [], 0
+    outcome = Outcome(dict.fromkeys(ACTIONS, 0))
     batches = read_batches(good_path, min_rows=LOAD_BATCH_ROWS)
-    answers = load.bulk(batches) if load.rebuild else (load.batch(b) for b in batches)
-    for answer in answers:
+    for answer in load.bulk(batches) if load.rebuild else (load.batch(b) for b in batches):
         response.write(answer)
-        rows_in += answer.height
-        for action, n in answer.group_by("action").len().iter_rows():
-            actions[action] += n
-        rejected.append(answer.filter(pl.col("action") == "rejected"))
+        outcome.add(answer)
     load.finish()
-    return Loaded(rows_in, actions, pl.concat(rejected) if rejected else pl.DataFrame(schema=RESPONSE_SCHEMA))
+    return outcome
 
 
 def upsert_partition(conn: sa.Connection, flow: FlowModel, good: pl.DataFrame) -> pl.DataFrame:

@@ -13,7 +13,7 @@ import polars as pl
 
 from etl_assets.core.flow_model import FlowModel
 from etl_assets.core.maps import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE, apply_map
-from etl_assets.core.staging import StagedWriter, count_rows, read_batches
+from etl_assets.core.staging import StagedWriter, read_batches
 
 KEPT_LINE = "_kept_line"
 GROUP = "_group"
@@ -99,7 +99,7 @@ def transform_stage(flow: FlowModel, extract_path: Path, out_dir: Path) -> Trans
         collapsed, losers = _duplicates(flow, extract_path, good_path, scratch, rows_in)
     finally:
         scratch.unlink(missing_ok=True)
-    good_rows = count_rows(good_path)
+    good_rows = good.rows
     if collapsed.height or losers.height:
         excluded = pl.concat([collapsed.get_column(LINE), losers.get_column(LINE)]).implode()
         good_rows = _rewrite_without(good_path, excluded)
