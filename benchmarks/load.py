@@ -30,7 +30,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -634,11 +634,39 @@ class Report:
         return f">{peak:.0f}" if any(m.capped for m in ours) else f"{peak:.0f}"
 
 
+def medians(measured: list[Measured]) -> list[Measured]:
+    """One row per path: the run of median time when a path ran several rounds (any failed
+    run instead), its peak RSS the highest of all, its check listing every time."""
+    keys = list(dict.fromkeys(m.key for m in measured))
+    merged = []
+    for key in keys:
+        runs = [m for m in measured if m.key == key]
+        if len(runs) == 1:
+            merged.append(runs[0])
+            continue
+        failed = next((m for m in runs if not m.ok or m.seconds is None), None)
+        middle = sorted(runs, key=lambda m: m.seconds or 0)[len(runs) // 2]
+        chosen = failed or middle
+        times = ", ".join(f"{m.seconds:.2f}" for m in runs if m.seconds is not None)
+        peaks = [m.rss_mb for m in runs if m.rss_mb]
+        merged.append(
+            replace(
+                chosen,
+                rss_mb=max(peaks) if peaks else None,
+                capped=any(m.capped for m in runs),
+                check=f"{chosen.check}; median of {len(runs)} runs: {times} s",
+            )
+        )
+    return merged
+
+
 class Bench:
     """The paths on one file, each in a fresh database of its own."""
 
-    def __init__(self, rows: int, keep: bool, dlt_python: str | None, cap_mb: float) -> None:
+    def __init__(self, rows: int, keep: bool, dlt_python: str | None, cap_mb: float, repeat: int = 1) -> None:
         self.rows = rows
+        self.repeat = repeat
+        self.round = 0
         self.keep = keep
         self.dlt_python = dlt_python
         self.cap_mb = cap_mb
@@ -649,7 +677,7 @@ class Bench:
         self.report = Report(rows, self.file, self.facts, psql("postgres", "SHOW server_version"))
 
     def database(self, name: str) -> str:
-        database = f"etl_bench_{self.tag}_{name}"
+        database = f"etl_bench_{self.tag}_{name}" + (f"_{self.round}" if self.round else "")
         psql("postgres", f"CREATE DATABASE {database}")
         self.databases.append(database)
         return database
@@ -663,7 +691,10 @@ class Bench:
         shutil.rmtree(self.work, ignore_errors=True)
 
     def child(self, only: str, database: str, reload: bool = False, name: str | None = None) -> Child:
+        """A path in a child process; the whole flow gets a home of its own each round."""
         psql("postgres", "CHECKPOINT")
+        work = self.work / f"round{self.round}" if only == "flow" and self.round else self.work
+        work.mkdir(exist_ok=True)
         argv = [
             sys.executable,
             "-m",
@@ -675,9 +706,9 @@ class Bench:
             "--db",
             database,
             "--work",
-            str(self.work),
+            str(work),
         ]
-        return run_child([*argv, "--reload"] if reload else argv, self.work, name or only, cap_mb=self.cap_mb)
+        return run_child([*argv, "--reload"] if reload else argv, work, name or only, cap_mb=self.cap_mb)
 
     def add(self, measured: Measured) -> Measured:
         rate = measured.rate()
@@ -731,10 +762,13 @@ class Bench:
         self.from_child("copy", "COPY: psql \\copy, unindexed text table", child, check)
 
     def load(self) -> None:
-        log("preparing the transform output for the load step (extract + transform, not timed)")
-        prepared = self.child("prepare", "postgres")
-        if prepared.error:
-            self.report.notes.append(f"load step not measured: prepare failed: {prepared.error}")
+        if self.round == 0:
+            log("preparing the transform output for the load step (extract + transform, not timed)")
+            prepared = self.child("prepare", "postgres")
+            if prepared.error:
+                self.report.notes.append(f"load step not measured: prepare failed: {prepared.error}")
+                return
+        elif not (self.work / "prepare_home").exists():
             return
         self.first_and_reload("load", "load step (load_stage), first load", "load step", "all unchanged")
 
@@ -835,9 +869,15 @@ class Bench:
 
     def run(self, with_dlt: bool) -> Report:
         try:
-            self.copy()
-            self.load()
-            self.flow()
+            for round_ in range(self.repeat):  # COPY, load and flow interleaved, round by round
+                self.round = round_
+                if self.repeat > 1:
+                    log(f"round {self.round + 1} of {self.repeat}")
+                self.copy()
+                self.load()
+                self.flow()
+            self.round = 0
+            self.report.measured = medians(self.report.measured)
             if with_dlt:
                 self.dlt()
             else:
@@ -926,6 +966,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[1_000_000],
         help="row counts, each measured on its own file (ratios are those of the first)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of COPY, load step and whole flow, interleaved; the median run counts (default 1)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the databases and the work directory")
     parser.add_argument("--no-dlt", action="store_true", help="skip the dlt peer")
     parser.add_argument("--dlt-python", help="an interpreter with dlt (default: this one, if it has dlt)")
@@ -947,7 +993,8 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     for rows in args.rows:
         log(f"benchmark of {rows:,} rows")
-        report = Bench(rows, args.keep, dlt_python, args.rss_cap_mb).run(with_dlt=not args.no_dlt)
+        bench = Bench(rows, args.keep, dlt_python, args.rss_cap_mb, args.repeat)
+        report = bench.run(with_dlt=not args.no_dlt)
         print_report(report)
         reports.append(report)
     print()
