@@ -133,7 +133,7 @@ def encoder_for(column_type: sa.types.TypeEngine, dtype: pl.DataType) -> Encoder
     if dtype == pl.Null:
         dtype = None  # all null: fits any type
     if isinstance(column_type, sa.Integer):
-        if dtype is not None and not dtype.is_integer():
+        if isinstance(column_type, sa.SmallInteger) or (dtype is not None and not dtype.is_integer()):
             return None
         return encode_int8 if isinstance(column_type, sa.BigInteger) else encode_int4
     if isinstance(column_type, sa.Numeric) and not isinstance(column_type, sa.Float):
@@ -148,7 +148,7 @@ def encoder_for(column_type: sa.types.TypeEngine, dtype: pl.DataType) -> Encoder
         return encode_timestamp if naive and not column_type.timezone else None
     if isinstance(column_type, sa.Date):
         return encode_date if dtype in (None, pl.Date) else None
-    if isinstance(column_type, (sa.Text, sa.String)):
+    if isinstance(column_type, (sa.Text, sa.String)) and not isinstance(column_type, sa.Enum):
         return encode_text if dtype in (None, pl.String) else None
     return None
 

@@ -115,3 +115,23 @@ def test_a_bad_row_fails_the_whole_copy(engine: sa.Engine) -> None:
     with pytest.raises(psycopg.errors.NotNullViolation, match='column "t"'), engine.begin() as conn:
         copy_rows(conn, TYPED, EDGES, EDGES.columns)
     assert stored(engine) == []
+
+
+@pytest.mark.parametrize(
+    ("column_type", "dtype", "binary"),
+    [
+        (sa.BigInteger(), pl.Int32, True),
+        (sa.SmallInteger(), pl.Int16, False),  # int2 has no encoder: CSV
+        (sa.Numeric(38, 2), pl.Decimal(38, 2), False),  # past int64
+        (sa.Numeric(18, 2), pl.Decimal(18, 3), False),  # another scale: the server rounds
+        (sa.DateTime(timezone=True), pl.Datetime("us"), False),
+        (sa.DateTime(), pl.Datetime("us", "Europe/Rome"), False),
+        (sa.Enum("a", "b", name="kind"), pl.String, False),
+        (sa.Text(), pl.Null, True),
+        (sa.Boolean(), pl.Boolean, False),
+    ],
+)
+def test_binary_only_where_the_bytes_are_known(
+    column_type: sa.types.TypeEngine, dtype: pl.DataType, binary: bool
+) -> None:
+    assert (pgbinary.encoder_for(column_type, dtype) is not None) is binary
