@@ -196,6 +196,9 @@ def set_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, settable: pl
         statement = (
             sa.update(table)
             .where(table.c[ID] == staging.c[ID])
+            # the batch's id range: the join reads that slice of the primary key, not every
+            # id below it (a first load's batches hold consecutive ids)
+            .where(table.c[ID].between(changes.get_column(ID).min(), changes.get_column(ID).max()))
             .where(table.c[link.column].is_distinct_from(staging.c[link.column]))
             .values({link.column: staging.c[link.column]})
             .returning(table.c[ID])
