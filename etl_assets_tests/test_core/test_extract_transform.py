@@ -134,11 +134,27 @@ def test_cp1252_in_blocks_and_an_undecodable_byte_in_a_later_block_names_its_lin
         parse(bad, block_size=256)
 
 
-def test_an_unclosed_quote_names_the_line_its_records_start_on() -> None:
+def test_an_unclosed_quote_names_its_line() -> None:
     rows = "".join(f"C{n};IT{n:011d};D{n};\n" for n in range(50))
     text = HEADER + "\n" + rows + 'C50;IT50;"never closed;\nC51;IT51;x;\n'
-    with pytest.raises(SourceFileError, match=r"f\.csv: malformed CSV in the records from line 5\d"):
+    with pytest.raises(SourceFileError, match=r"f\.csv: malformed CSV at line 52: "):
         parse(text, block_size=128)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("C;IT1;x;;extra;fields;", "more fields"),
+        ('C;IT1;half"quoted;', "could not parse"),
+        ('C;"x"y;z;', "parse"),
+    ],
+)
+def test_a_malformed_record_inside_a_large_block_names_its_own_line(bad: str, reason: str) -> None:
+    # 3,000 records in one block, one of them malformed: Polars names no line, the fault does
+    rows = [f'C{n};IT{n:011d};"Ditta\r\n{n}";\r\n' for n in range(3000)]  # two lines a record
+    text = HEADER + "\r\n" + "".join(rows[:1234]) + bad + "\r\n" + "".join(rows[1234:])
+    with pytest.raises(SourceFileError, match=rf"malformed CSV at line {2 + 2 * 1234}: .*{reason}"):
+        parse(text)
 
 
 def test_a_header_and_no_record_extracts_no_row_with_its_columns(tmp_path: Path) -> None:
