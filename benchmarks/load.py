@@ -289,7 +289,7 @@ def work_prepare(args: argparse.Namespace) -> dict[str, Any]:
     extract_partition(flow, PARTITION_KEY, PARTITION_START, files, folders)
     stage = PartitionStage(flow.name, PARTITION_KEY, folders)
     result = transform_stage(flow, stage.file("extract.parquet"), stage.dir)
-    assert result.rejected.height == 0, f"transform rejected {result.rejected.height} generated rows"
+    assert result.rejected_rows == 0, f"transform rejected {result.rejected_rows} generated rows"
     return {"seconds": time.perf_counter() - started, "rows": result.good_rows}
 
 
@@ -328,11 +328,13 @@ def _extract_step(flow: Any, files: Any, folders: Any, clock: Clock) -> int:
         return extract_partition(flow, PARTITION_KEY, PARTITION_START, files, folders).rows
 
 
-def _catch(flow: Any, stage: Any, step: str, rejected: pl.DataFrame) -> None:
-    """The catcher, as the step bodies call it (source rows read only for rejected lines)."""
+def _catch(flow: Any, stage: Any, step: str, rejected: pl.DataFrame | Path) -> None:
+    """The catcher, as the step bodies call it (source rows read only for rejected lines);
+    ``rejected`` staged in a file (transform) or in memory (load, link)."""
     from etl_assets.core import catcher
 
-    catcher.catch(
+    catch = catcher.catch_staged if isinstance(rejected, Path) else catcher.catch
+    catch(
         step,
         PARTITION_KEY,
         rejected,
@@ -348,8 +350,8 @@ def _transform_step(flow: Any, stage: Any, clock: Clock) -> int:
     with clock.part("transform", "transform_stage (map, duplicates, 3 parquet)"):
         result = transform_stage(flow, stage.file("extract.parquet"), stage.dir)
     with clock.part("transform", "catcher"):
-        _catch(flow, stage, "transform", result.rejected)
-    assert result.rejected.height == 0, f"transform rejected {result.rejected.height} generated rows"
+        _catch(flow, stage, "transform", stage.file("transform_rejected.parquet"))
+    assert result.rejected_rows == 0, f"transform rejected {result.rejected_rows} generated rows"
     return result.good_rows
 
 

@@ -16,10 +16,12 @@ import polars as pl
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
 from etl_assets.core.maps import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
+from etl_assets.core.staging import read_batches
 
 ERROR_COLUMNS = ["error_step", "error_field", "error_reason", "source_file", "source_line"]
 CHECK_NAME = "rejected_rows"
 PREVIEW_ROWS = 10
+CATCH_BATCH_ROWS = 200_000  # rejected rows joined to their source and written at a time
 
 
 @dataclass
@@ -28,12 +30,19 @@ class CaughtErrors:
 
     step: str
     partition_key: str
-    rows: pl.DataFrame  # source columns + ERROR_COLUMNS
+    rows: pl.DataFrame  # source columns + ERROR_COLUMNS: all of them, or the first (see count)
     path: Path | None
+    total: int | None = None  # the rows in the error file, when ``rows`` holds only the first
 
     @property
     def count(self) -> int:
-        return self.rows.height
+        return self.rows.height if self.total is None else self.total
+
+
+def _nothing(step: str, partition_key: str, path: Path) -> CaughtErrors:
+    path.unlink(missing_ok=True)
+    empty = pl.DataFrame(schema=dict.fromkeys(ERROR_COLUMNS, pl.String))
+    return CaughtErrors(step, partition_key, empty, None)
 
 
 def catch(
@@ -50,13 +59,50 @@ def catch(
     there are rejected rows to join back to the source.
     """
     if rejected.height == 0:
-        path.unlink(missing_ok=True)
-        return CaughtErrors(
-            step, partition_key, pl.DataFrame(schema=dict.fromkeys(ERROR_COLUMNS, pl.String)), None
-        )
+        return _nothing(step, partition_key, path)
+    rows = error_rows(step, rejected, extracted)
+    partial = path.with_name(path.name + ".part")
+    rows.write_csv(partial, separator=delimiter)
+    partial.replace(path)
+    return CaughtErrors(step, partition_key, rows, path)
+
+
+def catch_staged(
+    step: str,
+    partition_key: str,
+    rejected_path: Path,
+    extracted: Callable[[pl.Series], pl.DataFrame],
+    path: Path,
+    delimiter: str,
+) -> CaughtErrors:
+    """``catch`` for rejected rows staged in line order: the error file is written a batch
+    at a time, and only its first rows stay in memory (for the preview)."""
+    partial = path.with_name(path.name + ".part")
+    first, total = None, 0
+    with partial.open("wb") as out:
+        for batch in read_batches(rejected_path, min_rows=CATCH_BATCH_ROWS):
+            if batch.height == 0:
+                continue
+            rows = error_rows(step, batch, extracted)
+            rows.write_csv(out, separator=delimiter, include_header=first is None)
+            if first is None or first.height < PREVIEW_ROWS:
+                first = pl.concat([f for f in (first, rows) if f is not None], how="vertical_relaxed")
+                first = first.head(PREVIEW_ROWS)
+            total += rows.height
+    if first is None:
+        partial.unlink()
+        return _nothing(step, partition_key, path)
+    partial.replace(path)
+    return CaughtErrors(step, partition_key, first, path, total)
+
+
+def error_rows(
+    step: str, rejected: pl.DataFrame, extracted: Callable[[pl.Series], pl.DataFrame]
+) -> pl.DataFrame:
+    """Rejected rows joined back to their source columns as received, error columns last."""
     source = extracted(rejected.get_column(LINE))
     source_columns = [c for c in source.columns if c not in (LINE, SOURCE_FILE)]
-    rows = (
+    return (
         rejected.select(LINE, ERROR_FIELD, ERROR_REASON)
         .join(source, on=LINE, how="left")
         .sort(LINE)
@@ -69,15 +115,16 @@ def catch(
             pl.col(LINE).alias("source_line"),
         )
     )
-    partial = path.with_name(path.name + ".part")
-    rows.write_csv(partial, separator=delimiter)
-    partial.replace(path)
-    return CaughtErrors(step, partition_key, rows, path)
 
 
 def source_rows(extract_path: Path, lines: pl.Series) -> pl.DataFrame:
-    """The rows of ``extract.parquet`` at these source lines (the file is scanned, not loaded)."""
-    return pl.scan_parquet(extract_path).filter(pl.col(LINE).is_in(lines.implode())).collect()
+    """The rows of ``extract.parquet`` at these source lines (the file is scanned, not
+    loaded; row groups outside the lines' range are skipped by their statistics)."""
+    return (
+        pl.scan_parquet(extract_path)
+        .filter(pl.col(LINE).is_between(lines.min(), lines.max()) & pl.col(LINE).is_in(lines.implode()))
+        .collect()
+    )
 
 
 def append_parked(path: Path, expired: pl.DataFrame, delimiter: str, partition_key: str) -> CaughtErrors:

@@ -277,10 +277,10 @@ class FlowSteps:
                 tally.rows_out += result.good_rows
                 collapsed += result.collapsed.height
                 tally.caught.append(
-                    catcher.catch(
+                    catcher.catch_staged(
                         "transform",
                         key,
-                        result.rejected,
+                        stage.file("transform_rejected.parquet"),
                         self.extracted(key, folders),
                         stage.error_file("transform"),
                         self.flow.source.delimiter,

@@ -24,10 +24,10 @@ REJECTED_SCHEMA = {LINE: pl.Int64, ERROR_FIELD: pl.String, ERROR_REASON: pl.Stri
 
 @dataclass
 class Transformed:
-    """The outcomes of transform for one partition (the good rows stay on disk)."""
+    """The outcomes of transform for one partition (good and rejected rows stay on disk)."""
 
     good_rows: int
-    rejected: pl.DataFrame  # _line, _error_field, _error_reason
+    rejected_rows: int  # in transform_rejected.parquet: _line, _error_field, _error_reason
     collapsed: pl.DataFrame  # _line, _kept_line: exact copies of an earlier row
     rows_in: int
 
@@ -86,28 +86,50 @@ def transform_stage(flow: FlowModel, extract_path: Path, out_dir: Path) -> Trans
     """
     good_path = out_dir / "transform.parquet"
     scratch = out_dir / "transform_groups.parquet"
-    failed, rows_in = [], 0
+    failed_path = out_dir / "transform_failed.parquet"
+    rows_in = 0
     try:
-        with StagedWriter(good_path) as good, StagedWriter(scratch) as groups:
+        with (
+            StagedWriter(good_path) as good,
+            StagedWriter(scratch) as groups,
+            StagedWriter(failed_path, REJECTED_SCHEMA) as failed,
+        ):
             for batch in read_batches(extract_path):
                 mapped, batch_groups = _map_batch(flow, batch)
                 passed = pl.col(ERROR_FIELD).is_null()
                 good.write(mapped.filter(passed).select(LINE, SOURCE_FILE, *flow.map))
-                failed.append(mapped.filter(~passed).select(LINE, ERROR_FIELD, ERROR_REASON))
+                failed.write(mapped.filter(~passed).select(LINE, ERROR_FIELD, ERROR_REASON))
                 groups.write(batch_groups)
                 rows_in += batch.height
         collapsed, losers = _duplicates(flow, extract_path, good_path, scratch, rows_in)
+        good_rows = good.rows
+        if collapsed.height or losers.height:
+            excluded = pl.concat([collapsed.get_column(LINE), losers.get_column(LINE)]).implode()
+            good_rows = _rewrite_without(good_path, excluded)
+        rejected_rows = _write_rejected(
+            out_dir / "transform_rejected.parquet", failed_path, collapsed.get_column(LINE), losers
+        )
     finally:
         scratch.unlink(missing_ok=True)
-    good_rows = good.rows
-    if collapsed.height or losers.height:
-        excluded = pl.concat([collapsed.get_column(LINE), losers.get_column(LINE)]).implode()
-        good_rows = _rewrite_without(good_path, excluded)
-        failed = [f.filter(~pl.col(LINE).is_in(collapsed.get_column(LINE).implode())) for f in failed]
-    rejected = pl.concat([*failed, losers]).sort(LINE)
-    rejected.write_parquet(out_dir / "transform_rejected.parquet")
+        failed_path.unlink(missing_ok=True)
     collapsed.write_parquet(out_dir / "transform_collapsed.parquet")
-    return Transformed(good_rows=good_rows, rejected=rejected, collapsed=collapsed, rows_in=rows_in)
+    return Transformed(good_rows=good_rows, rejected_rows=rejected_rows, collapsed=collapsed, rows_in=rows_in)
+
+
+def _write_rejected(path: Path, failed_path: Path, collapsed: pl.Series, losers: pl.DataFrame) -> int:
+    """The rows the map failed (less collapsed copies) and the duplicates that lost, in line
+    order, a batch at a time: a file whose every row fails never sits whole in memory."""
+    pending = losers.sort(LINE)
+    with StagedWriter(path, REJECTED_SCHEMA) as writer:
+        for batch in read_batches(failed_path):
+            batch = batch.filter(~pl.col(LINE).is_in(collapsed.implode()))
+            if batch.height == 0:
+                continue
+            last = batch.get_column(LINE).max()
+            writer.write(pl.concat([batch, pending.filter(pl.col(LINE) <= last)]).sort(LINE))
+            pending = pending.filter(pl.col(LINE) > last)
+        writer.write(pending)
+    return writer.rows
 
 
 def _map_batch(flow: FlowModel, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

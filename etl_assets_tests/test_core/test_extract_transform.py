@@ -112,7 +112,8 @@ def test_exact_duplicates_collapse_and_the_latest_update_wins(
     result, good = transformed(tmp_path, parse(text))
     assert good.select(LINE, "external_id", "name").rows() == [(2, "C1", "First"), (4, "C2", "Newer")]
     assert result.collapsed.rows() == [(3, 2)]
-    assert result.rejected.rows() == [
+    assert result.rejected_rows == 1
+    assert pl.read_parquet(tmp_path / "transform_rejected.parquet").rows() == [
         (5, "COMPANY_ID", "key C2 given twice: line 4 wins with a later UPDATED_AT")
     ]
     assert result.rows_in == 4
@@ -173,3 +174,65 @@ def test_a_header_and_no_record_extracts_no_row_with_its_columns(tmp_path: Path)
     staged = pl.read_parquet(tmp_path / "data" / "companies" / "2026-01-15" / "extract.parquet")
     assert staged.height == 0
     assert staged.columns == [*HEADER.split(";"), LINE, "_source_file"]
+
+
+def staged_in_groups(path: Path, frame: pl.DataFrame, rows: int) -> None:
+    """``frame`` written as a staged file of ``rows``-row groups (as extract writes blocks)."""
+    from etl_assets.core.staging import StagedWriter
+
+    with StagedWriter(path) as writer:
+        for start in range(0, frame.height, rows):
+            writer.write(frame.slice(start, rows))
+
+
+def test_rejected_rows_are_staged_in_line_order_across_batches(tmp_path: Path) -> None:
+    text = (
+        f"{HEADER}\n"
+        "C0;;No VAT;01/01/2025 10:00:00\n"  # line 2: map
+        "C1;IT01234567890;Older;01/01/2025 10:00:00\n"  # line 3: loses to line 6
+        "C2;IT01234567891;Fine;01/01/2025 10:00:00\n"
+        "C3;IT01234567892;Fine;99/99/2025 10:00:00\n"  # line 5: map
+        "C1;IT01234567890;Newer;02/01/2025 10:00:00\n"
+        "C4;bad;Fine;01/01/2025 10:00:00\n"  # line 7: map
+    )
+    staged_in_groups(tmp_path / "extract.parquet", parse(text), rows=1)  # a batch a row
+    result = transform_stage(FLOW, tmp_path / "extract.parquet", tmp_path)
+    rejected = pl.read_parquet(tmp_path / "transform_rejected.parquet")
+    assert rejected.get_column(LINE).to_list() == [2, 3, 5, 7]
+    assert rejected.get_column("_error_field").to_list() == [
+        "VAT_CODE",
+        "COMPANY_ID",
+        "UPDATED_AT",
+        "VAT_CODE",
+    ]
+    assert result.rejected_rows == 4
+    assert not (tmp_path / "transform_failed.parquet").exists()
+
+
+def test_the_staged_catcher_writes_the_same_file_a_batch_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from etl_assets.core import catcher
+
+    rows = "".join(f"C{n};{f'IT{n:011d}' if n % 3 else 'x'};Ditta {n};\n" for n in range(60))
+    extracted = parse(f"{HEADER}\n{rows}")
+    staged_in_groups(tmp_path / "extract.parquet", extracted, rows=7)
+    transform_stage(FLOW, tmp_path / "extract.parquet", tmp_path)
+    rejected = pl.read_parquet(tmp_path / "transform_rejected.parquet")
+    assert rejected.height == 20
+    source = lambda lines: catcher.source_rows(tmp_path / "extract.parquet", lines)  # noqa: E731
+    whole = catcher.catch("transform", "p", rejected, source, tmp_path / "whole.csv", ";")
+    monkeypatch.setattr(catcher, "CATCH_BATCH_ROWS", 3)  # and the staged file's groups of 7
+    staged = catcher.catch_staged(
+        "transform", "p", tmp_path / "transform_rejected.parquet", source, tmp_path / "staged.csv", ";"
+    )
+    assert (tmp_path / "staged.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert (staged.count, whole.count) == (20, 20)
+    assert staged.rows.equals(whole.rows.head(catcher.PREVIEW_ROWS))
+    assert not list(tmp_path.glob("*.part"))
+    # nothing rejected: no error file, an old one removed
+    empty = tmp_path / "empty.parquet"
+    rejected.head(0).write_parquet(empty)
+    none = catcher.catch_staged("transform", "p", empty, source, tmp_path / "staged.csv", ";")
+    assert (none.count, none.path) == (0, None)
+    assert not (tmp_path / "staged.csv").exists()
