@@ -894,7 +894,10 @@ def find_dlt_python(given: str | None) -> str | None:
     """An interpreter that can import dlt: --dlt-python / ETL_BENCH_DLT_PYTHON, else this one."""
     candidate = given or os.environ.get("ETL_BENCH_DLT_PYTHON")
     if candidate:
-        works = subprocess.run([candidate, "-c", "import dlt"], capture_output=True).returncode == 0
+        try:
+            works = subprocess.run([candidate, "-c", "import dlt"], capture_output=True).returncode == 0
+        except OSError:  # no such interpreter: the table says dlt is missing, the run goes on
+            works = False
         return candidate if works else None
     return sys.executable if importlib.util.find_spec("dlt") else None
 
