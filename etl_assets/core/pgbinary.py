@@ -20,7 +20,6 @@ import sqlalchemy as sa
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
-NULL_LENGTH = b"\xff\xff\xff\xff"
 PG_EPOCH_DAYS = (date(2000, 1, 1) - date(1970, 1, 1)).days
 PG_EPOCH_MICROS = int((datetime(2000, 1, 1) - datetime(1970, 1, 1)).total_seconds()) * 1_000_000
 NBASE_DIGITS = 4  # a numeric digit is a base-10000 group of 4 decimal digits
@@ -31,23 +30,19 @@ Encoder = Callable[[pl.Series], list[pa.Array]]
 
 def _fixed(values: np.ndarray, valid: np.ndarray | None) -> list[pa.Array]:
     """Length and value arrays of a fixed-width big-endian column (``valid`` None: no nulls)."""
-    width = values.dtype.itemsize
-    data = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(width), len(values), [None, pa.py_buffer(np.ascontiguousarray(values).tobytes())]
-    ).cast(pa.binary())
-    length = np.full(len(values), width, dtype=">i4")
+    data = _as_binary(values)
+    length = np.full(len(values), values.dtype.itemsize, dtype=">i4")
     if valid is not None:
         length[~valid] = -1
         data = pc.if_else(pa.array(valid), data, pa.scalar(b"", pa.binary()))
-    return [_length_array(length), data]
+    return [_as_binary(length), data]
 
 
-def _length_array(length: np.ndarray) -> pa.Array:
-    """4-byte big-endian lengths as a binary array (-1 marks a null)."""
-    raw = np.ascontiguousarray(length.astype(">i4")).tobytes()
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), len(length), [None, pa.py_buffer(raw)]).cast(
-        pa.binary()
-    )
+def _as_binary(values: np.ndarray) -> pa.Array:
+    """Each element's bytes as one value of a binary array (its width from the dtype)."""
+    width = values.dtype.itemsize
+    raw = pa.py_buffer(np.ascontiguousarray(values).tobytes())
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values), [None, raw]).cast(pa.binary())
 
 
 def _valid(series: pl.Series) -> np.ndarray | None:
@@ -61,7 +56,7 @@ def encode_text(series: pl.Series) -> list[pa.Array]:
     if series.null_count():
         lengths = np.where(series.is_null().to_numpy(), -1, lengths)
         array = array.fill_null(b"")
-    return [_length_array(np.asarray(lengths, dtype=np.int64)), array]
+    return [_as_binary(np.asarray(lengths).astype(">i4")), array]
 
 
 def encode_int8(series: pl.Series) -> list[pa.Array]:
@@ -161,12 +156,7 @@ def encoders_for(column_types: list[sa.types.TypeEngine], schema: pl.Schema) -> 
 
 def encode_rows(frame: pl.DataFrame, encoders: list[Encoder]) -> memoryview:
     """The binary COPY tuples of ``frame``'s rows (no header, no trailer)."""
-    count = np.full(frame.height, len(encoders), dtype=">i2").tobytes()
-    parts: list[pa.Array] = [
-        pa.FixedSizeBinaryArray.from_buffers(pa.binary(2), frame.height, [None, pa.py_buffer(count)]).cast(
-            pa.binary()
-        )
-    ]
+    parts = [_as_binary(np.full(frame.height, len(encoders), dtype=">i2"))]  # fields a row
     for encode, series in zip(encoders, frame.get_columns(), strict=True):
         parts += encode(series)
     rows = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
