@@ -79,16 +79,20 @@ def catch_staged(
     at a time, and only its first rows stay in memory (for the preview)."""
     partial = path.with_name(path.name + ".part")
     first, total = None, 0
-    with partial.open("wb") as out:
-        for batch in read_batches(rejected_path, min_rows=CATCH_BATCH_ROWS):
-            if batch.height == 0:
-                continue
-            rows = error_rows(step, batch, extracted)
-            rows.write_csv(out, separator=delimiter, include_header=first is None)
-            if first is None or first.height < PREVIEW_ROWS:
-                first = pl.concat([f for f in (first, rows) if f is not None], how="vertical_relaxed")
-                first = first.head(PREVIEW_ROWS)
-            total += rows.height
+    try:
+        with partial.open("wb") as out:
+            for batch in read_batches(rejected_path, min_rows=CATCH_BATCH_ROWS):
+                if batch.height == 0:
+                    continue
+                rows = error_rows(step, batch, extracted)
+                rows.write_csv(out, separator=delimiter, include_header=first is None)
+                if first is None or first.height < PREVIEW_ROWS:
+                    first = pl.concat([f for f in (first, rows) if f is not None], how="vertical_relaxed")
+                    first = first.head(PREVIEW_ROWS)
+                total += rows.height
+    except BaseException:
+        partial.unlink(missing_ok=True)  # no half error file left behind
+        raise
     if first is None:
         partial.unlink()
         return _nothing(step, partition_key, path)
