@@ -34,7 +34,7 @@ def _fixed(values: np.ndarray, valid: np.ndarray | None) -> list[pa.Array]:
     length = np.full(len(values), values.dtype.itemsize, dtype=">i4")
     if valid is not None:
         length[~valid] = -1
-        data = pc.if_else(pa.array(valid), data, pa.scalar(b"", pa.binary()))
+        data = pc.if_else(pa.array(valid), data, pa.scalar(b"", pa.large_binary()))
     return [_as_binary(length), data]
 
 
@@ -42,7 +42,8 @@ def _as_binary(values: np.ndarray) -> pa.Array:
     """Each element's bytes as one value of a binary array (its width from the dtype)."""
     width = values.dtype.itemsize
     raw = pa.py_buffer(np.ascontiguousarray(values).tobytes())
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values), [None, raw]).cast(pa.binary())
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values), [None, raw])
+    return fixed.cast(pa.large_binary())
 
 
 def _valid(series: pl.Series) -> np.ndarray | None:
@@ -51,7 +52,7 @@ def _valid(series: pl.Series) -> np.ndarray | None:
 
 def encode_text(series: pl.Series) -> list[pa.Array]:
     """text/varchar: the UTF-8 bytes."""
-    array = series.cast(pl.String).to_arrow().cast(pa.large_binary()).cast(pa.binary())
+    array = series.cast(pl.String).to_arrow().cast(pa.large_binary())
     lengths = pc.binary_length(array).to_numpy(zero_copy_only=False)
     if series.null_count():
         lengths = np.where(series.is_null().to_numpy(), -1, lengths)
@@ -159,9 +160,10 @@ def encode_rows(frame: pl.DataFrame, encoders: list[Encoder]) -> memoryview:
     parts = [_as_binary(np.full(frame.height, len(encoders), dtype=">i2"))]  # fields a row
     for encode, series in zip(encoders, frame.get_columns(), strict=True):
         parts += encode(series)
-    rows = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
+    # 64-bit offsets: a slice of wide rows may pass 2 GB
+    rows = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.large_binary()))
     if isinstance(rows, pa.ChunkedArray):
         rows = rows.combine_chunks()
-    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=rows.offset + len(rows) + 1)
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64, count=rows.offset + len(rows) + 1)
     start, end = int(offsets[rows.offset]), int(offsets[rows.offset + len(rows)])
     return memoryview(rows.buffers()[2])[start:end]
