@@ -43,8 +43,10 @@ def no_stale_dagster_instance() -> Iterator[None]:
     when that instance has been collected, building definitions outside an instance fails
     with "Attempted to resolve undefined DagsterInstance weakref" (seen once in ~10 full
     runs). Each test starts without it, as a fresh process would."""
+    from dagster._core.definitions.definitions_load_context import DefinitionsLoadContext
     from dagster._core.storage.defs_state.base import _current_storage
 
+    DefinitionsLoadContext._instance = None  # a load context left by another test, likewise
     token = _current_storage.set(None)
     yield
     try:

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 from urllib.parse import quote
 
 import psycopg
@@ -27,7 +28,7 @@ import pytest
 import yaml
 from dagster import instance_for_test
 from dagster._core.remote_representation.external_data import RepositorySnap
-from dagster._core.storage.defs_state.base import set_defs_state_storage
+from dagster._core.storage.defs_state.base import DefsStateStorage, set_defs_state_storage
 from dagster._serdes import serialize_value
 from psycopg import sql
 
@@ -171,9 +172,16 @@ def grep_everything(env: str, capsys: pytest.CaptureFixture[str], caplog: pytest
 
     with instance_for_test() as instance:  # definitions load with an instance, as in dagster
         definitions = build_definitions(settings)
-        # no defs-state storage: another test's collected instance may still sit in dagster's
-        # ContextVar (see conftest.no_stale_dagster_instance); our components keep no state
-        with warnings.catch_warnings(), set_defs_state_storage(None):
+        # no defs-state storage: another test's disposed instance may still sit in dagster's
+        # ContextVar (DagsterInstance.dispose does not reset it; see conftest.
+        # no_stale_dagster_instance), and its temporary folder may be gone by now. The
+        # snapshot reads the storage deep inside dagster, so it is patched to report none
+        # (a fault of the test process we cannot cause at will); our components keep no state.
+        with (
+            warnings.catch_warnings(),
+            set_defs_state_storage(None),
+            patch.object(DefsStateStorage, "get", return_value=None),
+        ):
             warnings.simplefilter("ignore", DeprecationWarning)  # dagster's snapshot code
             snapshot = RepositorySnap.from_def(definitions.get_repository_def())
         assert_no_canary("the code location snapshot (UI: resources, launchpad)", serialize_value(snapshot))
