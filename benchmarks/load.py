@@ -636,6 +636,12 @@ class Report:
         return f">{peak:.0f}" if any(m.capped for m in ours) else f"{peak:.0f}"
 
 
+def representative(runs: list[Any], seconds: Callable[[Any], float], ok: Callable[[Any], bool]) -> Any:
+    """The run of median time; a failed run instead, if any (a failure must show)."""
+    failed = next((r for r in runs if not ok(r)), None)
+    return failed or sorted(runs, key=seconds)[len(runs) // 2]
+
+
 def medians(measured: list[Measured]) -> list[Measured]:
     """One row per path: the run of median time when a path ran several rounds (any failed
     run instead), its peak RSS the highest of all, its check listing every time."""
@@ -646,9 +652,7 @@ def medians(measured: list[Measured]) -> list[Measured]:
         if len(runs) == 1:
             merged.append(runs[0])
             continue
-        failed = next((m for m in runs if not m.ok or m.seconds is None), None)
-        middle = sorted(runs, key=lambda m: m.seconds or 0)[len(runs) // 2]
-        chosen = failed or middle
+        chosen = representative(runs, lambda m: m.seconds or 0, lambda m: m.ok and m.seconds is not None)
         times = ", ".join(f"{m.seconds:.2f}" for m in runs if m.seconds is not None)
         peaks = [m.rss_mb for m in runs if m.rss_mb]
         merged.append(

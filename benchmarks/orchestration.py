@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
-from benchmarks.load import log, write_companies_csv
+from benchmarks.load import log, representative, write_companies_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 SINGLE_TARGET_S = 6.0
@@ -168,10 +168,7 @@ def timed(
 
 def median_of(runs: list[Timed]) -> Timed:
     """The run of median wall time (every run must pass its checks); the label lists them all."""
-    ordered = sorted(runs, key=lambda r: r.seconds)
-    middle = ordered[len(ordered) // 2]
-    failed = next((r for r in runs if not r.ok), None)
-    chosen = failed or middle
+    chosen = representative(runs, lambda r: r.seconds, lambda r: r.ok)
     if len(runs) == 1:
         return chosen
     seconds = ", ".join(f"{r.seconds:.2f}" for r in runs)

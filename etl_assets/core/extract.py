@@ -186,7 +186,7 @@ def parse_stream(
             columns = _columns(header, flow, file_name)
         if not block.strip():
             continue
-        frame = _read_block(header + block, flow, file_name, next_line)
+        frame = _read_block(header, block, flow, file_name, next_line)
         frame = frame.rename(dict(zip(frame.columns[: len(columns)], columns, strict=True)))
         records = True
         yield _with_lines(frame, file_name, next_line)
@@ -226,12 +226,13 @@ def _columns(header: bytes, flow: FlowModel, file_name: str) -> list[str]:
     return columns
 
 
-def _read_block(data: bytes, flow: FlowModel, file_name: str, first_line: int) -> pl.DataFrame:
+def _read_block(
+    header: bytes, block: bytes, flow: FlowModel, file_name: str, first_line: int
+) -> pl.DataFrame:
     try:
-        return _parse(data, flow)
+        return _parse(header + block, flow)
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
-        header_end = data.find(b"\n") + 1
-        line, reason = _first_bad_record(data[:header_end], data[header_end:], flow, _first_line(exc))
+        line, reason = _first_bad_record(header, block, flow, _reason(exc))
         raise SourceFileError(file_name, f"malformed CSV at line {first_line + line}: {reason}") from None
 
 
@@ -241,7 +242,8 @@ def _parse(data: bytes, flow: FlowModel) -> pl.DataFrame:
     )
 
 
-def _first_line(exc: Exception) -> str:
+def _reason(exc: Exception) -> str:
+    """The first line of Polars' message."""
     return str(exc).splitlines()[0]
 
 
@@ -260,11 +262,11 @@ def _first_bad_record(header: bytes, block: bytes, flow: FlowModel, reason: str)
             _parse(header + block[bounds[low] : bounds[middle]], flow)
             low = middle
         except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
-            high, reason = middle, _first_line(exc)
+            high, reason = middle, _reason(exc)
     try:
         _parse(header + block[bounds[low] : bounds[low + 1]], flow)
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
-        reason = _first_line(exc)
+        reason = _reason(exc)
     return block.count(b"\n", 0, bounds[low]), reason
 
 

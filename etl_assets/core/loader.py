@@ -363,10 +363,12 @@ def _sequence(table: sa.Table) -> str:
 def _copy_new_rows(conn: sa.Connection, table: sa.Table, new: pl.DataFrame, columns: list[str]) -> bool:
     """COPY rows in a savepoint; False when another writer inserted one of their keys
     meanwhile (the upsert then handles them)."""
+    from psycopg.errors import UniqueViolation  # PostgreSQL only, like pg()
+
     try:
         with conn.begin_nested():
             pg().copy_rows(conn, table, new, columns)
-    except pg().psycopg.errors.UniqueViolation:
+    except UniqueViolation:
         return False
     return True
 

@@ -106,9 +106,12 @@ def transform_stage(flow: FlowModel, extract_path: Path, out_dir: Path) -> Trans
         if collapsed.height or losers.height:
             excluded = pl.concat([collapsed.get_column(LINE), losers.get_column(LINE)]).implode()
             good_rows = _rewrite_without(good_path, excluded)
-        rejected_rows = _write_rejected(
-            out_dir / "transform_rejected.parquet", failed_path, collapsed.get_column(LINE), losers
-        )
+        rejected_path = out_dir / "transform_rejected.parquet"
+        if collapsed.height or losers.height:
+            rejected_rows = _write_rejected(rejected_path, failed_path, collapsed.get_column(LINE), losers)
+        else:  # nothing to take out or merge in: the staged failures are the rejected rows
+            failed_path.replace(rejected_path)
+            rejected_rows = failed.rows
     finally:
         scratch.unlink(missing_ok=True)
         failed_path.unlink(missing_ok=True)
