@@ -8,7 +8,10 @@ steps read and write those files a batch at a time (memory holds a batch, not a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from etl_assets.core.maps import LINE
 from etl_assets.resources.folders import FoldersResource
 
 
@@ -50,6 +54,41 @@ class PartitionStage:
         return self.folders.dir("errors", self.flow, partition_dir_name(self.partition_key)) / f"{step}.csv"
 
 
+class _WriterThread:
+    """Row groups written in order on a thread of their own, at most one waiting: parquet
+    compression releases the GIL, so the step computes its next batch meanwhile (1M rows
+    of the companies file: 0.4-0.5 s of writing per staged file, no longer on the way)."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"staged-writer {name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (work := self._queue.get()) is not None:
+            if self._error is None:  # after a failure, the rest is only drained
+                try:
+                    work()
+                except BaseException as exc:  # raised in the step's thread by submit or finish
+                    self._error = exc
+
+    def submit(self, work: Callable[[], object]) -> None:
+        self._raise()
+        self._queue.put(work)
+
+    def finish(self) -> None:
+        """Wait for everything submitted; raise what failed."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
 class StagedWriter:
     """One parquet file written a batch (row group) at a time; it appears under its name
     only when complete, so a failed step never leaves half a file for the next one."""
@@ -60,6 +99,7 @@ class StagedWriter:
         self.schema = schema
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None
+        self._thread: _WriterThread | None = None
 
     def write(self, frame: pl.DataFrame) -> None:
         """Append ``frame`` as a row group (none for an empty frame: files written batch
@@ -71,13 +111,20 @@ class StagedWriter:
             frame = frame.select(list(self.schema)).cast(self.schema)
         table = frame.to_arrow()
         if self._writer is None:
-            # lz4 without dictionaries: written in half the time of zstd with them, ~5% larger
+            # lz4 without dictionaries: written in half the time of zstd with them, ~5% larger;
+            # statistics only for the line, which filtered reads of source lines use
             self._writer = pq.ParquetWriter(
-                self.partial, table.schema, compression="lz4", use_dictionary=False
+                self.partial,
+                table.schema,
+                compression="lz4",
+                use_dictionary=False,
+                write_statistics=[LINE] if LINE in table.schema.names else False,
             )
+            self._thread = _WriterThread(self.path.name)
         elif table.schema != self._writer.schema:
             table = table.cast(self._writer.schema)
-        self._writer.write_table(table)
+        assert self._thread is not None
+        self._thread.submit(lambda writer=self._writer: writer.write_table(table))
         self.rows += frame.height
 
     def close(self) -> Path:
@@ -85,11 +132,20 @@ class StagedWriter:
         if self._writer is None:
             pl.DataFrame(schema=self.schema or {}).write_parquet(self.partial)
         else:
+            assert self._thread is not None
+            try:
+                self._thread.finish()
+            except BaseException:
+                self.abort()
+                raise
             self._writer.close()
         self.partial.replace(self.path)
         return self.path
 
     def abort(self) -> None:
+        if self._thread is not None:
+            with contextlib.suppress(Exception):  # the step's own error is the one that counts
+                self._thread.finish()
         if self._writer is not None:
             self._writer.close()
         self.partial.unlink(missing_ok=True)
