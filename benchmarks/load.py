@@ -484,6 +484,17 @@ def psql(database: str, sql: str) -> str:
     return done.stdout.strip()
 
 
+def quiesce(timeout: float = 120.0) -> None:
+    """A quiet server before a measurement: dirty buffers written, and no autovacuum worker
+    still busy with an earlier path's table (vacuuming 1M fresh rows competes with the
+    next path for both cores and the disk)."""
+    psql("postgres", "CHECKPOINT")
+    deadline = time.monotonic() + timeout
+    busy = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+    while int(psql("postgres", busy)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def table_state(database: str, table: str) -> tuple[int, str]:
     """Row count and an order-independent checksum of every column of every row."""
     count, checksum = psql(
@@ -688,6 +699,13 @@ class Bench:
         self.databases.append(database)
         return database
 
+    def done_with(self, database: str) -> None:
+        """Drop a path's database once checked: its table's autovacuum must not run during
+        the next path's measurement (unless --keep)."""
+        if not self.keep:
+            psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            self.databases.remove(database)
+
     def close(self) -> None:
         if self.keep:
             self.report.notes.append(f"kept: work dir {self.work}, databases {', '.join(self.databases)}")
@@ -698,7 +716,7 @@ class Bench:
 
     def child(self, only: str, database: str, reload: bool = False, name: str | None = None) -> Child:
         """A path in a child process; the whole flow gets a home of its own each round."""
-        psql("postgres", "CHECKPOINT")
+        quiesce()
         work = self.work / f"round{self.round}" if only == "flow" and self.round else self.work
         work.mkdir(exist_ok=True)
         argv = [
@@ -748,7 +766,7 @@ class Bench:
         database = self.database("copy")
         columns = ", ".join(f"{c.lower()} text" for c in COMPANY_COLUMNS)
         psql(database, f"CREATE TABLE companies_raw ({columns})")
-        psql("postgres", "CHECKPOINT")
+        quiesce()
         command = (
             f"\\copy companies_raw FROM '{self.file}' WITH (FORMAT csv, DELIMITER ';', HEADER true, "
             "ENCODING 'UTF8')"
@@ -766,6 +784,7 @@ class Bench:
             return f"ok: {count:,} rows"
 
         self.from_child("copy", "COPY: psql \\copy, unindexed text table", child, check)
+        self.done_with(database)
 
     def load(self) -> None:
         if self.round == 0:
@@ -812,12 +831,12 @@ class Bench:
             assert after == state.get("first"), f"re-load changed the table: {state.get('first')} -> {after}"
             return f"ok: {unchanged}, table identical"
 
-        if not self.from_child(only, first_label, self.child(only, database), first).ok:
+        if self.from_child(only, first_label, self.child(only, database), first).ok:
+            reload = self.child(only, database, True, f"{only}_reload")
+            self.from_child(f"{only}_reload", f"{name}, re-load", reload, again)
+        else:
             self.report.notes.append(f"{name} re-load not run: the first load failed")
-            return
-        self.from_child(
-            f"{only}_reload", f"{name}, re-load", self.child(only, database, True, f"{only}_reload"), again
-        )
+        self.done_with(database)
 
     def dlt(self) -> None:
         python = self.dlt_python
@@ -832,7 +851,7 @@ class Bench:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
 
         def run(name: str) -> Child:
-            psql("postgres", "CHECKPOINT")
+            quiesce()
             argv = [
                 python,
                 "-m",
@@ -851,10 +870,11 @@ class Bench:
             assert count == self.rows, f"{count} rows in dlt_bench.companies, expected {self.rows}"
             return f"ok: {count:,} rows ({child.result.get('source', '?')}, {child.result.get('dlt', '?')})"
 
-        if not self.from_child("dlt", "dlt merge, first load", run("dlt"), check).ok:
+        if self.from_child("dlt", "dlt merge, first load", run("dlt"), check).ok:
+            self.from_child("dlt_reload", "dlt merge, re-load", run("dlt_reload"), check)
+        else:
             self.report.notes.append("dlt re-load not run: the first load failed")
-            return
-        self.from_child("dlt_reload", "dlt merge, re-load", run("dlt_reload"), check)
+        self.done_with(database)
 
     def floor(self) -> None:
         database = self.database("floor")

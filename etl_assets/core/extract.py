@@ -11,6 +11,7 @@ import hashlib
 import shutil
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ import polars as pl
 
 from etl_assets.core.flow_model import FlowModel
 from etl_assets.core.maps import LINE, SOURCE_FILE
-from etl_assets.core.staging import PartitionStage, StagedWriter
+from etl_assets.core.staging import PartitionStage, StagedWriter, prefetched
 from etl_assets.resources.files import FilesResource, RemoteFile
 from etl_assets.resources.folders import FoldersResource
 
@@ -72,9 +73,15 @@ def previous_sha256(flow: FlowModel, start: datetime, stage: PartitionStage) -> 
 
 
 def fetch(
-    flow: FlowModel, file_name: str, files: FilesResource, stage: PartitionStage, folders: FoldersResource
-) -> tuple[Path, str, RemoteFile]:
-    """Download the partition's file once it has stopped growing; keep it and back it up."""
+    flow: FlowModel,
+    file_name: str,
+    files: FilesResource,
+    stage: PartitionStage,
+    folders: FoldersResource,
+    keeper: Executor,
+) -> tuple[Path, Future[str], RemoteFile]:
+    """Download the partition's file once it has stopped growing; its checksum and backup
+    are made by ``keeper`` while the caller parses it (the future gives the sha256)."""
     folder = files.folder_of(flow.name, flow.source.folder)
     listed = _find(files, folder, file_name)
     # SFTP gives whole seconds: a file touched 1.9 s ago may show as 1 s, hence the margin
@@ -89,17 +96,24 @@ def fetch(
             )
         listed = again
     raw_path = files.download(listed.path, stage.raw_dir / file_name)
-    digest = file_sha256(raw_path)
-    raw_path.with_name(file_name + ".sha256").write_text(f"{digest}  {file_name}\n")
     received = raw_path.stat().st_size
     if received != listed.size:
+        _keep(raw_path, None)
         raise SourceFileError(
             file_name, f"still being uploaded (size {listed.size} -> {received} bytes during the download)"
         )
     when = datetime.fromtimestamp(listed.mtime)
     backup = folders.dir("backup", flow.name, f"{when:%Y}", f"{when:%m}")
-    shutil.copy2(raw_path, backup / file_name)
-    return raw_path, digest, listed
+    return raw_path, keeper.submit(_keep, raw_path, backup), listed
+
+
+def _keep(raw_path: Path, backup: Path | None) -> str:
+    """The file's sha256, recorded beside it; a copy in ``backup``."""
+    digest = file_sha256(raw_path)
+    raw_path.with_name(raw_path.name + ".sha256").write_text(f"{digest}  {raw_path.name}\n")
+    if backup is not None:
+        shutil.copy2(raw_path, backup / raw_path.name)
+    return digest
 
 
 def _find(files: FilesResource, folder: str, file_name: str) -> RemoteFile:
@@ -114,7 +128,7 @@ def record_blocks(handle: BinaryIO, size: int | None = None) -> Iterator[bytes]:
     quotes: a block holds whole records (a quoted field's line breaks stay inside it)."""
     rest = b""
     while data := handle.read(size or BLOCK_BYTES):
-        buffer = rest + data
+        buffer = rest + data if rest else data
         cut = _last_record_end(buffer)
         rest = buffer[cut:]
         if cut:
@@ -125,6 +139,8 @@ def record_blocks(handle: BinaryIO, size: int | None = None) -> Iterator[bytes]:
 
 def _last_record_end(buffer: bytes) -> int:
     """Just after the last line break with an even number of quotes before it; 0 if none."""
+    if buffer.find(b'"') < 0:  # no quote at all (most files): every line break ends a record
+        return buffer.rfind(b"\n") + 1
     end = len(buffer)
     while (newline := buffer.rfind(b"\n", 0, end)) >= 0:
         if buffer.count(b'"', 0, newline) % 2 == 0:
@@ -133,12 +149,18 @@ def _last_record_end(buffer: bytes) -> int:
     return 0
 
 
-def decoded_blocks(blocks: Iterable[bytes], encoding: str, file_name: str) -> Iterator[bytes]:
-    """Blocks of whole lines as UTF-8 without BOM, checked; a fault names the line.
+def _blank(block: bytes) -> bool:
+    """Nothing but white space (without copying the block, as ``strip`` would)."""
+    return not block or block.isspace()
+
+
+def decoded_blocks(blocks: Iterable[bytes], encoding: str, file_name: str) -> Iterator[tuple[int, bytes]]:
+    """Blocks of whole lines as UTF-8 without BOM, checked, each with the number of its
+    first line; a fault names the line.
 
     UTF-8 is only validated; cp1252 is transcoded. Fails on a file with no content.
     """
-    offset = lines = 0
+    offset, line = 0, 1
     content = False
     for index, block in enumerate(blocks):
         if index == 0 and encoding == "utf8" and block.startswith(codecs.BOM_UTF8):
@@ -150,13 +172,13 @@ def decoded_blocks(blocks: Iterable[bytes], encoding: str, file_name: str) -> It
                 file_name,
                 encoding,
                 offset + exc.start,
-                lines + block[: exc.start].count(b"\n") + 1,
+                line + block.count(b"\n", 0, exc.start),
                 block[exc.start : exc.start + 1],
             )
-        content = content or bool(block.strip())
+        content = content or not _blank(block)
+        yield line, block if encoding == "utf8" else text.encode("utf-8")
         offset += len(block)
-        lines += block.count(b"\n")
-        yield block if encoding == "utf8" else text.encode("utf-8")
+        line += block.count(b"\n")
     if not content:
         raise SourceFileError(file_name, "empty file")
 
@@ -172,27 +194,28 @@ def parse_stream(
     handle: BinaryIO, flow: FlowModel, file_name: str, block_size: int | None = None
 ) -> Iterator[pl.DataFrame]:
     """The file's records a block at a time: every column a string, header names trimmed,
-    each row with its source line (line breaks inside quoted fields counted)."""
-    blocks = decoded_blocks(record_blocks(handle, block_size), flow.source.encoding, file_name)
+    each row with its source line (line breaks inside quoted fields counted).
+
+    Blocks are read, cut and checked on a thread of their own, ahead of the parsing.
+    """
+    blocks = prefetched(decoded_blocks(record_blocks(handle, block_size), flow.source.encoding, file_name))
     header = b""
-    next_line = 2  # the header is line 1
     records = False
-    for block in blocks:
+    for line, block in blocks:
         if not header:
-            if not block.strip():
+            if _blank(block):
                 continue  # blank: decoded_blocks fails an empty file at its end
             end = block.find(b"\n") + 1 or len(block)
-            header, block = block[:end], block[end:]
+            header, block, line = block[:end], block[end:], line + 1
             columns = _columns(header, flow, file_name)
-        if not block.strip():
+        if _blank(block):
             continue
-        frame = _read_block(header, block, flow, file_name, next_line)
+        frame = _read_block(header, block, flow, file_name, line)
         frame = frame.rename(dict(zip(frame.columns[: len(columns)], columns, strict=True)))
         records = True
-        yield _with_lines(frame, file_name, next_line)
-        next_line += block.count(b"\n")
+        yield _with_lines(frame, file_name, line)
     if header and not records:  # a header and no record: no row, but the columns
-        yield _with_lines(pl.DataFrame(schema=dict.fromkeys(columns, pl.String)), file_name, next_line)
+        yield _with_lines(pl.DataFrame(schema=dict.fromkeys(columns, pl.String)), file_name, line)
 
 
 def _with_lines(frame: pl.DataFrame, file_name: str, first_line: int) -> pl.DataFrame:
@@ -288,12 +311,15 @@ def extract_partition(
     of records at a time (memory holds a block, not the file)."""
     stage = PartitionStage(flow.name, partition_key, folders)
     file_name = source_file_name(flow, start)
-    raw_path, digest, listed = fetch(flow, file_name, files, stage, folders)
     columns: list[str] = []
-    with raw_path.open("rb") as handle, StagedWriter(stage.file("extract.parquet")) as writer:
-        for frame in parse_stream(handle, flow, file_name):
-            writer.write(frame)
-            columns = columns or [c for c in frame.columns if c not in (LINE, SOURCE_FILE)]
+    # leaving the keeper waits for the checksum and the backup, whatever the parse did
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keep") as keeper:
+        raw_path, kept, listed = fetch(flow, file_name, files, stage, folders, keeper)
+        with raw_path.open("rb") as handle, StagedWriter(stage.file("extract.parquet")) as writer:
+            for frame in parse_stream(handle, flow, file_name):
+                writer.write(frame)
+                columns = columns or [c for c in frame.columns if c not in (LINE, SOURCE_FILE)]
+    digest = kept.result()
     mapped = {flow.source_column(n) for n in flow.map}
     return Extracted(
         file=file_name,

@@ -44,6 +44,10 @@ class _CopySink:
 
     def _begin(self, schema: pl.Schema) -> psycopg.Copy:
         self.encoders = pgbinary.encoders_for([self.table.c[c].type for c in self.columns], schema)
+        if self.encoders:  # the COPY's column list follows the order the rows are encoded in
+            order = pgbinary.fixed_width_first(self.encoders)
+            self.columns = [self.columns[i] for i in order]
+            self.encoders = [self.encoders[i] for i in order]
         options = "FORMAT binary" if self.encoders else f"FORMAT csv, NULL '{CSV_NULL}'"
         column_list = ", ".join(f'"{c}"' for c in self.columns)
         copy = self.stack.enter_context(
@@ -58,9 +62,9 @@ class _CopySink:
         return copy
 
     def write(self, frame: pl.DataFrame) -> None:
-        selected = frame.select(self.columns)
         if self.copy is None:
-            self.copy = self._begin(selected.schema)
+            self.copy = self._begin(frame.select(self.columns).schema)
+        selected = frame.select(self.columns)
         for start in range(0, selected.height, COPY_SLICE_ROWS):
             self.copy.write(self._encode(selected.slice(start, COPY_SLICE_ROWS)))
 

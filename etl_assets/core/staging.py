@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -21,6 +22,8 @@ import pyarrow.parquet as pq
 
 from etl_assets.core.maps import LINE
 from etl_assets.resources.folders import FoldersResource
+
+T = TypeVar("T")
 
 
 def partition_dir_name(partition_key: str) -> str:
@@ -206,3 +209,44 @@ def _frame(table: pa.Table) -> pl.DataFrame:
 def count_rows(path: Path) -> int:
     """Rows of a staged file, from its metadata (the file is not read)."""
     return pq.ParquetFile(path).metadata.num_rows
+
+
+def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """``items`` produced on a thread of their own, up to ``depth`` ahead of the consumer:
+    reading and checking the next block overlaps the parsing of this one (work that
+    releases the GIL). An error of the producer is raised here; a consumer that stops
+    early stops the producer before the source is closed."""
+    buffer: queue.Queue[tuple[bool, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put((False, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put((True, None))
+        except BaseException as exc:  # raised in the consumer's thread
+            buffer.put((True, exc))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            finished, item = buffer.get()
+            if finished:
+                if isinstance(item, BaseException):
+                    raise item
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        while thread.is_alive():  # a producer blocked on a full queue gets room to see ``stop``
+            with contextlib.suppress(queue.Empty):
+                buffer.get_nowait()
+            thread.join(0.05)

@@ -236,3 +236,32 @@ def test_the_staged_catcher_writes_the_same_file_a_batch_at_a_time(
     none = catcher.catch_staged("transform", "p", empty, source, tmp_path / "staged.csv", ";")
     assert (none.count, none.path) == (0, None)
     assert not (tmp_path / "staged.csv").exists()
+
+
+def test_a_file_that_fails_to_parse_is_still_kept_checksummed_and_backed_up(tmp_path: Path) -> None:
+    # the checksum and the backup are made on a thread while the file is parsed: a parse
+    # failure must still wait for them (nothing received is ever lost)
+    import hashlib
+    from datetime import datetime
+
+    from etl_assets.core.extract import extract_partition
+    from etl_assets.resources import FoldersResource
+    from etl_assets.resources.files import LocalFilesResource
+
+    flow = FLOW.model_copy(update={"source": FLOW.source.model_copy(update={"settle_seconds": 0.0})})
+    rows = "".join(f"C{n};IT{n:011d};Ditta {n};01/01/2025 10:00:00\n" for n in range(20_000))
+    data = (HEADER + "\n" + rows + 'C1;IT1;"never closed;x\n').encode()
+    (tmp_path / "import").mkdir()
+    source = tmp_path / "import" / "companies_20260115.csv"
+    source.write_bytes(data)
+    files, folders = LocalFilesResource(root=str(tmp_path / "import")), FoldersResource(home=str(tmp_path))
+    with pytest.raises(SourceFileError, match=r"companies_20260115\.csv: malformed CSV at line 20002"):
+        extract_partition(flow, "2026-01-15", datetime(2026, 1, 15), files, folders)
+    stage = tmp_path / "data" / "companies" / "2026-01-15"
+    digest = hashlib.sha256(data).hexdigest()
+    assert (stage / "raw" / "companies_20260115.csv").read_bytes() == data
+    assert (stage / "raw" / "companies_20260115.csv.sha256").read_text().split()[0] == digest
+    backups = list((tmp_path / "backup" / "companies").rglob("companies_20260115.csv"))
+    assert [b.read_bytes() == data for b in backups] == [True]
+    assert sorted(p.name for p in stage.iterdir()) == ["raw"]  # no extract.parquet, no .part
+    assert source.read_bytes() == data

@@ -1,5 +1,8 @@
 """Staged files written on a thread of their own: order kept, a failure never hidden."""
 
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -7,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl_assets.core.maps import LINE
-from etl_assets.core.staging import StagedWriter, read_batches
+from etl_assets.core.staging import StagedWriter, prefetched, read_batches
 
 
 def _batch(start: int, rows: int) -> pl.DataFrame:
@@ -69,3 +72,37 @@ def test_no_batch_gives_an_empty_file_of_the_schema(tmp_path: Path) -> None:
     with StagedWriter(path, {LINE: pl.Int64, "action": pl.String}):
         pass
     assert pl.read_parquet(path).schema == pl.Schema({LINE: pl.Int64, "action": pl.String})
+
+
+def test_prefetched_gives_every_item_in_order_and_raises_the_producers_error() -> None:
+    assert list(prefetched(iter(range(1000)))) == list(range(1000))
+
+    def failing() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise ValueError("line 3: bad bytes")
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="line 3: bad bytes"):
+        for item in prefetched(failing()):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_a_consumer_that_stops_early_stops_the_producer() -> None:
+    produced: list[int] = []
+
+    def endless() -> Iterator[int]:
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    stream = prefetched(endless(), depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()  # what leaving a for loop on an error does
+    stopped_at = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == stopped_at <= 3 + 2 + 1  # three taken, two queued, one in hand
+    assert not any(t.name == "prefetch" for t in threading.enumerate())
