@@ -12,6 +12,7 @@ import shutil
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -199,6 +200,11 @@ def parse_stream(
     Blocks are read, cut and checked on a thread of their own, ahead of the parsing.
     """
     blocks = prefetched(decoded_blocks(record_blocks(handle, block_size), flow.source.encoding, file_name))
+    with closing(blocks):  # however this generator ends, the reading thread stops with it
+        yield from _parsed(blocks, flow, file_name)
+
+
+def _parsed(blocks: Iterable[tuple[int, bytes]], flow: FlowModel, file_name: str) -> Iterator[pl.DataFrame]:
     header = b""
     records = False
     for line, block in blocks:
@@ -315,8 +321,13 @@ def extract_partition(
     # leaving the keeper waits for the checksum and the backup, whatever the parse did
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keep") as keeper:
         raw_path, kept, listed = fetch(flow, file_name, files, stage, folders, keeper)
-        with raw_path.open("rb") as handle, StagedWriter(stage.file("extract.parquet")) as writer:
-            for frame in parse_stream(handle, flow, file_name):
+        with (
+            raw_path.open("rb") as handle,
+            StagedWriter(stage.file("extract.parquet")) as writer,
+            # closed first, whatever happened: the reading thread stops before the file closes
+            closing(parse_stream(handle, flow, file_name)) as frames,
+        ):
+            for frame in frames:
                 writer.write(frame)
                 columns = columns or [c for c in frame.columns if c not in (LINE, SOURCE_FILE)]
     digest = kept.result()

@@ -22,11 +22,11 @@ LINK_BATCH_ROWS = 500_000  # narrow rows: fewer, larger lookups (each may scan t
 VALUES_SHAPE = sa.Table("_values", sa.MetaData(), sa.Column("value", sa.Text()))
 
 
-def _lookup(conn: sa.Connection, link: LinkSpec, flow: FlowModel, values: list[str]) -> pl.DataFrame:
+def _lookup(conn: sa.Connection, link: LinkSpec, flow: FlowModel, values: pl.Series) -> pl.DataFrame:
     """``match value -> id`` for the referenced rows, ambiguous values marked.
 
-    The values go to a staging table and are joined in the database (one streamed result,
-    not thousands of bound parameters).
+    The values (distinct, no null) go to a staging table and are joined in the database
+    (one streamed result, not thousands of bound parameters).
     """
     schema = {"_value": pl.String, "_ref_id": pl.Int64, "_matches": pl.UInt32}
     if link.table == flow.target.table:
@@ -35,11 +35,9 @@ def _lookup(conn: sa.Connection, link: LinkSpec, flow: FlowModel, values: list[s
         ref = sa.Table(link.table, sa.MetaData(), autoload_with=conn)
     else:
         return pl.DataFrame(schema=schema)  # the referenced flow has not loaded anything yet
-    if not values:
+    if values.is_empty():
         return pl.DataFrame(schema=schema)
-    staging = stage_rows(
-        conn, pl.DataFrame({"value": values}, schema={"value": pl.String}), VALUES_SHAPE, ["value"]
-    )
+    staging = stage_rows(conn, pl.DataFrame({"value": values.cast(pl.String)}), VALUES_SHAPE, ["value"])
     try:
         joined = sa.select(sa.cast(ref.c[link.match], sa.Text), ref.c[ID]).join(
             staging, staging.c.value == sa.cast(ref.c[link.match], sa.Text)
@@ -70,12 +68,40 @@ def current_links(conn: sa.Connection, table: sa.Table, link: LinkSpec, ids: lis
 ParkRows = Callable[[LinkSpec, pl.DataFrame], None]
 
 
+def lookup_partition(conn: sa.Connection, flow: FlowModel, good_path: Path) -> dict[str, pl.DataFrame]:
+    """Each link's ``match value -> id`` for every value of the partition, by link column.
+
+    One look-up a partition, not one a batch: a look-up joins its values with the whole
+    referenced table (a scan of it, or an index probe a value), and link's own UPDATEs
+    change no match column, so the answer holds for every batch. 1M rows: one scan of
+    ``accounts`` instead of two; 10M rows: one instead of twenty.
+    """
+    found = {}
+    for link in flow.links:
+        values = (
+            pl.scan_parquet(good_path)
+            .select(pl.col(link.field).cast(pl.String).alias("value"))
+            .drop_nulls()
+            .unique()
+            .collect()
+            .get_column("value")
+        )
+        found[link.column] = _lookup(conn, link, flow, values)
+    return found
+
+
 def resolve_references(
-    conn: sa.Connection, flow: FlowModel, link: LinkSpec, refs: pl.DataFrame
+    conn: sa.Connection,
+    flow: FlowModel,
+    link: LinkSpec,
+    refs: pl.DataFrame,
+    found: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """``refs`` (with ``_value``) plus ``_ref_id`` and ``reason`` (null when settable)."""
-    values = refs.get_column("_value").drop_nulls().unique().to_list()
-    resolved = refs.join(_lookup(conn, link, flow, values), on="_value", how="left")
+    """``refs`` (with ``_value``) plus ``_ref_id`` and ``reason`` (null when settable);
+    ``found``: the link's look-up already made for these values (else made here)."""
+    if found is None:
+        found = _lookup(conn, link, flow, refs.get_column("_value").drop_nulls().unique())
+    resolved = refs.join(found, on="_value", how="left")
     column = flow.source_column(link.field)
     return resolved.with_columns(
         pl.when(pl.col("_value").is_null())
@@ -100,11 +126,12 @@ def link_partition(
     good: pl.DataFrame,
     loaded: pl.DataFrame,
     park: ParkRows | None = None,
+    found: dict[str, pl.DataFrame] | None = None,
 ) -> pl.DataFrame:
     """Apply every link of the flow to the partition's loaded rows; one response frame.
 
     Unknown references of a parking link go to ``park`` (action ``parked``); the others
-    are rejected.
+    are rejected. ``found``: look-ups made for the whole partition (``lookup_partition``).
     """
     table = ensure_table(conn, flow)
     rows = loaded.filter(pl.col("action") != "rejected").select(
@@ -115,7 +142,7 @@ def link_partition(
         refs = rows.join(
             good.select(LINE, pl.col(link.field).cast(pl.String).alias("_value")), on=LINE, how="left"
         )
-        resolved = resolve_references(conn, flow, link, refs)
+        resolved = resolve_references(conn, flow, link, refs, (found or {}).get(link.column))
         parking = link.on_missing == "park" and park is not None
         waiting = pl.col("_ref_id").is_null() & pl.col("_value").is_not_null() & pl.lit(parking)
         if parking:
@@ -159,13 +186,14 @@ def link_stage(
     fields = sorted({link.field for link in flow.links})
     outcome = Outcome({"updated": 0, "unchanged": 0, "rejected": 0, "parked": 0})
     transformed = RowStream(good_path, [LINE, *fields])
+    found = lookup_partition(conn, flow, good_path)
     for loaded in read_batches(loaded_path, min_rows=LINK_BATCH_ROWS):
         if loaded.height == 0:
             continue
         good = transformed.take(loaded.height)
         if not good.get_column(LINE).equals(loaded.get_column(LINE)):
             raise ValueError(f"{loaded_path} does not match {good_path}: run the load step again")
-        answer = link_partition(conn, flow, good, loaded, park=park)
+        answer = link_partition(conn, flow, good, loaded, park=park, found=found)
         response.write(answer)
         if after_batch is not None:
             after_batch(answer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -265,3 +266,5 @@ def test_a_file_that_fails_to_parse_is_still_kept_checksummed_and_backed_up(tmp_
     assert [b.read_bytes() == data for b in backups] == [True]
     assert sorted(p.name for p in stage.iterdir()) == ["raw"]  # no extract.parquet, no .part
     assert source.read_bytes() == data
+    # the threads that read ahead and kept the file have all stopped
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("prefetch", "keep"))]
