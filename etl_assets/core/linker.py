@@ -73,8 +73,8 @@ def lookup_partition(conn: sa.Connection, flow: FlowModel, good_path: Path) -> d
 
     One look-up a partition, not one a batch: a look-up joins its values with the whole
     referenced table (a scan of it, or an index probe a value), and link's own UPDATEs
-    change no match column, so the answer holds for every batch. 1M rows: one scan of
-    ``accounts`` instead of two; 10M rows: one instead of twenty.
+    change no match column, so the answer holds for every batch (one join instead of two
+    at 1M rows, of twenty at 10M).
     """
     found = {}
     for link in flow.links:
