@@ -39,6 +39,7 @@ from etl_assets.core.tables import (
 Action = Literal["inserted", "updated", "unchanged", "rejected"]
 INITIAL_LOAD_MIN_ROWS = 10_000
 INDEX_BUILD_MEMORY = "256MB"
+FIRST_LOAD_STATISTICS = 20  # ANALYZE samples 300 rows per unit: 6,000 rows
 ROW_HASH_SEED = 20250101
 LOAD_BATCH_ROWS = 200_000  # rows a round of look-up, COPY and upsert (row groups joined)
 BEFORE_SCHEMA = {"key": pl.String, "_before_id": pl.Int64, "_before_hash": pl.Int64}
@@ -271,9 +272,12 @@ class PartitionUpsert:
         for statement in self.rebuild:
             self.conn.exec_driver_sql(statement)
         if self.rebuild:
-            # the columns the link step joins on; autovacuum analyzes the rest after the commit
+            # the columns the link step joins on, from a small sample: the link's plans need
+            # row counts and how distinct the keys are, not fine histograms (0.02 s against
+            # 0.15 s at 1M rows); autovacuum analyzes the whole table after the commit
             own = (link.match for link in self.flow.links if link.table == self.flow.target.table)
             columns = ", ".join(f'"{c}"' for c in sorted({ID, self.flow.target.key, *own}))
+            self.conn.exec_driver_sql(f"SET LOCAL default_statistics_target = {FIRST_LOAD_STATISTICS}")
             self.conn.exec_driver_sql(f'ANALYZE "{self.table.name}" ({columns})')
         self.rebuild = []
 
