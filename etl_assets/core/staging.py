@@ -146,11 +146,14 @@ class StagedWriter:
         return self.path
 
     def abort(self) -> None:
-        if self._thread is not None:
-            with contextlib.suppress(Exception):  # the step's own error is the one that counts
+        """Drop the partial file; the step's own error is the one that counts, so a writer
+        that fails again on the way out (a full disk) does not hide it."""
+        with contextlib.suppress(Exception):
+            if self._thread is not None:
                 self._thread.finish()
-        if self._writer is not None:
-            self._writer.close()
+        with contextlib.suppress(Exception):
+            if self._writer is not None:
+                self._writer.close()
         self.partial.unlink(missing_ok=True)
 
     def __enter__(self) -> StagedWriter:

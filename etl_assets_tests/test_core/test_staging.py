@@ -50,11 +50,15 @@ def test_a_failed_background_write_fails_the_step_and_leaves_no_file(
             raise OSError(28, "No space left on device")
         real_write(self, table, *args, **kwargs)
 
+    def failing_close(self: pq.ParquetWriter) -> None:  # the footer cannot be written either
+        raise OSError(28, "No space left on device (footer)")
+
     monkeypatch.setattr(pq.ParquetWriter, "write_table", failing_write)
+    monkeypatch.setattr(pq.ParquetWriter, "close", failing_close)
     path = tmp_path / "transform.parquet"
-    with pytest.raises(OSError, match="No space left on device"), StagedWriter(path) as writer:
+    with pytest.raises(OSError, match="No space left on device$"), StagedWriter(path) as writer:
         for start in range(0, 30, 5):
-            writer.write(_batch(start, 5))
+            writer.write(_batch(start, 5))  # the failed write is raised, not the failed close
     assert not path.exists()
     assert not path.with_name("transform.parquet.part").exists()
 
