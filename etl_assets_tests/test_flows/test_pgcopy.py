@@ -100,6 +100,21 @@ def test_a_partition_larger_than_a_slice_goes_slice_by_slice(engine: sa.Engine) 
     assert total == (count, count * (count - 1) // 2, Decimal(3 * count * (count - 1) // 2), "row 99999")
 
 
+def test_fixed_width_columns_pack_into_one_record_a_row_whatever_their_order(engine: sa.Engine) -> None:
+    # the COPY lists fixed-width columns first; those without nulls in a slice are sent as
+    # one record a row: only fixed columns (one join input), then a slice with nulls
+    fixed = EDGES.slice(2).select("ts", "i", "n", "d", "j", "m")  # no nulls, table order mixed
+    assert pgbinary.fixed_width_first([pgbinary.encode_text, pgbinary.encode_int8]) == [1, 0]
+    with engine.begin() as conn:
+        with copy_in(conn, TYPED, fixed.columns) as write:
+            write(fixed)
+            write(EDGES.select(fixed.columns))  # nulls in every column of one row
+        conn.execute(sa.insert(TYPED), fixed.vstack(EDGES.select(fixed.columns)).to_dicts())
+    rows = stored(engine)
+    assert rows[:8] == rows[8:]
+    assert rows[0][1:] == tuple(EDGES.slice(2, 1).drop("t").row(0))
+
+
 def test_a_column_without_binary_encoder_goes_as_csv(engine: sa.Engine) -> None:
     # a string frame column for a bigint column: the server parses the text itself
     frame = pl.DataFrame({"i": ["42", None], "t": ["a", "b"]})
