@@ -66,8 +66,8 @@ class _CopySink:
 
     def write(self, frame: pl.DataFrame) -> None:
         if self.copy is None:
-            self.copy = self._begin(frame.select(self.columns).schema)
-        selected = frame.select(self.columns)
+            self.copy = self._begin(pl.Schema({c: frame.schema[c] for c in self.columns}))
+        selected = frame.select(self.columns)  # in the COPY's order, which _begin chose
         for start in range(0, selected.height, COPY_SLICE_ROWS):
             self.copy.write(self._encode(selected.slice(start, COPY_SLICE_ROWS)))
 

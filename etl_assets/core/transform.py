@@ -102,16 +102,14 @@ def transform_stage(flow: FlowModel, extract_path: Path, out_dir: Path) -> Trans
                 groups.write(batch_groups)
                 rows_in += batch.height
         collapsed, losers = _duplicates(flow, extract_path, good_path, scratch, rows_in)
-        good_rows = good.rows
+        rejected_path = out_dir / "transform_rejected.parquet"
         if collapsed.height or losers.height:
             excluded = pl.concat([collapsed.get_column(LINE), losers.get_column(LINE)]).implode()
             good_rows = _rewrite_without(good_path, excluded)
-        rejected_path = out_dir / "transform_rejected.parquet"
-        if collapsed.height or losers.height:
             rejected_rows = _write_rejected(rejected_path, failed_path, collapsed.get_column(LINE), losers)
         else:  # nothing to take out or merge in: the staged failures are the rejected rows
+            good_rows, rejected_rows = good.rows, failed.rows
             failed_path.replace(rejected_path)
-            rejected_rows = failed.rows
     finally:
         scratch.unlink(missing_ok=True)
         failed_path.unlink(missing_ok=True)
