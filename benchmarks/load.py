@@ -37,7 +37,7 @@ from typing import Any
 
 import polars as pl
 
-from etl_assets.defs.demo_data import CITIES, COMPANY_COLUMNS, PREFIXES, STREETS, SUFFIXES, SURNAMES
+from etl_assets.samples import CITIES, COMPANY_COLUMNS, PREFIXES, STREETS, SUFFIXES, SURNAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("ETL_BENCH_CACHE", "/tmp/etl_bench_cache"))
@@ -231,7 +231,7 @@ def companies_flow() -> Any:
     """The companies flow of ``defs.yaml``, with no settle wait on the source file."""
     import yaml
 
-    from etl_assets.core.flow_model import FlowModel
+    from etl_assets.model.flow import FlowModel
 
     text = (ROOT / "etl_assets" / "defs" / "companies" / "defs.yaml").read_text(encoding="utf-8")
     flow = FlowModel.model_validate(yaml.safe_load(text)["attributes"])
@@ -249,7 +249,7 @@ def _engine(database: str) -> Any:
 
 def _resources(home: Path, source: Path, flow: Any) -> tuple[Any, Any]:
     """Local files (the source linked in as the partition's file name) and the runtime folders."""
-    from etl_assets.core.extract import source_file_name
+    from etl_assets.engine.partition_keys import source_file_name
     from etl_assets.resources import FoldersResource, LocalFilesResource
 
     imports = home / "import"
@@ -270,7 +270,7 @@ def _expect_actions(what: str, actions: dict[str, int], allowed: set[str]) -> No
 
 def _rejections(response: pl.DataFrame, field_name: str) -> pl.DataFrame:
     """Rejected rows of a response frame in the catcher's shape (as the step bodies pass them)."""
-    from etl_assets.core.maps import ERROR_FIELD, ERROR_REASON, LINE
+    from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE
 
     return response.filter(pl.col("action") == "rejected").select(
         LINE, pl.lit(field_name).alias(ERROR_FIELD), pl.col("reason").alias(ERROR_REASON)
@@ -279,9 +279,9 @@ def _rejections(response: pl.DataFrame, field_name: str) -> pl.DataFrame:
 
 def work_prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Extract and transform (not timed): the input of the load-step path."""
-    from etl_assets.core.extract import extract_partition
-    from etl_assets.core.staging import PartitionStage
-    from etl_assets.core.transform import transform_stage
+    from etl_assets.engine.extract import extract_partition
+    from etl_assets.engine.staging import PartitionStage
+    from etl_assets.engine.transform.stage import transform_stage
 
     flow = companies_flow()
     files, folders = _resources(Path(args.work) / "prepare_home", Path(args.file), flow)
@@ -296,8 +296,8 @@ def work_prepare(args: argparse.Namespace) -> dict[str, Any]:
 def _load(flow: Any, stage: Any, engine: Any) -> Any:
     """The load step's work for one partition: ``load_stage`` in one transaction, its
     response file renamed into place after the commit."""
-    from etl_assets.core.loader import RESPONSE_SCHEMA, load_stage
-    from etl_assets.core.staging import StagedWriter
+    from etl_assets.engine.load.upsert import RESPONSE_SCHEMA, load_stage
+    from etl_assets.engine.staging import StagedWriter
 
     with StagedWriter(stage.file("load.parquet"), RESPONSE_SCHEMA) as response, engine.begin() as conn:
         return load_stage(conn, flow, stage.file("transform.parquet"), response)
@@ -305,7 +305,7 @@ def _load(flow: Any, stage: Any, engine: Any) -> Any:
 
 def work_load(args: argparse.Namespace) -> dict[str, Any]:
     """The load step: transform.parquet upserted a batch at a time, in one transaction."""
-    from etl_assets.core.staging import PartitionStage
+    from etl_assets.engine.staging import PartitionStage
     from etl_assets.resources import FoldersResource
 
     flow = companies_flow()
@@ -322,7 +322,7 @@ def work_load(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _extract_step(flow: Any, files: Any, folders: Any, clock: Clock) -> int:
-    from etl_assets.core.extract import extract_partition
+    from etl_assets.engine.extract import extract_partition
 
     with clock.part("extract", "extract_partition (fetch, sha256, backup, decode, parse, parquet)"):
         return extract_partition(flow, PARTITION_KEY, PARTITION_START, files, folders).rows
@@ -331,7 +331,7 @@ def _extract_step(flow: Any, files: Any, folders: Any, clock: Clock) -> int:
 def _catch(flow: Any, stage: Any, step: str, rejected: pl.DataFrame | Path) -> None:
     """The catcher, as the step bodies call it (source rows read only for rejected lines);
     ``rejected`` staged in a file (transform) or in memory (load, link)."""
-    from etl_assets.core import catcher
+    from etl_assets.engine import catcher
 
     catch = catcher.catch_staged if isinstance(rejected, Path) else catcher.catch
     catch(
@@ -345,7 +345,7 @@ def _catch(flow: Any, stage: Any, step: str, rejected: pl.DataFrame | Path) -> N
 
 
 def _transform_step(flow: Any, stage: Any, clock: Clock) -> int:
-    from etl_assets.core.transform import transform_stage
+    from etl_assets.engine.transform.stage import transform_stage
 
     with clock.part("transform", "transform_stage (map, duplicates, 3 parquet)"):
         result = transform_stage(flow, stage.file("extract.parquet"), stage.dir)
@@ -356,7 +356,7 @@ def _transform_step(flow: Any, stage: Any, clock: Clock) -> int:
 
 
 def _load_step(flow: Any, stage: Any, engine: Any, clock: Clock) -> dict[str, int]:
-    from etl_assets.core.staging import count_rows
+    from etl_assets.engine.staging import count_rows
 
     with clock.part("load", "load_stage (in engine.begin)"):
         loaded = _load(flow, stage, engine)
@@ -368,9 +368,9 @@ def _load_step(flow: Any, stage: Any, engine: Any, clock: Clock) -> dict[str, in
 
 
 def _link_step(flow: Any, stage: Any, engine: Any, clock: Clock) -> dict[str, int]:
-    from etl_assets.core.linker import link_stage
-    from etl_assets.core.loader import RESPONSE_SCHEMA
-    from etl_assets.core.staging import StagedWriter
+    from etl_assets.engine.link.linker import link_stage
+    from etl_assets.engine.load.upsert import RESPONSE_SCHEMA
+    from etl_assets.engine.staging import StagedWriter
 
     with (
         clock.part("link", "link_stage (in engine.begin)"),
@@ -385,7 +385,7 @@ def _link_step(flow: Any, stage: Any, engine: Any, clock: Clock) -> dict[str, in
 
 def work_flow(args: argparse.Namespace) -> dict[str, Any]:
     """The whole flow for one partition, as the Dagster step bodies do it, step by step."""
-    from etl_assets.core.staging import PartitionStage
+    from etl_assets.engine.staging import PartitionStage
 
     flow = companies_flow()
     files, folders = _resources(Path(args.work) / "flow_home", Path(args.file), flow)

@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from etl_assets.defs.demo_data import write_demo_data
+    from etl_assets.samples import write_demo_data
 
     target = args.to or Path(load_settings(args.env).home).expanduser() / "import"
     for path in write_demo_data(target, days=args.days, rows_per_day=args.rows):

@@ -15,8 +15,8 @@ from cryptography.fernet import Fernet, InvalidToken
 
 ENC_PREFIX = "enc:"
 # A plain dev password is replaced by a reference ("plain:database.password"); the value
-# stays in this process's memory and is read again from the settings file by another
-# process (a run worker) that needs it. Resource config never holds it, and the reference
+# stays in this process's memory; another process (a run worker) loads the settings file
+# itself when it builds the definitions, which fills its own. Resource config never holds it, and the reference
 # is stable, so the code location's snapshot does not change from one load to the next.
 PLAIN_PREFIX = "plain:"
 _PLAIN_VALUES: dict[str, str] = {}
@@ -83,14 +83,13 @@ def is_encrypted(value: str) -> bool:
 
 
 def _plain_value(setting: str) -> str:
-    if setting not in _PLAIN_VALUES:
-        from etl_assets.settings.runtime import current_settings  # loading it fills the values
-
-        current_settings()
     try:
         return _PLAIN_VALUES[setting]
     except KeyError:
-        raise SecretError(f"{setting}: no plain password of that name in the current settings") from None
+        raise SecretError(
+            f"{setting}: no plain password of that name in this process: load the settings first "
+            "(every process that builds the definitions does)"
+        ) from None
 
 
 def decrypt(token: str, setting: str = "secret") -> str:

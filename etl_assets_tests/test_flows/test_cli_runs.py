@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from etl_assets.defs.demo_data import write_demo_data
+from etl_assets.samples import write_demo_data
 from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))

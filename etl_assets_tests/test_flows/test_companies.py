@@ -10,7 +10,10 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from etl_assets.core import extract, linker, loader, transform
+from etl_assets.engine import extract
+from etl_assets.engine.link import linker
+from etl_assets.engine.load import upsert as loader
+from etl_assets.engine.transform import stage as transform
 from etl_assets_tests.test_flows.conftest import HEADER, FlowEnv, companies_csv
 
 DAY = "2026-01-15"

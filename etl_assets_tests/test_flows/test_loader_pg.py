@@ -10,9 +10,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from etl_assets.core import loader
-from etl_assets.core.flow_model import FlowModel
-from etl_assets.core.loader import (
+from etl_assets.engine.columns import LINE, SOURCE_FILE
+from etl_assets.engine.load import upsert as loader
+from etl_assets.engine.load.upsert import (
     INITIAL_LOAD_MIN_ROWS,
     RESPONSE_SCHEMA,
     PartitionUpsert,
@@ -20,9 +20,9 @@ from etl_assets.core.loader import (
     load_stage,
     upsert_partition,
 )
-from etl_assets.core.maps import LINE, SOURCE_FILE
-from etl_assets.core.staging import StagedWriter
-from etl_assets.core.tables import ensure_table
+from etl_assets.engine.staging import StagedWriter
+from etl_assets.engine.tables import ensure_table
+from etl_assets.model.flow import FlowModel
 from etl_assets_tests.services import PostgresServer
 
 FLOW = FlowModel.model_validate(

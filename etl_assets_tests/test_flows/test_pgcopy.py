@@ -9,8 +9,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from etl_assets.core import pgbinary
-from etl_assets.core.pgcopy import COPY_SLICE_ROWS, copy_in, copy_rows
+from etl_assets.engine.load.postgres import pgbinary
+from etl_assets.engine.load.postgres.pgcopy import COPY_SLICE_ROWS, copy_in, copy_rows
 from etl_assets_tests.services import PostgresServer
 
 TYPED = sa.Table(

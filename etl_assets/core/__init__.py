@@ -1,1 +1,0 @@
-"""The flow machinery: nothing here names a flow."""

@@ -1,0 +1,340 @@
+"""extract: the partition's file, kept as received (sha256, backup), parsed to strings.
+
+File-level faults raise ``SourceFileError`` naming the file and the fault; the raw bytes
+that arrived are kept whatever happens.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, NoReturn
+
+import polars as pl
+
+from etl_assets.engine.columns import LINE, SOURCE_FILE
+from etl_assets.engine.partition_keys import source_file_name
+from etl_assets.engine.staging import PartitionStage, StagedWriter, prefetched
+from etl_assets.model.flow import FlowModel
+from etl_assets.resources.files import FilesResource, RemoteFile
+from etl_assets.resources.folders import FoldersResource
+
+BLOCK_BYTES = 8 << 20  # ~40k records of 200 bytes: a row group of the staged files
+MTIME_RESOLUTION = 1.0
+
+
+class SourceFileError(Exception):
+    """A fault of the whole file: nothing of it may be loaded."""
+
+    def __init__(self, file: str, fault: str) -> None:
+        super().__init__(f"{file}: {fault}")
+        self.file = file
+        self.fault = fault
+
+
+@dataclass
+class Extracted:
+    """What extract produced for one partition."""
+
+    file: str
+    remote_path: str
+    raw_path: Path
+    sha256: str
+    size: int
+    rows: int
+    columns: list[str]
+    extra_columns: list[str] = field(default_factory=list)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file read in 1 MB blocks (a large file is never held twice)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def previous_sha256(flow: FlowModel, start: datetime, stage: PartitionStage) -> str | None:
+    """The checksum recorded by the partition's last extract, if any."""
+    recorded = stage.raw_dir / (source_file_name(flow, start) + ".sha256")
+    return recorded.read_text().split()[0] if recorded.is_file() else None
+
+
+def fetch(
+    flow: FlowModel,
+    file_name: str,
+    files: FilesResource,
+    stage: PartitionStage,
+    folders: FoldersResource,
+    keeper: Executor,
+) -> tuple[Path, Future[str], RemoteFile]:
+    """Download the partition's file once it has stopped growing; its checksum and backup
+    are made by ``keeper`` while the caller parses it (the future gives the sha256)."""
+    folder = files.folder_of(flow.name, flow.source.folder)
+    listed = _find(files, folder, file_name)
+    # SFTP gives whole seconds: a file touched 1.9 s ago may show as 1 s, hence the margin
+    if time.time() - listed.mtime < flow.source.settle_seconds + MTIME_RESOLUTION:
+        time.sleep(flow.source.settle_seconds)
+        again = _find(files, folder, file_name)
+        if (again.size, again.mtime) != (listed.size, listed.mtime):
+            raise SourceFileError(
+                file_name,
+                f"still being uploaded (size {listed.size} -> {again.size} bytes within "
+                f"{flow.source.settle_seconds:g}s); try again when the upload is complete",
+            )
+        listed = again
+    raw_path = files.download(listed.path, stage.raw_dir / file_name)
+    received = raw_path.stat().st_size
+    if received != listed.size:
+        _keep(raw_path, None)
+        raise SourceFileError(
+            file_name, f"still being uploaded (size {listed.size} -> {received} bytes during the download)"
+        )
+    when = datetime.fromtimestamp(listed.mtime)
+    backup = folders.dir("backup", flow.name, f"{when:%Y}", f"{when:%m}")
+    return raw_path, keeper.submit(_keep, raw_path, backup), listed
+
+
+def _keep(raw_path: Path, backup: Path | None) -> str:
+    """The file's sha256, recorded beside it; a copy in ``backup``."""
+    digest = file_sha256(raw_path)
+    raw_path.with_name(raw_path.name + ".sha256").write_text(f"{digest}  {raw_path.name}\n")
+    if backup is not None:
+        shutil.copy2(raw_path, backup / raw_path.name)
+    return digest
+
+
+def _find(files: FilesResource, folder: str, file_name: str) -> RemoteFile:
+    for remote in files.list_files(folder):
+        if remote.name == file_name:
+            return remote
+    raise SourceFileError(file_name, f"missing: no such file in {folder}")
+
+
+def record_blocks(handle: BinaryIO, size: int | None = None) -> Iterator[bytes]:
+    """The file in blocks of about ``size`` bytes, each ending after a line break outside
+    quotes: a block holds whole records (a quoted field's line breaks stay inside it)."""
+    rest = b""
+    while data := handle.read(size or BLOCK_BYTES):
+        buffer = rest + data if rest else data
+        cut = _last_record_end(buffer)
+        rest = buffer[cut:]
+        if cut:
+            yield buffer[:cut]
+    if rest:
+        yield rest
+
+
+def _last_record_end(buffer: bytes) -> int:
+    """Just after the last line break with an even number of quotes before it; 0 if none."""
+    if buffer.find(b'"') < 0:  # no quote at all (most files): every line break ends a record
+        return buffer.rfind(b"\n") + 1
+    end = len(buffer)
+    while (newline := buffer.rfind(b"\n", 0, end)) >= 0:
+        if buffer.count(b'"', 0, newline) % 2 == 0:
+            return newline + 1
+        end = newline
+    return 0
+
+
+def _blank(block: bytes) -> bool:
+    """Nothing but white space (without copying the block, as ``strip`` would)."""
+    return not block or block.isspace()
+
+
+def decoded_blocks(blocks: Iterable[bytes], encoding: str, file_name: str) -> Iterator[tuple[int, bytes]]:
+    """Blocks of whole lines as UTF-8 without BOM, checked, each with the number of its
+    first line; a fault names the line.
+
+    UTF-8 is only validated; cp1252 is transcoded. Fails on a file with no content.
+    """
+    offset, line = 0, 1
+    content = False
+    for index, block in enumerate(blocks):
+        if index == 0 and encoding == "utf8" and block.startswith(codecs.BOM_UTF8):
+            block, offset = block[3:], 3
+        try:
+            text = block.decode("utf-8" if encoding == "utf8" else encoding)
+        except UnicodeDecodeError as exc:
+            _undecodable(
+                file_name,
+                encoding,
+                offset + exc.start,
+                line + block.count(b"\n", 0, exc.start),
+                block[exc.start : exc.start + 1],
+            )
+        content = content or not _blank(block)
+        yield line, block if encoding == "utf8" else text.encode("utf-8")
+        offset += len(block)
+        line += block.count(b"\n")
+    if not content:
+        raise SourceFileError(file_name, "empty file")
+
+
+def _undecodable(file_name: str, encoding: str, offset: int, line: int, found: bytes) -> NoReturn:
+    hint = " (is it cp1252? set source.encoding)" if encoding == "utf8" else ""
+    raise SourceFileError(
+        file_name, f"undecodable bytes at line {line} (byte {offset}: {found!r} is not {encoding}){hint}"
+    )
+
+
+def parse_stream(
+    handle: BinaryIO, flow: FlowModel, file_name: str, block_size: int | None = None
+) -> Iterator[pl.DataFrame]:
+    """The file's records a block at a time: every column a string, header names trimmed,
+    each row with its source line (line breaks inside quoted fields counted).
+
+    Blocks are read, cut and checked on a thread of their own, ahead of the parsing.
+    """
+    blocks = prefetched(decoded_blocks(record_blocks(handle, block_size), flow.source.encoding, file_name))
+    with closing(blocks):  # however this generator ends, the reading thread stops with it
+        yield from _parsed(blocks, flow, file_name)
+
+
+def _parsed(blocks: Iterable[tuple[int, bytes]], flow: FlowModel, file_name: str) -> Iterator[pl.DataFrame]:
+    header = b""
+    records = False
+    for line, block in blocks:
+        if not header:
+            if _blank(block):
+                continue  # blank: decoded_blocks fails an empty file at its end
+            end = block.find(b"\n") + 1 or len(block)
+            header, block, line = block[:end], block[end:], line + 1
+            columns = _columns(header, flow, file_name)
+        if _blank(block):
+            continue
+        frame = _read_block(header, block, flow, file_name, line)
+        frame = frame.rename(dict(zip(frame.columns[: len(columns)], columns, strict=True)))
+        records = True
+        yield _with_lines(frame, file_name, line)
+    if header and not records:  # a header and no record: no row, but the columns
+        yield _with_lines(pl.DataFrame(schema=dict.fromkeys(columns, pl.String)), file_name, line)
+
+
+def _with_lines(frame: pl.DataFrame, file_name: str, first_line: int) -> pl.DataFrame:
+    """Each record's source line, counting the line breaks quoted inside records (CRLF
+    inside a field becomes LF, as in a file written with LF line ends). Only the columns
+    that hold a line break in this block are rewritten and counted."""
+    found = frame.select(pl.all().str.contains("\n", literal=True).any()).row(0)
+    broken = [c for c, has in zip(frame.columns, found, strict=True) if has]
+    if broken:
+        frame = frame.with_columns(pl.col(broken).str.replace_all("\r\n", "\n", literal=True))
+        embedded = pl.sum_horizontal(
+            pl.col(c).str.count_matches("\n", literal=True).fill_null(0) for c in broken
+        )
+        lines = (1 + embedded).cum_sum() - (1 + embedded) + first_line
+    else:
+        lines = pl.int_range(first_line, first_line + frame.height)
+    return frame.with_columns(lines.cast(pl.Int64).alias(LINE), pl.lit(file_name).alias(SOURCE_FILE))
+
+
+def _columns(header: bytes, flow: FlowModel, file_name: str) -> list[str]:
+    """The header's column names, trimmed; every required column present."""
+    names = pl.read_csv(header + b"\n", separator=flow.source.delimiter, has_header=True).columns
+    columns = [c.strip().strip("\r") for c in names]
+    missing = [c for c in flow.required_columns if c not in columns]
+    if missing:
+        raise SourceFileError(
+            file_name,
+            f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(header has {', '.join(columns)})",
+        )
+    return columns
+
+
+def _read_block(
+    header: bytes, block: bytes, flow: FlowModel, file_name: str, first_line: int
+) -> pl.DataFrame:
+    try:
+        return _parse(header + block, flow)
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+        line, reason = _first_bad_record(header, block, flow, _reason(exc))
+        raise SourceFileError(file_name, f"malformed CSV at line {first_line + line}: {reason}") from None
+
+
+def _parse(data: bytes, flow: FlowModel) -> pl.DataFrame:
+    return pl.read_csv(
+        data, separator=flow.source.delimiter, infer_schema=False, quote_char='"', has_header=True
+    )
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of Polars' message."""
+    return str(exc).splitlines()[0]
+
+
+def _first_bad_record(header: bytes, block: bytes, flow: FlowModel, reason: str) -> tuple[int, str]:
+    """The line (0 = the block's first) of the first record that does not parse, and why.
+
+    Polars names no line; halving the block's records finds it in log2(records) parses,
+    paid only when a block is malformed.
+    """
+    starts = _record_starts(block)
+    bounds = [*starts, len(block)]
+    low, high = 0, len(starts)  # records low..high-1 fail together
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            _parse(header + block[bounds[low] : bounds[middle]], flow)
+            low = middle
+        except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+            high, reason = middle, _reason(exc)
+    try:
+        _parse(header + block[bounds[low] : bounds[low + 1]], flow)
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+        reason = _reason(exc)
+    return block.count(b"\n", 0, bounds[low]), reason
+
+
+def _record_starts(block: bytes) -> list[int]:
+    """Where each record of a block begins: after a line break outside quotes."""
+    starts, quotes, position = [0], 0, 0
+    while (newline := block.find(b"\n", position)) >= 0:
+        quotes += block.count(b'"', position, newline)
+        position = newline + 1
+        if quotes % 2 == 0 and position < len(block):
+            starts.append(position)
+    return starts
+
+
+def extract_partition(
+    flow: FlowModel, partition_key: str, start: datetime, files: FilesResource, folders: FoldersResource
+) -> Extracted:
+    """Fetch, keep, decode and parse one partition's file into ``extract.parquet``, a block
+    of records at a time (memory holds a block, not the file)."""
+    stage = PartitionStage(flow.name, partition_key, folders)
+    file_name = source_file_name(flow, start)
+    columns: list[str] = []
+    # leaving the keeper waits for the checksum and the backup, whatever the parse did
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keep") as keeper:
+        raw_path, kept, listed = fetch(flow, file_name, files, stage, folders, keeper)
+        with (
+            raw_path.open("rb") as handle,
+            StagedWriter(stage.file("extract.parquet")) as writer,
+            # closed first, whatever happened: the reading thread stops before the file closes
+            closing(parse_stream(handle, flow, file_name)) as frames,
+        ):
+            for frame in frames:
+                writer.write(frame)
+                columns = columns or [c for c in frame.columns if c not in (LINE, SOURCE_FILE)]
+    digest = kept.result()
+    mapped = {flow.source_column(n) for n in flow.map}
+    return Extracted(
+        file=file_name,
+        remote_path=listed.path,
+        raw_path=raw_path,
+        sha256=digest,
+        size=listed.size,
+        rows=writer.rows,
+        columns=columns,
+        extra_columns=[c for c in columns if c not in mapped],
+    )

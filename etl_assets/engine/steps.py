@@ -1,0 +1,301 @@
+"""One partition through one step: what a Dagster asset of a flow does, as plain calls.
+
+Each method takes a partition key and the connections it needs and returns an outcome of
+plain data (counts, the rows caught, verdicts); the Dagster layer loops over a run's
+partitions and turns outcomes into metadata and check results. Nothing here names a flow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import sqlalchemy as sa
+
+from etl_assets.engine import catcher
+from etl_assets.engine.catcher import CaughtErrors, Verdict
+from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE
+from etl_assets.engine.extract import Extracted, SourceFileError, extract_partition, previous_sha256
+from etl_assets.engine.link import parking
+from etl_assets.engine.link.linker import link_stage
+from etl_assets.engine.link.parking import Retried, retry_parked
+from etl_assets.engine.load.upsert import RESPONSE_SCHEMA, Outcome, load_stage
+from etl_assets.engine.staging import PartitionStage, StagedWriter, count_rows
+from etl_assets.engine.transform.stage import transform_stage
+from etl_assets.model.flow import FlowModel, LinkSpec
+from etl_assets.resources.files import FilesResource
+from etl_assets.resources.folders import FoldersResource
+
+RECONCILIATION = "reconciliation"
+
+ErrorFile = tuple[str, str, Path]  # (partition key, step, path of its error file)
+
+
+@dataclass
+class StepTally:
+    """Counts and timing of one step over the partitions of a run."""
+
+    started: float = field(default_factory=time.perf_counter)
+    rows_in: int = 0
+    rows_out: int = 0
+    caught: list[CaughtErrors] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return sum(c.count for c in self.caught)
+
+    def metadata(self) -> dict[str, object]:
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        metadata: dict[str, object] = {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "rejected": self.rejected,
+            "duration_s": round(seconds, 3),
+            "rows_per_s": round(self.rows_in / seconds, 1),
+        }
+        preview = catcher.preview(self.caught)
+        if preview is not None:
+            metadata["rejected_preview"] = preview
+        return metadata
+
+
+@dataclass(frozen=True)
+class ExtractOutcome:
+    """A partition's file, kept and staged; ``changed`` says how, when its bytes changed."""
+
+    extracted: Extracted
+    changed: str | None
+
+
+@dataclass(frozen=True)
+class TransformOutcome:
+    rows_in: int
+    good_rows: int
+    collapsed: int
+    caught: CaughtErrors
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    loaded: Outcome
+    caught: CaughtErrors
+    balance: dict[str, object]  # rows in, loaded, rejected, collapsed: for the reconciliation
+
+
+@dataclass(frozen=True)
+class LinkOutcome:
+    linked: Outcome
+    caught: CaughtErrors
+    parked_now: int | None  # rows of the flow still parked, for a flow that parks
+
+
+@dataclass(frozen=True)
+class ParkingOutcome:
+    """Parked rows retried: the resolved ones linked, the expired ones in error files."""
+
+    retried: Retried
+    error_files: list[ErrorFile]
+    caught: list[CaughtErrors]
+    parked_now: int
+
+
+class FlowSteps:
+    """The steps of one flow over one ETL_HOME, a partition at a time."""
+
+    def __init__(self, flow: FlowModel, folders: FoldersResource) -> None:
+        self.flow = flow
+        self.folders = folders
+
+    # -- staged files of a partition ---------------------------------------------------
+    def stage(self, key: str) -> PartitionStage:
+        return PartitionStage(self.flow.name, key, self.folders)
+
+    def staged(self, key: str, name: str) -> Path:
+        """A staged file the step needs; missing, it names the step to run first."""
+        path = self.stage(key).file(name)
+        if not path.exists():
+            raise SourceFileError(
+                name, f"staged data of partition {key} is missing: materialize the step before"
+            )
+        return path
+
+    def count(self, key: str, name: str) -> int:
+        """Rows of a staged file, from its metadata (the file is not read)."""
+        return count_rows(self.staged(key, name))
+
+    def extracted(self, key: str) -> Callable[[pl.Series], pl.DataFrame]:
+        """The partition's source rows at given lines, read from disk only when asked."""
+        return lambda lines: catcher.source_rows(self.staged(key, "extract.parquet"), lines)
+
+    @property
+    def parks(self) -> list[LinkSpec]:
+        return [link for link in self.flow.links if link.on_missing == "park"]
+
+    # -- the steps ---------------------------------------------------------------------
+    def extract(self, key: str, start: datetime, files: FilesResource) -> ExtractOutcome:
+        """The partition's file fetched, kept (sha256), backed up and staged."""
+        before = previous_sha256(self.flow, start, self.stage(key))
+        result = extract_partition(self.flow, key, start, files, self.folders)
+        changed = None
+        if before and before != result.sha256:
+            changed = f"{result.file}: sha256 {before[:12]}... -> {result.sha256[:12]}..."
+        return ExtractOutcome(result, changed)
+
+    def transform(self, key: str) -> TransformOutcome:
+        """The map applied, duplicates collapsed or resolved, bad rows to the error file."""
+        stage = self.stage(key)
+        result = transform_stage(self.flow, self.staged(key, "extract.parquet"), stage.dir)
+        caught = catcher.catch_staged(
+            "transform",
+            key,
+            stage.file("transform_rejected.parquet"),
+            self.extracted(key),
+            stage.error_file("transform"),
+            self.flow.source.delimiter,
+        )
+        return TransformOutcome(result.rows_in, result.good_rows, result.collapsed.height, caught)
+
+    def load(self, key: str, engine: sa.Engine) -> LoadOutcome:
+        """The upsert of the partition's good rows, in one transaction."""
+        stage = self.stage(key)
+        good = self.staged(key, "transform.parquet")
+        # the response file appears only once the transaction committed
+        with StagedWriter(stage.file("load.parquet"), RESPONSE_SCHEMA) as response, engine.begin() as conn:
+            loaded = load_stage(conn, self.flow, good, response)
+        caught = catcher.catch(
+            "load",
+            key,
+            rejections(loaded.rejected, self.flow.source_column(self.flow.target.key)),
+            self.extracted(key),
+            stage.error_file("load"),
+            self.flow.source.delimiter,
+        )
+        return LoadOutcome(loaded, caught, self.balance(key, loaded))
+
+    def balance(self, key: str, result: Outcome) -> dict[str, object]:
+        """The partition's counts: rows in the file, loaded, rejected, collapsed."""
+        rejected = self.count(key, "transform_rejected.parquet") + result.rejected.height
+        return {
+            "partition": key,
+            "rows_in": self.count(key, "extract.parquet"),
+            "loaded": result.rows_in - result.rejected.height,
+            "rejected": rejected,
+            "collapsed": self.count(key, "transform_collapsed.parquet"),
+        }
+
+    def link(self, key: str, engine: sa.Engine, now: datetime) -> LinkOutcome:
+        """The partition's reference columns set; a missing reference parked or rejected."""
+        stage = self.stage(key)
+        good = self.staged(key, "transform.parquet")
+        loaded_path = self.staged(key, "load.parquet")
+        extracted = self.extracted(key)
+        parked_now = None
+        with StagedWriter(stage.file("link.parquet"), RESPONSE_SCHEMA) as response, engine.begin() as conn:
+
+            def park_rows(link: LinkSpec, rows: pl.DataFrame) -> None:
+                if rows.height:
+                    parking.park(conn, self.flow, link, rows, extracted(rows[LINE]), key, now)
+
+            def unpark(answer: pl.DataFrame) -> None:
+                settled = answer.filter(pl.col("action") != "parked").get_column("target_id")
+                for link in self.parks:
+                    parking.unpark(conn, self.flow, link, settled.drop_nulls().to_list())
+
+            linked = link_stage(
+                conn, self.flow, good, loaded_path, response, park=park_rows, after_batch=unpark
+            )
+            if self.parks:
+                parked_now = parking.count_parked(conn, self.flow.name)
+        field_name = self.flow.source_column(self.flow.links[0].field) if self.flow.links else ""
+        caught = catcher.catch(
+            "link",
+            key,
+            rejections(linked.rejected, field_name),
+            extracted,
+            stage.error_file("link"),
+            self.flow.source.delimiter,
+        )
+        return LinkOutcome(linked, caught, parked_now)
+
+    def retry_parked(
+        self,
+        engine: sa.Engine,
+        now: datetime,
+        max_age: timedelta,
+        referenced_loaded_at: datetime | None = None,
+    ) -> ParkingOutcome:
+        """Every parked row of the flow tried again; the expired ones join their partition's
+        link error file."""
+        with engine.begin() as conn:
+            retried = retry_parked(
+                conn, self.flow, now=now, max_age=max_age, referenced_loaded_at=referenced_loaded_at
+            )
+            parked_now = parking.count_parked(conn, self.flow.name)
+        files, caught = self.write_expired(retried.expired)
+        return ParkingOutcome(retried, files, caught, parked_now)
+
+    def write_expired(self, expired: pl.DataFrame) -> tuple[list[ErrorFile], list[CaughtErrors]]:
+        """Expired parked rows join the link error file of the partition they came from."""
+        files, caught = [], []
+        for (partition_key,), rows in expired.group_by(["partition_key"], maintain_order=True):
+            path = self.stage(partition_key).error_file("link")
+            found = catcher.append_parked(path, rows, self.flow.source.delimiter, partition_key)
+            files.append((partition_key, "link", path))
+            caught.append(found)
+        return files, caught
+
+    # -- verdicts ----------------------------------------------------------------------
+    def rejected_rows(self, tally: StepTally) -> Verdict:
+        """The catcher's check of a step: pass, warn up to ``warn_limit``, fail above."""
+        return catcher.check_result(tally.caught, self.flow.warn_limit, tally.rows_in)
+
+
+def rejections(response: pl.DataFrame, field_name: str) -> pl.DataFrame:
+    """The rejected rows of a response frame, as the catcher takes them."""
+    return response.filter(pl.col("action") == "rejected").select(
+        LINE, pl.lit(field_name).alias(ERROR_FIELD), pl.col("reason").alias(ERROR_REASON)
+    )
+
+
+def reconciliation(balanced: list[dict]) -> Verdict:
+    """rows in = loaded + rejected + collapsed duplicates, for every partition."""
+    off = [b for b in balanced if b["rows_in"] != b["loaded"] + b["rejected"] + b["collapsed"]]
+    totals = {k: sum(b[k] for b in balanced) for k in ("rows_in", "loaded", "rejected", "collapsed")}
+    return Verdict(
+        check_name=RECONCILIATION,
+        passed=not off,
+        severity="ERROR",
+        metadata={**totals, "unbalanced_partitions": off},
+        description=(
+            f"rows in {totals['rows_in']} = loaded {totals['loaded']} + rejected {totals['rejected']} "
+            f"+ collapsed {totals['collapsed']}"
+            if not off
+            else f"unbalanced: {off}"
+        ),
+    )
+
+
+def extract_verdicts(drift: dict[str, list[str]], changed: dict[str, str]) -> list[Verdict]:
+    """The extract's two warnings: columns not in the map, and bytes changed since last time."""
+    return [
+        Verdict(
+            check_name="schema_drift",
+            passed=not drift,
+            severity="WARN",
+            metadata={"extra_columns": drift},
+            description="extra columns kept in staging" if drift else "the columns expected",
+        ),
+        Verdict(
+            check_name="source_unchanged",
+            passed=not changed,
+            severity="WARN",
+            metadata={"changed": changed},
+            description="the source file changed since its last extract: re-run the partition"
+            if changed
+            else "same bytes as the last extract (or a first extract)",
+        ),
+    ]

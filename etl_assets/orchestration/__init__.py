@@ -1,0 +1,23 @@
+"""The Dagster layer: the flow and report components, the factory that wraps the engine's
+steps in partitioned assets and checks, the jobs, schedules and sensors, and the housekeeping
+and test-connections jobs. It holds no step logic (that is ``etl_assets.engine``).
+
+The component types are named from here in ``defs/<flow>/defs.yaml``:
+``type: etl_assets.orchestration.FlowComponent`` (or ``ReportComponent``).
+"""
+
+from etl_assets.orchestration.component_tree import ComponentSettings, build_component_defs
+from etl_assets.orchestration.connections_job import test_connections_job
+from etl_assets.orchestration.flow_component import FlowComponent, load_flow_models
+from etl_assets.orchestration.housekeeping_job import housekeeping_defs
+from etl_assets.orchestration.report_component import ReportComponent
+
+__all__ = [
+    "ComponentSettings",
+    "FlowComponent",
+    "ReportComponent",
+    "build_component_defs",
+    "housekeeping_defs",
+    "load_flow_models",
+    "test_connections_job",
+]
