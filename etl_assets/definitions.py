@@ -6,6 +6,7 @@ that reads the settings: it hands each part what it needs. Flows come from
 ``defs/<flow>/defs.yaml``.
 """
 
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +21,15 @@ from etl_assets.orchestration import (
 from etl_assets.resources import build_resources
 from etl_assets.settings import Settings
 from etl_assets.settings.runtime import current_settings
+
+# `dg launch --assets group:companies` (and `dagster asset materialize --select group:...`)
+# parse the group through a beta parameter of Dagster's own: a warning for Dagster's
+# developers, not for the operator who typed the command.
+warnings.filterwarnings(
+    "ignore",
+    message="Parameter `include_sources` of function `AssetSelection.groups`",
+    category=dg.BetaWarning,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFS_DIR = Path(__file__).resolve().parent / "defs"

@@ -42,6 +42,44 @@ def test_validate_passes_with_the_shipped_settings(tmp_path: Path, env: str) -> 
     assert "Validation successful for code location etl_assets" in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("env", ["dev", "test"])
+def test_dg_check_defs_passes_without_a_warning(tmp_path: Path, env: str) -> None:
+    """``dg check defs`` (Dagster 1.13's validate) from the project root, as the README says."""
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copyfile(PROJECT_ROOT / "etl_assets" / "dagster.yaml", dagster_home / "dagster.yaml")
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("dg")), "check", "defs"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(dagster_home), "ETL_ENV": env, "VIRTUAL_ENV": sys.prefix},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "All definitions loaded successfully" in output
+    assert "warning" not in output.lower(), output
+
+
+def test_dagster_finds_the_code_location_in_the_package(tmp_path: Path) -> None:
+    """``-m etl_assets`` works as well as ``-m etl_assets.definitions``."""
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "etl_assets"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(dagster_home), "ETL_ENV": "dev"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Validation successful" in proc.stdout + proc.stderr
+
+
 def prod_settings(key: bytes, **database: object) -> str:
     """A prod overlay with every connector configured and encrypted passwords."""
     return yaml.safe_dump(

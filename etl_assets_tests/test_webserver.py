@@ -1,15 +1,21 @@
-"""The UI's view: the real dagster-webserver loads the code location through workspace.yaml."""
+"""The UI's view, started as ``scripts/ui.sh`` starts it: ``dg dev`` (webserver and daemon)
+on the project's code location; and the plain ``dagster-webserver -w workspace.yaml``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERY = """
@@ -45,11 +51,23 @@ def graphql(port: int, query: str) -> dict:
         return json.loads(response.read())
 
 
-def test_webserver_shows_the_flows_jobs_and_schedules(isolated_env: Path) -> None:
-    port = free_port()
-    dagster_home = isolated_env / "dagster_home"
-    dagster_home.mkdir(parents=True)
-    server = subprocess.Popen(
+WARNING = re.compile(r"(?i)\bwarning\b|\w+Warning\b")
+
+
+def dg_dev(port: int, home: Path, log: Path) -> subprocess.Popen:
+    """``dg dev`` as ``scripts/ui.sh`` runs it, in its own process group."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("dg")), "dev", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(home), "ETL_ENV": "dev", "VIRTUAL_ENV": sys.prefix},
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+        start_new_session=True,
+    )
+
+
+def dagster_webserver(port: int, home: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
         [
             str(Path(sys.executable).with_name("dagster-webserver")),
             "-w",
@@ -60,12 +78,32 @@ def test_webserver_shows_the_flows_jobs_and_schedules(isolated_env: Path) -> Non
             str(port),
         ],
         cwd=ROOT,
-        env={**os.environ, "DAGSTER_HOME": str(dagster_home), "ETL_ENV": "dev"},
+        env={**os.environ, "DAGSTER_HOME": str(home), "ETL_ENV": "dev"},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log.open("wb"),
+        start_new_session=True,
     )
+
+
+def stop(server: subprocess.Popen) -> None:
+    """Ctrl-C, as an operator stops it (dg dev ignores SIGTERM's children); then the group."""
+    server.send_signal(signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=10)
+
+
+@pytest.mark.parametrize("start", [dg_dev, dagster_webserver], ids=["dg dev", "dagster-webserver"])
+def test_webserver_shows_the_flows_jobs_and_schedules(isolated_env: Path, start) -> None:  # noqa: ANN001
+    port = free_port()
+    dagster_home = isolated_env / "dagster_home"
+    dagster_home.mkdir(parents=True)
+    log = isolated_env / "server.log"
+    server = start(port, dagster_home, log)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         data = None
         while time.monotonic() < deadline:
             try:
@@ -75,7 +113,7 @@ def test_webserver_shows_the_flows_jobs_and_schedules(isolated_env: Path) -> Non
             except OSError:
                 pass
             time.sleep(0.5)
-        assert data, "the webserver did not answer within 60 s"
+        assert data, "the webserver did not answer within 90 s"
         (repo,) = data["data"]["repositoriesOrError"]["nodes"]
         assert repo["location"]["name"] == "etl_assets"
         assert {"test_connections", "companies_job"} <= {j["name"] for j in repo["jobs"]}
@@ -83,5 +121,6 @@ def test_webserver_shows_the_flows_jobs_and_schedules(isolated_env: Path) -> Non
         schedule = next(s for s in repo["schedules"] if s["name"] == "companies_schedule")
         assert (schedule["cronSchedule"], schedule["executionTimezone"]) == ("0 6 * * *", "Europe/Rome")
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        stop(server)
+    # what the operator sees in the terminal: no warning of ours, nor one of Dagster's about us
+    assert not WARNING.findall(log.read_text(errors="replace")), log.read_text(errors="replace")[-3000:]

@@ -9,4 +9,5 @@ fi
 quiet=(); [ -t 1 ] || quiet=(-q)
 .venv/bin/python -m pip install "${quiet[@]}" --disable-pip-version-check -e ".[dev]" \
     2>&1 | grep -v "^WARNING: Location" || true
-export PATH="$PWD/.venv/bin:$PATH"
+# as `source .venv/bin/activate` would: dg checks that the active venv is the project's
+export VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH"

@@ -8,4 +8,6 @@ mkdir -p "$DAGSTER_HOME"
 [ -f "$DAGSTER_HOME/dagster.yaml" ] || cp etl_assets/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 # Sample files on first start, so the companies flow has something to load and catch.
 compgen -G "$ETL_HOME/import/*.csv" >/dev/null || etl-assets demo-data >/dev/null
-exec dagster dev -w workspace.yaml -h "${HOST:-127.0.0.1}" -p "${PORT:-3000}"
+# dg dev (Dagster 1.13's successor of `dagster dev`): the webserver and the daemon, on the
+# project's code location as pyproject.toml's [tool.dg] names it.
+exec dg dev -h "${HOST:-127.0.0.1}" -p "${PORT:-3000}"

@@ -16,8 +16,9 @@ from cryptography.fernet import Fernet, InvalidToken
 ENC_PREFIX = "enc:"
 # A plain dev password is replaced by a reference ("plain:database.password"); the value
 # stays in this process's memory; another process (a run worker) loads the settings file
-# itself when it builds the definitions, which fills its own. Resource config never holds it, and the reference
-# is stable, so the code location's snapshot does not change from one load to the next.
+# itself when it builds the definitions, which fills its own. Resource config never holds
+# it, and the reference is stable, so the code location's snapshot does not change from one
+# load to the next.
 PLAIN_PREFIX = "plain:"
 _PLAIN_VALUES: dict[str, str] = {}
 DEFAULT_KEY_FILE = Path("~/.config/etl_assets/secret.key")

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
 from etl_assets.engine.link.linker import resolve_references, set_links
-from etl_assets.engine.load.upsert import dialect_insert
+from etl_assets.engine.load.sql import dialect_insert
 from etl_assets.engine.tables import ID, ensure_table
 from etl_assets.model.flow import FlowModel, LinkSpec
 
