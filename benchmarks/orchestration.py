@@ -32,7 +32,9 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
-from benchmarks.load import log, representative, write_companies_csv
+from benchmarks.load.common import log
+from benchmarks.load.generator import write_companies_csv
+from benchmarks.load.report import representative
 
 ROOT = Path(__file__).resolve().parent.parent
 SINGLE_TARGET_S = 6.0
