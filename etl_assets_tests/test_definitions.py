@@ -63,6 +63,30 @@ def test_dg_check_defs_passes_without_a_warning(tmp_path: Path, env: str) -> Non
     assert "warning" not in output.lower(), output
 
 
+def test_dg_list_defs_shows_each_flow_from_its_yaml(tmp_path: Path) -> None:
+    """``dg list defs``: every step of every flow, each from its own ``defs.yaml``."""
+    import json
+
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copyfile(PROJECT_ROOT / "etl_assets" / "dagster.yaml", dagster_home / "dagster.yaml")
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("dg")), "list", "defs", "--json"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(dagster_home), "ETL_ENV": "dev", "VIRTUAL_ENV": sys.prefix},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sources = {a["asset_key"]: a["source"] for a in json.loads(proc.stdout)["assets"]}
+    for flow in ("companies", "offers"):
+        for step in ("extract", "transform", "load", "link"):
+            assert sources[f"{flow}_{step}"].startswith(f"etl_assets/defs/{flow}/defs.yaml:")
+    assert sources["kpi_report_load"].startswith("etl_assets/defs/kpi_report/defs.yaml:")
+
+
 def test_dagster_finds_the_code_location_in_the_package(tmp_path: Path) -> None:
     """``-m etl_assets`` works as well as ``-m etl_assets.definitions``."""
     dagster_home = tmp_path / "dagster_home"

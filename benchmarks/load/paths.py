@@ -9,7 +9,6 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +161,7 @@ LINK = "FlowSteps.link (links in one transaction, catcher)"
 
 def work_flow(args: argparse.Namespace) -> dict[str, Any]:
     """The whole flow for one partition: the ``FlowSteps`` calls the Dagster assets make, step by step."""
+    from etl_assets.engine.load.partition_loads import utc_now
     from etl_assets.engine.steps import FlowSteps
 
     flow = companies_flow()
@@ -178,7 +178,7 @@ def work_flow(args: argparse.Namespace) -> dict[str, Any]:
     assert transformed.caught.count == 0, f"transform rejected {transformed.caught.count} generated rows"
     with clock.step("load"), clock.part("load", LOAD):
         loaded = steps.load(PARTITION_KEY, engine)
-    now = datetime.now().replace(microsecond=0)
+    now = utc_now()
     with clock.step("link"), clock.part("link", LINK):
         linked = steps.link(PARTITION_KEY, engine, now)
     seconds = time.perf_counter() - started

@@ -22,6 +22,7 @@ from etl_assets.engine.staging import read_batches
 ERROR_COLUMNS = ["error_step", "error_field", "error_reason", "source_file", "source_line"]
 CHECK_NAME = "rejected_rows"
 PREVIEW_ROWS = 10
+PREVIEW_LEAD = ["error_step", "error_field", "error_reason", "source_line"]
 CATCH_BATCH_ROWS = 200_000  # rejected rows joined to their source and written at a time
 
 
@@ -209,11 +210,14 @@ def check_result(caught: list[CaughtErrors], warn_limit: int, rows_in: int) -> V
 
 
 def preview(caught: list[CaughtErrors]) -> Markdown | None:
-    """The first rejected rows as a table for the UI, or None when nothing was rejected."""
+    """The first rejected rows as a table for the UI, or None when nothing was rejected: the
+    reason first (a wide table is cut at the right edge of the screen), then the source
+    columns as received. The error files keep SPEC.md's order, reason last."""
     frames = [c.rows for c in caught if c.count]
     if not frames:
         return None
-    return Markdown(markdown_table(pl.concat(frames, how="diagonal_relaxed").head(PREVIEW_ROWS)))
+    first = pl.concat(frames, how="diagonal_relaxed").head(PREVIEW_ROWS)
+    return Markdown(markdown_table(first.select(*PREVIEW_LEAD, pl.exclude(*PREVIEW_LEAD))))
 
 
 def markdown_table(frame: pl.DataFrame) -> str:

@@ -23,6 +23,7 @@ from etl_assets.engine.extract import Extracted, SourceFileError, extract_partit
 from etl_assets.engine.link import parking
 from etl_assets.engine.link.linker import link_stage
 from etl_assets.engine.link.parking import Retried, retry_parked
+from etl_assets.engine.load.partition_loads import record_load
 from etl_assets.engine.load.upsert import RESPONSE_SCHEMA, Outcome, load_stage
 from etl_assets.engine.staging import PartitionStage, StagedWriter, count_rows
 from etl_assets.engine.transform.stage import transform_stage
@@ -166,6 +167,7 @@ class FlowSteps:
         # the response file appears only once the transaction committed
         with StagedWriter(stage.file("load.parquet"), RESPONSE_SCHEMA) as response, engine.begin() as conn:
             loaded = load_stage(conn, self.flow, good, response)
+            record_load(conn, self.flow.name, key, loaded.rows_in)
         caught = catcher.catch(
             "load",
             key,
@@ -188,7 +190,8 @@ class FlowSteps:
         }
 
     def link(self, key: str, engine: sa.Engine, now: datetime) -> LinkOutcome:
-        """The partition's reference columns set; a missing reference parked or rejected."""
+        """The partition's reference columns set; a missing reference parked (at ``now``, UTC)
+        or rejected."""
         stage = self.stage(key)
         good = self.staged(key, "transform.parquet")
         loaded_path = self.staged(key, "load.parquet")
@@ -221,19 +224,11 @@ class FlowSteps:
         )
         return LinkOutcome(linked, caught, parked_now)
 
-    def retry_parked(
-        self,
-        engine: sa.Engine,
-        now: datetime,
-        max_age: timedelta,
-        referenced_loaded_at: datetime | None = None,
-    ) -> ParkingOutcome:
+    def retry_parked(self, engine: sa.Engine, now: datetime, max_age: timedelta) -> ParkingOutcome:
         """Every parked row of the flow tried again; the expired ones join their partition's
-        link error file."""
+        link error file. ``now`` is UTC (``utc_now``)."""
         with engine.begin() as conn:
-            retried = retry_parked(
-                conn, self.flow, now=now, max_age=max_age, referenced_loaded_at=referenced_loaded_at
-            )
+            retried = retry_parked(conn, self.flow, now=now, max_age=max_age)
             parked_now = parking.count_parked(conn, self.flow.name)
         files, caught = self.write_expired(retried.expired)
         return ParkingOutcome(retried, files, caught, parked_now)

@@ -7,13 +7,14 @@ of its run and turns the outcomes into metadata, check results and the run's e-m
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import dagster as dg
 
 from etl_assets.engine import catcher
 from etl_assets.engine.catcher import Verdict
 from etl_assets.engine.extract import SourceFileError
+from etl_assets.engine.load.partition_loads import utc_now
 from etl_assets.engine.load.upsert import ACTIONS
 from etl_assets.engine.run_email import rejected_in, run_error_files, send_kept_emails, send_run_email
 from etl_assets.engine.steps import (
@@ -208,7 +209,7 @@ class FlowAssets:
         expired_files: list[ErrorFile] = []
         extra: dict[str, object] = {}
         with self.failing_emails(context, "link", mailer, folders):
-            now = datetime.now().replace(microsecond=0)
+            now = utc_now()
             if steps.parks:
                 # parked rows of earlier partitions get their chance first
                 retried = steps.retry_parked(database.engine(), now, self.runtime.max_park_age)
@@ -230,22 +231,10 @@ class FlowAssets:
             context, "link", tally, mailer, folders, {**counts, **extra}, verdicts, extra_files=expired_files
         )
 
-    def parked(
-        self,
-        context,
-        database: DatabaseResource,
-        folders: FoldersResource,
-        mailer: MailerResource,
-        referenced_loaded_at: str | None,
-    ):
-        """Retry every parked row now; after a load of the referenced flow, expire the rest."""
+    def parked(self, context, database: DatabaseResource, folders: FoldersResource, mailer: MailerResource):
+        """Retry every parked row now; expire those whose referenced day has loaded since."""
         steps, tally = FlowSteps(self.flow, folders), StepTally()
-        outcome = steps.retry_parked(
-            database.engine(),
-            datetime.now().replace(microsecond=0),
-            self.runtime.max_park_age,
-            datetime.fromisoformat(referenced_loaded_at) if referenced_loaded_at else None,
-        )
+        outcome = steps.retry_parked(database.engine(), utc_now(), self.runtime.max_park_age)
         retried, files = outcome.retried, outcome.error_files
         tally.caught = outcome.caught
         tally.rows_in = retried.resolved + retried.still_parked + retried.expired.height
@@ -256,7 +245,6 @@ class FlowAssets:
             "resolved": retried.resolved,
             "expired": retried.expired.height,
             "parked_now": outcome.parked_now,
-            "referenced_loaded_at": referenced_loaded_at or "",
         }
         return dg.MaterializeResult(
             metadata=to_metadata(metadata), check_results=[to_check_result(steps.rejected_rows(tally))]
@@ -355,5 +343,5 @@ def build_flow_defs(flow: FlowModel, runtime: FlowRuntime) -> dg.Definitions:
         sensors=[file_sensor(flow, jobs[0], partitions)] if flow.sensor else [],
     )
     if any(link.on_missing == "park" for link in flow.links):
-        definitions = dg.Definitions.merge(definitions, parking_defs(flow, bodies, keys["link"]))
+        definitions = dg.Definitions.merge(definitions, parking_defs(flow, bodies.parked, keys["link"]))
     return definitions

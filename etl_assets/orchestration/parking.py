@@ -1,8 +1,8 @@
 """``<flow>_parked``: a parking flow's parked rows as an asset, retried after each load of the
-flows they wait for (an asset sensor per referenced flow)."""
+flows they wait for (an asset sensor per referenced flow). An operator's materialization of it
+applies the same rule as the sensor's: the rule reads only the target's data."""
 
-from datetime import datetime
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -10,13 +10,13 @@ from etl_assets.engine import catcher
 from etl_assets.model.flow import FlowModel
 from etl_assets.resources import DatabaseResource, FoldersResource, MailerResource
 
-if TYPE_CHECKING:
-    from etl_assets.orchestration.factory import FlowAssets
+# the asset's body: (context, database, folders, mailer) -> its MaterializeResult
+ParkedBody = Callable[
+    [dg.AssetExecutionContext, DatabaseResource, FoldersResource, MailerResource], dg.MaterializeResult
+]
 
-REFERENCED_LOADED_AT = "etl_assets/referenced_loaded_at"
 
-
-def parking_defs(flow: FlowModel, bodies: "FlowAssets", link_key: dg.AssetKey) -> dg.Definitions:
+def parking_defs(flow: FlowModel, body: ParkedBody, link_key: dg.AssetKey) -> dg.Definitions:
     """The parked rows' asset, its retry job and the sensors that start it."""
     name = flow.asset_name("parked")
     after_flows = sorted({str(link.after_flow) for link in flow.links if link.on_missing == "park"})
@@ -38,7 +38,7 @@ def parking_defs(flow: FlowModel, bodies: "FlowAssets", link_key: dg.AssetKey) -
         folders: FoldersResource,
         mailer: MailerResource,
     ):
-        return bodies.parked(context, database, folders, mailer, context.run.tags.get(REFERENCED_LOADED_AT))
+        return body(context, database, folders, mailer)
 
     job = dg.define_asset_job(f"{name}_retry", selection=dg.AssetSelection.assets(parked))
     sensors = []
@@ -52,11 +52,8 @@ def parking_defs(flow: FlowModel, bodies: "FlowAssets", link_key: dg.AssetKey) -
             description=f"retry parked {flow.name} rows after each {after_flow} load",
         )
         def after_load(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry) -> dg.RunRequest:
-            loaded_at = datetime.fromtimestamp(asset_event.timestamp).replace(microsecond=0).isoformat()
-            return dg.RunRequest(
-                run_key=f"{asset_event.run_id}:{asset_event.timestamp}",
-                tags={REFERENCED_LOADED_AT: loaded_at},
-            )
+            # what expires is decided from the target's data (etl_partition_loads), not from here
+            return dg.RunRequest(run_key=f"{asset_event.run_id}:{asset_event.timestamp}")
 
         sensors.append(after_load)
     return dg.Definitions(assets=[parked], jobs=[job], sensors=sensors)

@@ -5,13 +5,21 @@ Both resources have the same methods so that a step never knows which one it has
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from dagster import ConfigurableResource
 
 from etl_assets.resources.errors import ConnectorError
+
+
+def partial_name(name: str) -> str:
+    """A temporary name for a file being written: ``.<name>.<pid>.<random>.part``, so that two
+    runs downloading the same file at once never write into one temporary file."""
+    return f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
 
 
 @dataclass(frozen=True)
@@ -86,9 +94,12 @@ class LocalFilesResource(FilesResource):
         if not source.is_file():
             raise FileNotFoundError(f"{source}: no such file")
         local_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = local_path.with_name(local_path.name + ".part")
-        shutil.copyfile(source, partial)
-        partial.replace(local_path)
+        partial = local_path.with_name(partial_name(local_path.name))
+        try:
+            shutil.copyfile(source, partial)
+            partial.replace(local_path)
+        finally:
+            partial.unlink(missing_ok=True)
         return local_path
 
     def upload(self, local_path: Path, remote_path: str) -> None:

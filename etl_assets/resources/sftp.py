@@ -15,7 +15,7 @@ from typing import TypeVar
 import paramiko
 
 from etl_assets.resources.errors import ConnectorError, first_line, redact, reveal
-from etl_assets.resources.files import FilesResource, RemoteFile
+from etl_assets.resources.files import FilesResource, RemoteFile, partial_name
 
 log = logging.getLogger("etl_assets.sftp")
 T = TypeVar("T")
@@ -163,9 +163,10 @@ class SftpResource(FilesResource):
         return self._retrying(f"listing {folder}", action)
 
     def download(self, remote_path: str, local_path: Path) -> Path:
-        """Download to ``<name>.part`` and rename when complete: no half file is ever seen."""
+        """Download under a temporary name of its own and rename when complete: no half file
+        is ever seen, and two downloads of one file never share a temporary file."""
         local_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = local_path.with_name(local_path.name + ".part")
+        partial = local_path.with_name(partial_name(local_path.name))
 
         def action(sftp: paramiko.SFTPClient) -> Path:
             sftp.get(remote_path, str(partial))
@@ -179,7 +180,8 @@ class SftpResource(FilesResource):
 
     def upload(self, local_path: Path, remote_path: str) -> None:
         """Upload under a temporary name, then rename: readers never see a partial file."""
-        partial = remote_path + ".part"
+        remote = PurePosixPath(remote_path)
+        partial = str(remote.with_name(partial_name(remote.name)))
 
         def action(sftp: paramiko.SFTPClient) -> None:
             sftp.put(str(local_path), partial)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,10 +38,21 @@ class FlowEnv:
 
     def run(self, partition_key: str, job: str = "companies_job") -> dg.ExecuteInProcessResult:
         """One real Dagster run of the flow's job for a partition (definitions built anew)."""
-        defs = build_definitions(load_settings("test"))
-        return defs.resolve_job_def(job).execute_in_process(
-            partition_key=partition_key, instance=self.instance, raise_on_error=False
-        )
+        with self.defs_state():
+            defs = build_definitions(load_settings("test"))
+            return defs.resolve_job_def(job).execute_in_process(
+                partition_key=partition_key, instance=self.instance, raise_on_error=False
+            )
+
+    def defs_state(self) -> AbstractContextManager[None]:
+        """This test's instance as the one whose defs-state storage a definitions load reads.
+
+        A process that hosts many instances one after another (pytest) can be left pointing
+        at an earlier, deleted one (seen: ``unable to open database file .../runs.db`` of
+        another test's instance); a run worker hosts one, so this is the test harness's need."""
+        from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+        return set_defs_state_storage(self.instance.defs_state_storage)
 
     def query(self, sql: str) -> list[tuple]:
         with psycopg.connect(self.postgres.dsn(self.database)) as conn:

@@ -36,17 +36,18 @@ def offers_partition(hhmm: str) -> tuple[str, str]:
 
 def retry_after_companies(env: FlowEnv) -> dg.ExecuteInProcessResult | None:
     """What the daemon does after a companies load: evaluate the asset sensor, run its request."""
-    defs = build_definitions(load_settings("test"))
-    sensor = defs.resolve_sensor_def("offers_parked_after_companies")
-    context = dg.build_sensor_context(instance=env.instance, cursor=env.cursors.get(sensor.name))
-    result = sensor.evaluate_tick(context)
-    env.cursors[sensor.name] = result.cursor
-    if not result.run_requests:
-        return None
-    (request,) = result.run_requests
-    return defs.resolve_job_def("offers_parked_retry").execute_in_process(
-        instance=env.instance, tags=request.tags, raise_on_error=False
-    )
+    with env.defs_state():
+        defs = build_definitions(load_settings("test"))
+        sensor = defs.resolve_sensor_def("offers_parked_after_companies")
+        context = dg.build_sensor_context(instance=env.instance, cursor=env.cursors.get(sensor.name))
+        result = sensor.evaluate_tick(context)
+        env.cursors[sensor.name] = result.cursor
+        if not result.run_requests:
+            return None
+        (request,) = result.run_requests
+        return defs.resolve_job_def("offers_parked_retry").execute_in_process(
+            instance=env.instance, tags=request.tags, raise_on_error=False
+        )
 
 
 def test_offers_wait_for_their_company_then_link_or_get_rejected(flow_env: FlowEnv) -> None:
@@ -217,3 +218,44 @@ def test_extracts_refresh_and_nightly_rerun_the_newest_loaded_partition(flow_env
     checks = {c.check_name: c for c in refreshed.get_asset_check_evaluations()}
     assert not checks["source_unchanged"].passed
     assert checks["schema_drift"].passed
+
+
+def test_parked_rows_expire_only_after_a_load_of_their_day_whoever_retries(flow_env: FlowEnv) -> None:
+    """The rule reads the target's data: an operator's retry (``dg launch``), the sensor's and a
+    later link step all decide the same, and an older companies day expires nothing newer."""
+    from etl_assets_tests.test_flows.test_cli_runs import dg_launch
+
+    key, name = offers_partition("0900")
+    flow_env.put(name, offers_csv(offer("O5", "IT00000000005")))
+    assert flow_env.run(key, job="offers_job").success
+    parked = "select record_key from etl_parked_links"
+    assert flow_env.query(parked) == [("O5",)]
+
+    def operator_retry() -> None:
+        run = dg_launch("--assets", "offers_parked", home=flow_env.home)
+        assert run.returncode == 0, run.stderr[-3000:]
+
+    operator_retry()  # before any companies load: it waits
+    assert flow_env.query(parked) == [("O5",)]
+
+    older = YESTERDAY - timedelta(days=1)  # a backfill of an older day
+    flow_env.put(f"companies_{older:%Y%m%d}.csv", companies_csv(company("C9", "IT00000000009")))
+    assert flow_env.run(f"{older:%Y-%m-%d}").success
+    retried = retry_after_companies(flow_env)
+    assert retried is not None and retried.success
+    operator_retry()
+    assert flow_env.query(parked) == [("O5",)]  # that load said nothing of yesterday's companies
+    error_file = flow_env.home / "errors" / "offers" / key.replace(":", "-") / "link.csv"
+    assert not error_file.exists()
+
+    flow_env.put(f"companies_{YESTERDAY:%Y%m%d}.csv", companies_csv(company("C1", "IT00000000001")))
+    assert flow_env.run(f"{YESTERDAY:%Y-%m-%d}").success
+    operator_retry()  # by hand, before the sensor: the same rule expires it
+    assert flow_env.query(parked) == []
+    errors = pl.read_csv(error_file, separator=";", infer_schema=False)
+    assert errors["OFFER_ID"].to_list() == ["O5"]
+    assert f"still missing after the companies load of {YESTERDAY:%Y-%m-%d} at " in errors["error_reason"][0]
+    loads = flow_env.query(
+        "select partition_key from etl_partition_loads where flow = 'companies' order by 1"
+    )
+    assert loads == [(f"{older:%Y-%m-%d}",), (f"{YESTERDAY:%Y-%m-%d}",)]

@@ -71,7 +71,7 @@ def test_list_download_upload_rename_remove(
     sftp.upload(outgoing, f"{remote_dir}/errors.csv")
     remote_root = sshd.root / remote_dir.lstrip("/")
     assert (remote_root / "errors.csv").read_bytes() == b"row;reason\n3;bad date\n"
-    assert not (remote_root / "errors.csv.part").exists()
+    assert not list(remote_root.glob(".errors.csv*.part"))
 
     sftp.rename(f"{remote_dir}/a.csv", f"{remote_dir}/done/a.csv")  # the folder is created
     assert (remote_root / "done" / "a.csv").read_bytes() == b"id;name\n1;ACME\n"
@@ -102,8 +102,12 @@ def test_download_is_retried_after_a_dropped_connection(
     sshd.put_file(f"{remote_dir}/big.bin", data)
     sftp = make_sftp(sshd, encrypt_password)
     target = tmp_path / "in" / "big.bin"
-    partial = target.with_name("big.bin.part")
     outcome: dict[str, object] = {}
+
+    def partial_file() -> Path | None:
+        """The download's temporary file (its name is its own: ``.big.bin.<pid>.<random>.part``)."""
+        found = sorted(target.parent.glob(".big.bin.*.part")) if target.parent.exists() else []
+        return found[0] if found else None
 
     def download() -> None:
         try:
@@ -115,7 +119,7 @@ def test_download_is_retried_after_a_dropped_connection(
     worker = threading.Thread(target=download, daemon=True)
     worker.start()
     deadline = time.monotonic() + 30
-    while not (partial.exists() and partial.stat().st_size >= 1024 * 1024):
+    while not ((partial := partial_file()) and partial.stat().st_size >= 1024 * 1024):
         assert worker.is_alive(), f"the download ended before it could be interrupted: {outcome}"
         assert time.monotonic() < deadline, "the download did not start"
         time.sleep(0.005)
@@ -183,3 +187,38 @@ def test_a_refusal_by_the_server_is_not_retried(
         sftp.remove(f"{remote_dir}/folder")
     assert time.monotonic() - started < 3
     assert "retry" not in caplog.text
+
+
+@pytest.mark.parametrize("source", ["sftp", "local"])
+def test_two_downloads_of_one_file_at_once_never_share_a_temporary_file(
+    source: str, sshd: SshdServer, encrypt_password: Encrypt, remote_dir: str, tmp_path: Path
+) -> None:
+    """Two runs of one partition (a sensor and a schedule) download the same file together."""
+    from etl_assets.resources import LocalFilesResource
+
+    data = os.urandom(8 * 1024 * 1024)
+    if source == "sftp":
+        sshd.put_file(f"{remote_dir}/same.csv", data)
+        resource, remote = make_sftp(sshd, encrypt_password), f"{remote_dir}/same.csv"
+    else:
+        (tmp_path / "import").mkdir()
+        (tmp_path / "import" / "same.csv").write_bytes(data)
+        resource, remote = LocalFilesResource(root=str(tmp_path / "import")), "same.csv"
+    target = tmp_path / "raw" / "same.csv"
+    errors: list[BaseException] = []
+
+    def download() -> None:
+        try:
+            resource.download(remote, target)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    for _ in range(3):
+        workers = [threading.Thread(target=download) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert errors == []
+        assert target.read_bytes() == data
+        assert sorted(p.name for p in target.parent.iterdir()) == ["same.csv"]

@@ -1,9 +1,12 @@
 """Parked links: rows whose referenced row has not arrived yet (an offer before its company).
 
 A parked row waits in ``etl_parked_links`` with the source columns as received. It is
-retried by every later run of its flow and after each load of the referenced flow; it
-becomes a link rejection when still unresolved after a load of the referenced flow that
-finished after it was parked, or when parked longer than ``max_park_age``.
+retried by every later run of its flow and after each load of the referenced flow. It
+becomes a link rejection when still unresolved once a partition of the referenced flow whose
+day is the row's day or later has loaded after the row was parked (``etl_partition_loads``),
+or when parked longer than ``max_park_age``. The rule reads only data, so every retry (the
+asset sensor's run, an operator's, a later link step) decides the same; an older day's load
+never expires a newer day's rows. Times are UTC.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sqlalchemy as sa
 
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
 from etl_assets.engine.link.linker import resolve_references, set_links
+from etl_assets.engine.load.partition_loads import newest_load_from_each_day
 from etl_assets.engine.load.sql import dialect_insert
 from etl_assets.engine.tables import ID, ensure_table
 from etl_assets.model.flow import FlowModel, LinkSpec
@@ -115,9 +119,9 @@ def retry_parked(
     *,
     now: datetime,
     max_age: timedelta,
-    referenced_loaded_at: datetime | None = None,
 ) -> Retried:
-    """Link what can be linked now; expire what waited too long; keep the rest parked."""
+    """Link what can be linked now; expire what had its chance or waited too long (``now``
+    in UTC, as ``parked_at``); keep the rest parked."""
     table = _table(conn)
     target = ensure_table(conn, flow)
     resolved = still = 0
@@ -159,9 +163,10 @@ def retry_parked(
             link,
             found.select(pl.col("target_id").alias(ID), pl.col("_ref_id").alias(link.column)),
         )
+        checked = _with_newest_load(conn, checked, str(link.after_flow))
         too_old = pl.col("parked_at") < (now - max_age)
-        after_load = pl.col("parked_at") < referenced_loaded_at if referenced_loaded_at else pl.lit(False)
-        expired = checked.filter(pl.col("reason").is_not_null() & (too_old | after_load))
+        after_load = pl.col("newest_load_at") > pl.col("parked_at")
+        expired = checked.filter(pl.col("reason").is_not_null() & (too_old | after_load.fill_null(False)))
         _delete(conn, table, found.get_column("id").to_list() + expired.get_column("id").to_list())
         resolved += found.height
         still += checked.height - found.height - expired.height
@@ -176,16 +181,19 @@ def retry_parked(
                 pl.when(too_old)
                 .then(
                     pl.format(
-                        "{} (parked since {}, longer than max_park_age)",
+                        "{} (parked since {} UTC, longer than max_park_age)",
                         pl.col("reason"),
                         pl.col("parked_at"),
                     )
                 )
                 .otherwise(
                     pl.format(
-                        f"{{}} (parked since {{}}, still missing after the {link.after_flow} load)",
+                        f"{{}} (parked since {{}} UTC, still missing after the {link.after_flow} load "
+                        "of {} at {} UTC)",
                         pl.col("reason"),
                         pl.col("parked_at"),
+                        pl.col("newest_load_key"),
+                        pl.col("newest_load_at"),
                     )
                 )
                 .alias(ERROR_REASON),
@@ -202,6 +210,19 @@ def retry_parked(
         }
     )
     return Retried(resolved, still, pl.concat([empty, *expired_frames], how="vertical_relaxed"))
+
+
+def _with_newest_load(conn: sa.Connection, parked: pl.DataFrame, after_flow: str) -> pl.DataFrame:
+    """Each parked row with the newest load of ``after_flow`` of its day or a later one (null
+    when no such partition has loaded yet)."""
+    loads = newest_load_from_each_day(conn, after_flow)
+    return (
+        parked.with_columns(pl.col("partition_key").str.slice(0, 10).str.to_date("%Y-%m-%d").alias("_day"))
+        .sort("_day")
+        .join_asof(loads.rename({"day": "_day"}), on="_day", strategy="forward")
+        .sort("id")
+        .drop("_day")
+    )
 
 
 def count_parked(conn: sa.Connection, flow: str) -> int:
