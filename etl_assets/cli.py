@@ -1,4 +1,4 @@
-"""The ``etl-assets`` console script: a thin shell over settings, resources and core.
+"""The ``etl-assets`` console script: a thin shell over settings, resources and the flows.
 
 Exit status: 0 success, 1 the work failed, 2 a usage or settings error. Errors are one
 line on stderr that says what to do.
@@ -45,6 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     conn.add_argument(
         "--send-test-email", action="store_true", help="also send a test e-mail to the recipients"
     )
+    backfill = commands.add_parser(
+        "backfill",
+        parents=[env],
+        help="run a flow for a range of partitions, a run each, one e-mail at the end (no daemon)",
+    )
+    backfill.add_argument("flow", help="the flow, e.g. companies")
+    backfill.add_argument("--from", dest="first", help="first partition key, e.g. 2026-01-01")
+    backfill.add_argument("--to", dest="last", help="last partition key (default: --from)")
+    backfill.add_argument("--partitions", help="or: partition keys, comma-separated (to re-run failed ones)")
     demo = commands.add_parser(
         "demo-data", parents=[env], help="write sample source files to ETL_HOME/import"
     )
@@ -92,7 +101,49 @@ def _test_connections(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
+def _backfill(args: argparse.Namespace) -> int:
+    """A run per partition in this process (recorded in DAGSTER_HOME, shown in the UI)."""
+    import dagster as dg
+
+    from etl_assets.definitions import build_definitions
+    from etl_assets.orchestration.batches import run_batch
+
+    settings = load_settings(args.env)
+    defs = build_definitions(settings)
+    try:
+        job = defs.resolve_job_def(f"{args.flow}_job")
+    except dg.DagsterInvariantViolationError:
+        print(f"etl-assets: no flow {args.flow!r} (its job {args.flow}_job is not defined)", file=sys.stderr)
+        return EXIT_USAGE
+    partitions = job.partitions_def
+    if args.partitions:
+        keys = [k.strip() for k in args.partitions.split(",") if k.strip()]
+    elif args.first:
+        keys = partitions.get_partition_keys_in_range(
+            dg.PartitionKeyRange(args.first, args.last or args.first)
+        )
+    else:
+        print("etl-assets: give --from [--to] or --partitions", file=sys.stderr)
+        return EXIT_USAGE
+    unknown = [k for k in keys if not partitions.has_partition_key(k)]
+    if unknown:
+        print(f"etl-assets: not partitions of {args.flow}: {', '.join(unknown)}", file=sys.stderr)
+        return EXIT_USAGE
+    resources = build_resources(settings)
+    with dg.DagsterInstance.get() as instance:
+        batch, runs, where = run_batch(job, keys, instance, resources["mailer"], resources["folders"])
+    print(f"backfill {batch} of {args.flow}, environment {settings.env}: {len(runs)} partitions")
+    for run in runs:
+        print(f"  {run.partition}: {'ok' if run.success else 'FAILED'} (run {run.run_id})")
+    failed = [run.partition for run in runs if not run.success]
+    print(f"e-mail: {where or 'none (nothing rejected or failed)'}")
+    if failed:
+        print(f"re-run the failed ones: etl-assets backfill {args.flow} --partitions {','.join(failed)}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 COMMANDS = {
+    "backfill": _backfill,
     "encrypt-password": _encrypt_password,
     "init-key": _init_key,
     "test-connections": _test_connections,

@@ -13,6 +13,7 @@ import dagster as dg
 
 from etl_assets.orchestration import (
     ComponentSettings,
+    backfill_emails_sensor,
     build_component_defs,
     housekeeping_defs,
     load_flow_models,
@@ -47,6 +48,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         housekeeping_defs(load_flow_models(DEFS_DIR), settings.housekeeping, settings.timezone),
         dg.Definitions(
             jobs=[test_connections_job],
+            sensors=[backfill_emails_sensor()],
             resources=build_resources(settings),
             executor=dg.in_process_executor,
         ),

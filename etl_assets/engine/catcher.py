@@ -18,6 +18,7 @@ import polars as pl
 
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
 from etl_assets.engine.staging import read_batches
+from etl_assets.resources.files import partial_name
 
 ERROR_COLUMNS = ["error_step", "error_field", "error_reason", "source_file", "source_line"]
 CHECK_NAME = "rejected_rows"
@@ -87,7 +88,7 @@ def catch(
     if rejected.height == 0:
         return _nothing(step, partition_key, path)
     rows = error_rows(step, rejected, extracted)
-    partial = path.with_name(path.name + ".part")
+    partial = path.with_name(partial_name(path.name))
     rows.write_csv(partial, separator=delimiter)
     partial.replace(path)
     return CaughtErrors(step, partition_key, rows, path)
@@ -103,7 +104,7 @@ def catch_staged(
 ) -> CaughtErrors:
     """``catch`` for rejected rows staged in line order: the error file is written a batch
     at a time, and only its first rows stay in memory (for the preview)."""
-    partial = path.with_name(path.name + ".part")
+    partial = path.with_name(partial_name(path.name))
     first, total = None, 0
     try:
         with partial.open("wb") as out:
@@ -181,7 +182,7 @@ def append_parked(path: Path, expired: pl.DataFrame, delimiter: str, partition_k
         )
     columns = [c for c in rows.columns if c not in ERROR_COLUMNS] + ERROR_COLUMNS
     rows = rows.select(columns)
-    partial = path.with_name(path.name + ".part")
+    partial = path.with_name(partial_name(path.name))
     rows.write_csv(partial, separator=delimiter)
     partial.replace(path)
     return CaughtErrors("link", partition_key, rows.tail(expired.height), path)

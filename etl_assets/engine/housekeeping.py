@@ -88,8 +88,14 @@ def _accounted(folder: str, relative: Path, flows: dict[str, FlowModel]) -> bool
     if folder == "logs" and parts[0] == "unsent":
         return False  # e-mails waiting to be sent: never removed
     if folder == "logs":
-        return (parts[0] == "outbox" and len(parts) == 2 and relative.suffix == ".eml") or (
-            parts[0] == "mail" and len(parts) == 3 and relative.suffix == ".csv"
+        return (
+            (parts[0] == "outbox" and len(parts) == 2 and relative.suffix == ".eml")
+            or (parts[0] == "mail" and len(parts) == 3 and relative.suffix == ".csv")
+            or (
+                parts[0] == "batches"
+                and len(parts) == 3
+                and (relative.suffix == ".json" or relative.name == ".sent")
+            )
         )
     if len(parts) < 3 or parts[0] not in flows:
         return False

@@ -12,6 +12,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 
 import polars as pl
@@ -74,13 +75,7 @@ def send_run_email(
     if not failure and not rejected:
         return None
     label = partition_label(partition_keys)
-    # Attachments get unique names: several partitions each have their transform.csv.
-    attach_dir = folders.dir("logs", "mail", run_id)
-    attachments = []
-    for partition_key, step, path in error_files:
-        named = attach_dir / f"{flow}_{partition_dir_name(partition_key)}_{step}.csv"
-        shutil.copyfile(path, named)
-        attachments.append(named)
+    attachments = attach(folders, run_id, [(flow, *f) for f in error_files])
     body = "\n".join(
         [
             f"Flow {flow}, partition {label}, run {run_id}.",
@@ -94,16 +89,35 @@ def send_run_email(
         else [f"Flow {flow}, partition {label}, run {run_id}.", f"Failed: {failure}" if failure else ""]
     )
     message = mailer.build_message(subject(mailer.env, flow, label, rejected, failure), body, attachments)
+    return send_or_keep(mailer, folders, message, f"{run_id[:8]}_{flow}")
+
+
+def attach(
+    folders: FoldersResource, mail_id: str, error_files: Sequence[tuple[str, str, str, Path]]
+) -> list[Path]:
+    """Copies of (flow, partition key, step, path) error files under names of their own
+    (several partitions each have their transform.csv), in ``logs/mail/<mail_id>/``."""
+    attach_dir = folders.dir("logs", "mail", mail_id)
+    attachments = []
+    for flow, partition_key, step, path in error_files:
+        named = attach_dir / f"{flow}_{partition_dir_name(partition_key)}_{step}.csv"
+        shutil.copyfile(path, named)
+        attachments.append(named)
+    return attachments
+
+
+def send_or_keep(mailer: MailerResource, folders: FoldersResource, message: EmailMessage, name: str) -> str:
+    """Send; a message SMTP refuses is kept in ``logs/unsent/`` for the next run to send."""
     try:
         return mailer.send_message(message)
     except ConnectorError as exc:
         unsent = folders.dir("logs", "unsent")
-        name = unsent / f"{time.strftime('%Y%m%dT%H%M%S')}_{run_id[:8]}_{flow}.eml"
-        partial = name.with_name(f".{name.name}.part")
+        kept = unsent / f"{time.strftime('%Y%m%dT%H%M%S')}_{name}.eml"
+        partial = kept.with_name(f".{kept.name}.part")
         partial.write_bytes(bytes(message))
-        partial.replace(name)
-        log.error("run e-mail not sent (%s); kept in %s for the next run", exc.reason, name)
-        return f"kept unsent in {name}"
+        partial.replace(kept)
+        log.error("e-mail not sent (%s); kept in %s for the next run", exc.reason, kept)
+        return f"kept unsent in {kept}"
 
 
 def send_kept_emails(mailer: MailerResource, folders: FoldersResource) -> list[str]:

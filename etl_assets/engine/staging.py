@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from etl_assets.engine.columns import LINE
+from etl_assets.resources.files import partial_name
 from etl_assets.resources.folders import FoldersResource
 
 T = TypeVar("T")
@@ -98,7 +99,7 @@ class StagedWriter:
 
     def __init__(self, path: Path, schema: dict[str, pl.DataType] | None = None) -> None:
         self.path = path
-        self.partial = path.with_name(path.name + ".part")
+        self.partial = path.with_name(partial_name(path.name))
         self.schema = schema
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None

@@ -6,6 +6,7 @@ The component types are named from here in ``defs/<flow>/defs.yaml``:
 ``type: etl_assets.orchestration.FlowComponent`` (or ``ReportComponent``).
 """
 
+from etl_assets.orchestration.batches import backfill_emails_sensor
 from etl_assets.orchestration.component_tree import ComponentSettings, build_component_defs
 from etl_assets.orchestration.connections_job import test_connections_job
 from etl_assets.orchestration.flow_component import FlowComponent, load_flow_models
@@ -16,6 +17,7 @@ __all__ = [
     "ComponentSettings",
     "FlowComponent",
     "ReportComponent",
+    "backfill_emails_sensor",
     "build_component_defs",
     "housekeeping_defs",
     "load_flow_models",

@@ -12,6 +12,7 @@ from datetime import timedelta
 import dagster as dg
 
 from etl_assets.engine import catcher
+from etl_assets.engine.batch_email import partition_line, record_line
 from etl_assets.engine.catcher import Verdict
 from etl_assets.engine.extract import SourceFileError
 from etl_assets.engine.load.partition_loads import utc_now
@@ -26,6 +27,7 @@ from etl_assets.engine.steps import (
     reconciliation,
 )
 from etl_assets.model.flow import STEPS, FlowModel
+from etl_assets.orchestration.batches import batch_of
 from etl_assets.orchestration.jobs import flow_jobs
 from etl_assets.orchestration.metadata import to_check_result, to_metadata
 from etl_assets.orchestration.parking import parking_defs
@@ -77,7 +79,17 @@ class FlowAssets:
         files = run_error_files(self.flow.name, context.partition_keys, upto, folders)
         files += [f for f in extra_files or [] if f[2].exists()]
         rejected = rejected_in(files, self.flow.source.delimiter)
-        self.send(context, mailer, folders, context.partition_keys, files, rejected, failure)
+        batch = batch_of(context.run)
+        if batch is None:
+            self.send(context, mailer, folders, context.partition_keys, files, rejected, failure)
+            return
+        for key in context.partition_keys:  # one: a batch runs a partition at a time
+            mine = [f for f in files if f[0] == key]
+            line = partition_line(
+                self.flow.name, key, folders, mine, rejected_in(mine, self.flow.source.delimiter), failure
+            )
+            record_line(folders, batch, line)
+            context.log.info(f"batch {batch}: {self.flow.name} {line.text()} (one e-mail when it ends)")
 
     def send(
         self,
@@ -258,7 +270,8 @@ def build_flow_defs(flow: FlowModel, runtime: FlowRuntime) -> dg.Definitions:
     common = {
         "group_name": flow.name,
         "partitions_def": partitions,
-        "backfill_policy": dg.BackfillPolicy.single_run(),
+        # a partition is the unit of work: a run each, its checks and e-mail line its own
+        "backfill_policy": dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
         "code_version": flow.code_version,
     }
     keys = {s: dg.AssetKey(flow.asset_name(s)) for s in STEPS}
@@ -267,6 +280,7 @@ def build_flow_defs(flow: FlowModel, runtime: FlowRuntime) -> dg.Definitions:
         return dg.AssetCheckSpec(
             name,
             asset=keys[step],
+            partitions_def=partitions,  # each result carries its partition in the UI
             blocking=step in flow.blocking_checks if blocking is None else blocking,
             description=f"rejected rows of {step}: pass with none, warn up to {flow.warn_limit}, fail above"
             if name == catcher.CHECK_NAME
@@ -276,8 +290,18 @@ def build_flow_defs(flow: FlowModel, runtime: FlowRuntime) -> dg.Definitions:
     @dg.asset(
         name=flow.asset_name("extract"),
         check_specs=[
-            dg.AssetCheckSpec("schema_drift", asset=keys["extract"], description="columns not in the map"),
-            dg.AssetCheckSpec("source_unchanged", asset=keys["extract"], description="same bytes as before"),
+            dg.AssetCheckSpec(
+                "schema_drift",
+                asset=keys["extract"],
+                partitions_def=partitions,
+                description="columns not in the map",
+            ),
+            dg.AssetCheckSpec(
+                "source_unchanged",
+                asset=keys["extract"],
+                partitions_def=partitions,
+                description="same bytes as before",
+            ),
         ],
         kinds={"sftp", "polars"},
         description=f"{flow.description}\n\nextract: the partition's file, kept (sha256) and backed up.",

@@ -26,7 +26,7 @@ def test_row_groups_arrive_in_order_with_line_statistics_only(tmp_path: Path) ->
         for start in range(0, 50_000, 5_000):
             writer.write(_batch(start, 5_000))
     assert writer.rows == 50_000
-    assert not path.with_name("extract.parquet.part").exists()
+    assert not list(path.parent.glob(".extract.parquet.*.part"))
     assert [b.height for b in read_batches(path)] == [5_000] * 10
     assert pl.read_parquet(path).equals(_batch(0, 50_000))
     group = pq.ParquetFile(path).metadata.row_group(3)
@@ -60,7 +60,7 @@ def test_a_failed_background_write_fails_the_step_and_leaves_no_file(
         for start in range(0, 30, 5):
             writer.write(_batch(start, 5))  # the failed write is raised, not the failed close
     assert not path.exists()
-    assert not path.with_name("transform.parquet.part").exists()
+    assert not list(path.parent.glob(".transform.parquet.*.part"))
 
 
 def test_an_error_of_the_step_waits_for_the_writer_and_removes_the_part(tmp_path: Path) -> None:

@@ -8,9 +8,11 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from etl_assets.samples import write_demo_data
@@ -18,6 +20,7 @@ from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 DG = str(Path(sys.executable).with_name("dg"))
+ETL_ASSETS = str(Path(sys.executable).with_name("etl-assets"))
 ROOT = Path(__file__).resolve().parents[2]
 WARNING = re.compile(r"(?i)\bwarning\b|\w+Warning\b")
 
@@ -39,24 +42,84 @@ def dg_launch(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     return cli([DG, "launch", *args], home)
 
 
-def test_three_partition_backfill_through_the_cli(flow_env: FlowEnv) -> None:
+def test_backfill_lands_every_good_partition_and_sends_one_email(flow_env: FlowEnv) -> None:
+    """``etl-assets backfill``: a run per partition; the one over its warn_limit fails alone."""
+    bad = [
+        f"B{i};IT1000000{i:04d};Bad {i} S.r.l.;;;;IT;;;;;;31/02/2019;14/01/2026 05:00:00" for i in range(11)
+    ]
     for day in (13, 14, 15):
-        flow_env.put(
-            f"companies_202601{day}.csv",
-            companies_csv(f"C{day};IT000000000{day};Ditta {day} S.r.l.;;;;IT;;;;;;;{day}/01/2026 05:00:00"),
-        )
+        good = f"C{day};IT000000000{day};Ditta {day} S.r.l.;;;;IT;;;;;;;{day}/01/2026 05:00:00"
+        flow_env.put(f"companies_202601{day}.csv", companies_csv(good, *(bad if day == 14 else [])))
+    run = cli(
+        [ETL_ASSETS, "backfill", "companies", "--from", "2026-01-13", "--to", "2026-01-15"], flow_env.home
+    )
+    assert run.returncode == 1, run.stdout + run.stderr[-3000:]  # one partition failed
+    assert "2026-01-14: FAILED" in run.stdout and "--partitions 2026-01-14" in run.stdout
+    assert flow_env.query("select external_id from accounts order by 1") == [("C13",), ("C15",)]
+
+    with dg.DagsterInstance.from_config(str(flow_env.home / "dagster_home")) as instance:
+        runs = instance.get_runs()
+        assert sorted(r.tags["dagster/partition"] for r in runs) == ["2026-01-13", "2026-01-14", "2026-01-15"]
+        assert sorted(r.status.value for r in runs) == ["FAILURE", "SUCCESS", "SUCCESS"]
+        for step, landed in (
+            ("transform", {"13", "14", "15"}),
+            ("load", {"13", "15"}),
+            ("link", {"13", "15"}),
+        ):
+            done = instance.get_materialized_partitions(dg.AssetKey(f"companies_{step}"))
+            assert done == {f"2026-01-{d}" for d in landed}, step
+        # each check result carries its partition (the UI's check history shows it)
+        verdicts = {
+            (e.partition, e.check_name): e.passed
+            for r in runs
+            for record in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+            if (e := record.dagster_event.event_specific_data).asset_key == dg.AssetKey("companies_transform")
+        }
+        assert verdicts == {
+            ("2026-01-13", "rejected_rows"): True,
+            ("2026-01-14", "rejected_rows"): False,
+            ("2026-01-15", "rejected_rows"): True,
+        }
+
+    (message,) = flow_env.smtp.wait_for(1)
+    time.sleep(0.3)
+    assert len(flow_env.smtp.messages()) == 1  # one e-mail for the whole backfill
+    assert message["Subject"] == (
+        "[etl_assets][test] companies 2026-01-13...2026-01-15 failed: 1 of 3 partitions "
+        "(2026-01-14: transform check rejected_rows: 11 rows rejected (warn up to 10)); 11 rows rejected"
+    )
+    body = message.get_body(("plain",)).get_content()
+    lines = [line.strip() for line in body.splitlines() if line.strip().startswith("companies 2026-01-")]
+    assert lines == [
+        "companies 2026-01-13: ok; 1 rows in, 1 loaded, 0 rejected",
+        "companies 2026-01-14: failed: transform check rejected_rows: 11 rows rejected (warn up to 10); "
+        "12 rows in, 0 loaded, 11 rejected; error files: transform.csv",
+        "companies 2026-01-15: ok; 1 rows in, 1 loaded, 0 rejected",
+    ]
+    assert [p.get_filename() for p in message.iter_attachments()] == ["companies_2026-01-14_transform.csv"]
+
+    # the failed one again, alone, once its file is corrected
+    flow_env.put(
+        "companies_20260114.csv",
+        companies_csv("C14;IT00000000014;Ditta 14 S.r.l.;;;;IT;;;;;;;14/01/2026 05:00:00"),
+    )
+    again = cli([ETL_ASSETS, "backfill", "companies", "--partitions", "2026-01-14"], flow_env.home)
+    assert again.returncode == 0, again.stdout + again.stderr[-3000:]
+    assert flow_env.query("select external_id from accounts order by 1") == [("C13",), ("C14",), ("C15",)]
+
+
+def test_the_dagster_cli_still_runs_a_partition_on_the_package(flow_env: FlowEnv) -> None:
+    """For those who type ``dagster asset materialize -m etl_assets``."""
+    flow_env.put(
+        "companies_20260113.csv",
+        companies_csv("C13;IT00000000013;Ditta 13 S.r.l.;;;;IT;;;;;;;13/01/2026 05:00:00"),
+    )
     run = dagster(
-        "asset",
-        "materialize",
-        "--select",
-        "group:companies",
-        "--partition-range",
-        "2026-01-13...2026-01-15",
-        home=flow_env.home,
+        "asset", "materialize", "--select", "group:companies", "--partition", "2026-01-13", home=flow_env.home
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert flow_env.query("select external_id from accounts order by 1") == [("C13",), ("C14",), ("C15",)]
     assert "RUN_SUCCESS" in run.stderr
+    assert flow_env.query("select external_id from accounts") == [("C13",)]
     assert flow_env.smtp.messages() == []  # a clean run sends nothing
 
 
