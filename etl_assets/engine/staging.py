@@ -9,9 +9,11 @@ steps read and write those files a batch at a time (memory holds a batch, not a 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -25,6 +27,7 @@ from etl_assets.resources.files import partial_name
 from etl_assets.resources.folders import FoldersResource
 
 T = TypeVar("T")
+LOCK_FILE = ".lock"
 
 
 def partition_dir_name(partition_key: str) -> str:
@@ -56,6 +59,18 @@ class PartitionStage:
     def error_file(self, step: str) -> Path:
         """``ETL_HOME/errors/<flow>/<partition>/<step>.csv``."""
         return self.folders.dir("errors", self.flow, partition_dir_name(self.partition_key)) / f"{step}.csv"
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """The partition's staged files to this step alone: a second run of the partition at
+        the same moment waits for the step to end (an exclusive ``flock`` on ``.lock``, freed
+        by the kernel if the process dies)."""
+        with (self.dir / LOCK_FILE).open("a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class _WriterThread:

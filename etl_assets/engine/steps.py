@@ -23,7 +23,7 @@ from etl_assets.engine.extract import Extracted, SourceFileError, extract_partit
 from etl_assets.engine.link import parking
 from etl_assets.engine.link.linker import link_stage
 from etl_assets.engine.link.parking import Retried, retry_parked
-from etl_assets.engine.load.partition_loads import record_load
+from etl_assets.engine.load.partition_loads import lock_partition, record_load
 from etl_assets.engine.load.upsert import RESPONSE_SCHEMA, Outcome, load_stage
 from etl_assets.engine.staging import PartitionStage, StagedWriter, count_rows
 from etl_assets.engine.transform.stage import transform_stage
@@ -139,8 +139,9 @@ class FlowSteps:
     # -- the steps ---------------------------------------------------------------------
     def extract(self, key: str, start: datetime, files: FilesResource) -> ExtractOutcome:
         """The partition's file fetched, kept (sha256), backed up and staged."""
-        before = previous_sha256(self.flow, start, self.stage(key))
-        result = extract_partition(self.flow, key, start, files, self.folders)
+        with self.stage(key).lock():
+            before = previous_sha256(self.flow, start, self.stage(key))
+            result = extract_partition(self.flow, key, start, files, self.folders)
         changed = None
         if before and before != result.sha256:
             changed = f"{result.file}: sha256 {before[:12]}... -> {result.sha256[:12]}..."
@@ -149,6 +150,10 @@ class FlowSteps:
     def transform(self, key: str) -> TransformOutcome:
         """The map applied, duplicates collapsed or resolved, bad rows to the error file."""
         stage = self.stage(key)
+        with stage.lock():
+            return self._transform(key, stage)
+
+    def _transform(self, key: str, stage: PartitionStage) -> TransformOutcome:
         result = transform_stage(self.flow, self.staged(key, "extract.parquet"), stage.dir)
         caught = catcher.catch_staged(
             "transform",
@@ -165,7 +170,12 @@ class FlowSteps:
         stage = self.stage(key)
         good = self.staged(key, "transform.parquet")
         # the response file appears only once the transaction committed
-        with StagedWriter(stage.file("load.parquet"), RESPONSE_SCHEMA) as response, engine.begin() as conn:
+        with (
+            stage.lock(),
+            StagedWriter(stage.file("load.parquet"), RESPONSE_SCHEMA) as response,
+            engine.begin() as conn,
+        ):
+            lock_partition(conn, self.flow.name, key)
             loaded = load_stage(conn, self.flow, good, response)
             record_load(conn, self.flow.name, key, loaded.rows_in)
         caught = catcher.catch(
@@ -197,7 +207,12 @@ class FlowSteps:
         loaded_path = self.staged(key, "load.parquet")
         extracted = self.extracted(key)
         parked_now = None
-        with StagedWriter(stage.file("link.parquet"), RESPONSE_SCHEMA) as response, engine.begin() as conn:
+        with (
+            stage.lock(),
+            StagedWriter(stage.file("link.parquet"), RESPONSE_SCHEMA) as response,
+            engine.begin() as conn,
+        ):
+            lock_partition(conn, self.flow.name, key)
 
             def park_rows(link: LinkSpec, rows: pl.DataFrame) -> None:
                 if rows.height:

@@ -22,6 +22,17 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0, tzinfo=None)
 
 
+def lock_partition(conn: sa.Connection, flow: str, partition_key: str) -> None:
+    """Hold the partition until this transaction ends: a second run of it (one that bypassed
+    the run queue: two CLI runs, a CLI run beside the daemon's) waits here, then finds the
+    first one's rows. PostgreSQL: an advisory lock; SQLite serializes writers by itself."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"),
+            {"name": f"etl_assets:{flow}:{partition_key}"},
+        )
+
+
 def loads_table(metadata: sa.MetaData | None = None) -> sa.Table:
     return sa.Table(
         LOADS_TABLE,
