@@ -9,12 +9,17 @@ subprocesses with a temporary DAGSTER_HOME:
 - the same command again (the idempotent re-load, instance and tables already there);
 - both ``--repeat`` times (default 3), each time on a new home: the median counts (a
   single CLI run here varies by a second from one run to the next);
-- ``... --partition-range <first>...<last>``: a 30-partition backfill in one run, on a new
-  ETL_HOME and instance.
+- ``etl-assets backfill companies --from <first> --to <last>``: a 30-partition backfill, a
+  run per partition in one process (the assets have ``BackfillPolicy.multi_run(1)``: a
+  partition is the unit of work), on a new ETL_HOME and instance;
+- the same 30 partitions through the daemon (``--no-daemon`` skips it): ``dagster-webserver``
+  and ``dagster-daemon run`` on a new ETL_HOME and instance (``DagsterServer`` of the tests),
+  the backfill launched as the UI launches it (GraphQL ``launchPartitionBackfill``), timed from
+  that call to the backfill's final status.
 
-It checks each exit code, that the run succeeded, and the rows and parent links in the
-SQLite target; prints a table and, last, ``single_partition_s=.. reload_partition_s=..
-backfill_30_s=..``.
+It checks each exit code (or the backfill's status), that the runs succeeded, and the rows
+and parent links in the SQLite target; prints a table and, last, ``single_partition_s=..
+reload_partition_s=.. backfill_30_s=.. daemon_backfill_30_s=.. daemon_backfill_vs_single=..``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -35,11 +41,17 @@ from pathlib import Path
 from benchmarks.load.common import log
 from benchmarks.load.generator import write_companies_csv
 from benchmarks.load.report import representative
+from etl_assets_tests.services.dagster_server import DagsterServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SINGLE_TARGET_S = 6.0
 BACKFILL_TARGET_S = 60.0
 DAGSTER_YAML = "telemetry:\n  enabled: false\n"
+COMPANIES_ASSETS = ["companies_extract", "companies_transform", "companies_load", "companies_link"]
+DAEMON_TIMEOUT_S = 900.0
+OTHER_RUNS = """
+{ runsOrError { __typename ... on Runs { results { runId jobName status tags { key value } } } } }
+"""
 
 
 @dataclass
@@ -74,11 +86,14 @@ class Home:
         return count, linked
 
 
-def make_home(base: Path, name: str, days: list[date], rows: int) -> Home:
+def make_home(
+    base: Path, name: str, days: list[date], rows: int, dagster_yaml: str | None = DAGSTER_YAML
+) -> Home:
     """Companies files for ``days`` (unique ids across days) in a new ETL_HOME/import."""
     etl_home, dagster_home = base / name / "etl_home", base / name / "dagster_home"
     dagster_home.mkdir(parents=True)
-    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    if dagster_yaml is not None:
+        (dagster_home / "dagster.yaml").write_text(dagster_yaml)
     parents = {}
     for index, day in enumerate(days):
         path = etl_home / "import" / f"companies_{day:%Y%m%d}.csv"
@@ -98,6 +113,7 @@ class Timed:
     code: int
     run_ok: bool
     check: str
+    state: str | None = None  # shown instead of "success" / "exit N" (a backfill's status)
 
     @property
     def ok(self) -> bool:
@@ -110,22 +126,20 @@ def dagster_cli() -> str:
     return str(local) if local.exists() else "dagster"
 
 
-def materialize(home: Home, selection: list[str], log_path: Path) -> tuple[float, int, bool]:
-    """Run ``dagster asset materialize`` for the companies group; wall seconds, exit code, run success."""
-    argv = [
-        dagster_cli(),
-        "asset",
-        "materialize",
-        "-m",
-        "etl_assets.definitions",
-        "--select",
-        "group:companies",
-    ]
+def materialize(home: Home, days: list[date], log_path: Path) -> tuple[float, int, bool]:
+    """One partition: ``dagster asset materialize`` of the companies group; a range:
+    ``etl-assets backfill`` (a run per partition in one process). Wall seconds, exit code,
+    every run a success."""
+    first, last = f"{days[0]:%Y-%m-%d}", f"{days[-1]:%Y-%m-%d}"
+    if len(days) == 1:
+        argv = [dagster_cli(), "asset", "materialize", "-m", "etl_assets.definitions"]
+        argv += ["--select", "group:companies", "--partition", first]
+    else:
+        argv = [str(Path(sys.executable).with_name("etl-assets")), "backfill", "companies"]
+        argv += ["--from", first, "--to", last]
     with log_path.open("wb") as out:
         started = time.perf_counter()
-        code = subprocess.run(
-            [*argv, *selection], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=home.env
-        )
+        code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=home.env)
         seconds = time.perf_counter() - started
     text = log_path.read_text(errors="replace")
     run_ok = "RUN_SUCCESS" in text and "RUN_FAILURE" not in text
@@ -147,12 +161,8 @@ def timed(
     target: float,
 ) -> Timed:
     """One materialisation of ``days`` and the checks of the target afterwards."""
-    key = f"{days[0]:%Y-%m-%d}"
-    selection = (
-        ["--partition", key] if len(days) == 1 else ["--partition-range", f"{key}...{days[-1]:%Y-%m-%d}"]
-    )
-    log(f"{label}: dagster asset materialize {' '.join(selection)}")
-    seconds, code, run_ok = materialize(home, selection, log_path)
+    log(f"{label}: {len(days)} partition(s)")
+    seconds, code, run_ok = materialize(home, days, log_path)
     count, linked = home.target_state()
     if (count, linked) != (expect_rows, expect_linked):
         check = (
@@ -177,6 +187,81 @@ def median_of(runs: list[Timed]) -> Timed:
     return replace(chosen, label=f"{chosen.label}, median of {seconds}")
 
 
+def peak_concurrency(runs: list[dict]) -> int:
+    """Most runs executing at the same moment (from their start and end times: a run process's
+    start-up, before its start time, is not counted)."""
+    edges = sorted(
+        [(r["start_time"], 1) for r in runs if r["start_time"] and r["end_time"]]
+        + [(r["end_time"], -1) for r in runs if r["start_time"] and r["end_time"]]
+    )
+    peak = now = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def daemon_backfill(home: Home, label: str, log_dir: Path) -> Timed:
+    """All of ``home.days`` as one backfill through the webserver and the daemon, launched with
+    the UI's GraphQL once both are up; seconds from the launch call to the final status."""
+    keys = [f"{day:%Y-%m-%d}" for day in home.days]
+    expect_rows, expect_linked = home.rows * len(keys), sum(home.parents.values())
+    log(f"{label}: starting dagster-webserver and dagster-daemon")
+    server = DagsterServer(ROOT, home.dagster_home, base_env=home.env)
+    seconds, status, detail, other = float("nan"), "not launched", {}, Counter()
+    try:
+        with server:
+            log(f"{label}: launchPartitionBackfill {keys[0]}...{keys[-1]} ({len(keys)} partitions)")
+            started = time.perf_counter()
+            backfill_id = server.launch_backfill(keys, COMPANIES_ASSETS)
+            detail = server.wait_backfill(backfill_id, timeout=DAEMON_TIMEOUT_S)
+            seconds = time.perf_counter() - started
+            status = detail["status"]
+            everything = server.graphql(OTHER_RUNS)["runsOrError"].get("results", [])
+            ours = {r["id"] for r in detail["runs"]}
+            other = Counter(r["jobName"] for r in everything if r["runId"] not in ours)
+    except Exception as exc:  # a failed path is a row of the table, not a traceback
+        status = f"error: {type(exc).__name__}"
+        detail = {"error": str(exc).splitlines()[0][:300]}
+    finally:
+        for name, path in server.log_paths.items():
+            if path.exists():
+                shutil.copy(path, log_dir / f"daemon_{name}.log")
+    count, linked = home.target_state()
+    runs = detail.get("runs", [])
+    run_states = ", ".join(
+        f"{sum(r['status'] == s for r in runs)} {s}" for s in sorted({r["status"] for r in runs})
+    )
+    run_ok = status == "COMPLETED_SUCCESS" and bool(runs) and all(r["status"] == "SUCCESS" for r in runs)
+    if detail.get("error"):
+        check = f"FAILED: {detail['error']} (logs: {log_dir}/daemon_*.log)"
+    elif (count, linked) != (expect_rows, expect_linked):
+        check = (
+            f"FAILED: accounts has {count:,} rows / {linked:,} parents, "
+            f"expected {expect_rows:,} / {expect_linked:,}"
+        )
+    elif not run_ok:
+        check = f"FAILED: backfill {status}, runs {run_states}"
+    else:
+        launched = detail["timestamp"]
+        first = min(r["start_time"] for r in runs if r["start_time"]) - launched
+        last = max(r["end_time"] for r in runs if r["end_time"]) - launched
+        check = (
+            f"ok: {count:,} rows, {linked:,} parents linked, {len(runs)} runs {run_states} "
+            f"(at most {peak_concurrency(runs)} executing at once), "
+            f"first run started +{first:.0f} s, last ended +{last:.0f} s, "
+            f"final +{detail['end_timestamp'] - launched:.0f} s (Dagster's timestamps)"
+            + (
+                f"; other runs meanwhile: {', '.join(f'{n} {job}' for job, n in other.items())}"
+                if other
+                else ""
+            )
+        )
+    result = Timed(label, len(keys), expect_rows, seconds, None, 0 if run_ok else 1, run_ok, check, status)
+    log(f"{label}: {seconds:.1f} s, {check}")
+    return result
+
+
 def import_floor(home: Home) -> float:
     """Seconds to import the code location and build its definitions (every CLI run pays it)."""
     code = "import etl_assets.definitions as d; d.defs()"
@@ -194,7 +279,7 @@ def print_table(results: list[Timed], floor: float) -> None:
     for r in results:
         met = "n/a" if r.target is None else ("yes" if r.seconds < r.target and r.ok else "no")
         target = "" if r.target is None else f"< {r.target:g}"
-        state = "success" if r.run_ok and r.code == 0 else f"exit {r.code}"
+        state = r.state or ("success" if r.run_ok and r.code == 0 else f"exit {r.code}")
         print(
             f"{r.label:<76} {r.partitions:>10} {r.rows:>7,} {r.seconds:>7.2f} {target:>7} {met:>4} "
             f"{state:>8}  {r.check}"
@@ -215,10 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=3, help="single-partition runs, each on a new home (median shown)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary homes and logs")
+    parser.add_argument(
+        "--no-daemon", action="store_true", help="skip the backfill through the webserver and daemon"
+    )
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="etl_bench_orch_"))
     last = date.today() - timedelta(days=2)  # well inside the daily partitions in any timezone
     days = [last - timedelta(days=n) for n in range(args.days - 1, -1, -1)]
+    daemon: Timed | None = None
     try:
         day = [days[-1]]
         firsts, reloads = [], []
@@ -252,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(
             timed(
                 backfill,
-                f"{args.days}-partition backfill (one run, --partition-range)",
+                f"{args.days}-partition backfill (etl-assets backfill: a run each, one process)",
                 days,
                 base / "backfill.log",
                 args.rows * args.days,
@@ -260,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
                 BACKFILL_TARGET_S,
             )
         )
+        if not args.no_daemon:
+            daemon = daemon_backfill(
+                make_home(base, "daemon", days, args.rows, dagster_yaml=None),
+                f"{args.days}-partition backfill through the daemon (UI's GraphQL launch)",
+                base,
+            )
+            results.append(daemon)
         print(
             f"\ncompanies flow through the dagster CLI: {args.rows:,} rows a day, dev environment (SQLite), "
             f"in-process executor, {os.cpu_count()} cores"
@@ -271,9 +367,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     print()
+    daemon_s = daemon_ratio = "n/a"
+    if daemon is not None:
+        daemon_s, daemon_ratio = f"{daemon.seconds:.2f}", f"{daemon.seconds / results[0].seconds:.1f}"
     print(
         f"single_partition_s={results[0].seconds:.2f} reload_partition_s={results[1].seconds:.2f} "
-        f"backfill_{args.days}_s={results[2].seconds:.2f}"
+        f"backfill_{args.days}_s={results[2].seconds:.2f} daemon_backfill_{args.days}_s={daemon_s} "
+        f"daemon_backfill_vs_single={daemon_ratio}"
     )
     return 0 if all(r.ok for r in results) else 1
 

@@ -23,6 +23,13 @@ from etl_assets.resources import FoldersResource, MailerResource
 BACKFILL_TAG = "dagster/backfill"  # set by Dagster on every run of a backfill
 BATCH_TAG = "etl_assets/batch"  # set by ``etl-assets backfill`` on its runs
 PARTITION_TAG = "dagster/partition"
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+def partition_of(run: dg.DagsterRun) -> str:
+    """The partition of a run: its tag, or the range of one a backfill's run carries."""
+    start, end = (run.tags.get(tag) for tag in RANGE_TAGS)
+    return run.tags.get(PARTITION_TAG) or (start if start == end and start else f"{start}...{end}")
 
 
 def batch_of(run: dg.DagsterRun) -> str | None:
@@ -46,7 +53,7 @@ def lines_of_dead_runs(
     have = {(line.flow, line.partition) for line in recorded}
     lines = []
     for run in runs:
-        key = run.tags.get(PARTITION_TAG, "-")
+        key = partition_of(run)
         if (
             run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
             and (

@@ -1,0 +1,78 @@
+"""A backfill as an operator launches it from the UI: the real webserver and daemon, the UI's
+GraphQL mutation, and what the UI then shows (the backfill's page, the asset's partitions).
+
+The daemon starts after the launch, so its first backfill tick takes the backfill up: the
+backfill daemon ticks every 30 s (not configurable in Dagster 1.13.27), and a backfill needs
+two ticks (submit the runs, see them done); launched after the daemon's first tick, it would
+wait up to 30 s more."""
+
+from __future__ import annotations
+
+import time
+from datetime import date, timedelta
+from email import message_from_bytes, policy
+from pathlib import Path
+
+from etl_assets.samples import write_demo_data
+from etl_assets_tests.services import DagsterServer
+from etl_assets_tests.test_flows.conftest import companies_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ["companies_extract", "companies_transform", "companies_load", "companies_link"]
+
+
+def test_backfill_through_the_daemon_as_the_ui_launches_it(isolated_env: Path, tmp_path: Path) -> None:
+    """Three days, the middle one over its warn_limit: two land, one fails, the UI says so, and
+    the backfill sends one e-mail with a line per partition."""
+    end = date.today() - timedelta(days=2)  # inside the daily partitions in any timezone
+    keys = [f"{end - timedelta(days=n):%Y-%m-%d}" for n in (2, 1, 0)]
+    for path in write_demo_data(isolated_env / "import", days=3, end=end):
+        if not path.name.startswith("companies_"):
+            path.unlink()  # the offers files would start runs of their own (offers_file_sensor)
+    middle = isolated_env / "import" / f"companies_{keys[1].replace('-', '')}.csv"
+    bad = [
+        f"B{i};IT1000000{i:04d};Bad {i} S.r.l.;;;;IT;;;;;;31/02/2019;01/01/2026 05:00:00" for i in range(11)
+    ]
+    middle.write_bytes(companies_csv(*bad))  # 11 rejected rows, warn_limit 10: it blocks
+
+    env = {"ETL_ENV": "dev", "ETL_HOME": str(isolated_env)}
+    outbox = isolated_env / "logs" / "outbox"
+    with DagsterServer(ROOT, tmp_path / "dagster_home", env, daemon=False) as dagster:
+        backfill_id = dagster.launch_backfill(keys, ASSETS)
+        dagster.start_daemon()
+        backfill = dagster.wait_backfill(backfill_id, timeout=150)
+        load = dagster.partition_status("companies_load")
+        transform = dagster.partition_status("companies_transform")
+        deadline = time.monotonic() + 90  # the backfill_emails sensor looks every 30 s
+        while not list(outbox.glob("*.eml")) and time.monotonic() < deadline:
+            time.sleep(1)
+
+    assert backfill["status"] == "COMPLETED_FAILED", backfill
+    assert backfill["error"] is None, backfill["error"]
+    assert sorted(run["status"] for run in backfill["runs"]) == ["FAILURE", "SUCCESS", "SUCCESS"]
+    assert backfill["assets"]["companies_load"]["numPartitionsMaterialized"] == 2, backfill
+    # the asset's Partitions tab: the bad day is not materialized where its load did not commit
+    assert {k: load[k] for k in keys} == {
+        keys[0]: "materialized",
+        keys[1]: "failed",
+        keys[2]: "materialized",
+    }
+    assert transform[keys[1]] == "materialized"  # its rows were read; its blocking check failed
+    assert not {k for k, v in load.items() if v != "missing"} - set(keys), "partitions outside the backfill"
+
+    (email,) = outbox.glob("*.eml")  # one for the whole backfill
+    message = message_from_bytes(email.read_bytes(), policy=policy.default)
+    assert message["Subject"].startswith(
+        f"[etl_assets][dev] companies {keys[0]}...{keys[2]} failed: 1 of 3 partitions ({keys[1]}: "
+        "transform check rejected_rows: 11 rows rejected (warn up to 10))"
+    ), message["Subject"]
+    body = message.get_body(("plain",)).get_content()
+    lines = [line.strip() for line in body.splitlines() if line.strip().startswith("companies 20")]
+    assert [line.split(":")[0] for line in lines] == [f"companies {k}" for k in keys]
+    assert lines[1].startswith(f"companies {keys[1]}: failed: transform check rejected_rows")
+    assert all("rejected rows" in lines[i] for i in (0, 2)), lines  # demo faults, under warn_limit
+    names = sorted(p.get_filename() for p in message.iter_attachments())
+    assert names == sorted(
+        [f"companies_{k}_{step}.csv" for k in (keys[0], keys[2]) for step in ("transform", "link")]
+        + [f"companies_{keys[1]}_transform.csv"]
+    )
