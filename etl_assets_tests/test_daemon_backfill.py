@@ -76,3 +76,52 @@ def test_backfill_through_the_daemon_as_the_ui_launches_it(isolated_env: Path, t
         [f"companies_{k}_{step}.csv" for k in (keys[0], keys[2]) for step in ("transform", "link")]
         + [f"companies_{keys[1]}_transform.csv"]
     )
+
+
+def test_a_run_killed_with_sigkill_is_marked_failed_and_its_partition_runs_again(
+    isolated_env: Path, tmp_path: Path
+) -> None:
+    """Dead runs are noticed: the run worker of a daemon-launched run dies (kill -9) mid-run;
+    the run is marked failed within seconds and the next run of its partition lands."""
+    import os
+    import re
+    import signal
+
+    import dagster as dg
+
+    day = date.today() - timedelta(days=2)
+    key = f"{day:%Y-%m-%d}"
+    (path,) = [
+        p
+        for p in write_demo_data(isolated_env / "import", days=1, end=day, rows_per_day=60_000)
+        if p.name.startswith("companies_")
+    ]
+    for other in (isolated_env / "import").iterdir():
+        if other != path:
+            other.unlink()
+    env = {"ETL_ENV": "dev", "ETL_HOME": str(isolated_env)}
+    home = tmp_path / "dagster_home"
+    with DagsterServer(ROOT, home, env) as dagster, dg.DagsterInstance.from_config(str(home)) as instance:
+        first = dagster.launch_backfill([key], ASSETS)
+        deadline, pid, run_id = time.monotonic() + 90, None, None
+        while pid is None and time.monotonic() < deadline:
+            for run in instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": first})):
+                for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+                    found = re.search(r"Executing steps in process \(pid: (\d+)\)", record.message)
+                    if found:
+                        pid, run_id = int(found.group(1)), run.run_id
+            time.sleep(0.2)
+        assert pid is not None, "the backfill's run did not start"
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        while instance.get_run_by_id(run_id).status != dg.DagsterRunStatus.FAILURE:
+            assert time.monotonic() - killed_at < 60, instance.get_run_by_id(run_id).status
+            time.sleep(0.5)
+        noticed_s = time.monotonic() - killed_at
+        backfill = dagster.wait_backfill(first, timeout=120)
+        assert backfill["status"] == "COMPLETED_FAILED", backfill
+
+        again = dagster.launch_backfill([key], ASSETS)  # it does not block its partition
+        assert dagster.wait_backfill(again, timeout=150)["status"] == "COMPLETED_SUCCESS"
+        assert dagster.partition_status("companies_load")[key] == "materialized"
+    assert noticed_s < 30, f"the dead run was marked failed after {noticed_s:.1f} s"
