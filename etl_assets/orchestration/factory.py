@@ -28,6 +28,7 @@ from etl_assets.engine.steps import (
 )
 from etl_assets.model.flow import STEPS, FlowModel
 from etl_assets.orchestration.batches import batch_of
+from etl_assets.orchestration.faults import RETRY_POLICY, connection_fault_line, is_connection_fault
 from etl_assets.orchestration.jobs import flow_jobs
 from etl_assets.orchestration.metadata import to_check_result, to_metadata
 from etl_assets.orchestration.parking import parking_defs
@@ -119,9 +120,15 @@ class FlowAssets:
 
     @contextmanager
     def failing_emails(
-        self, context: dg.AssetExecutionContext, step: str, mailer: MailerResource, folders: FoldersResource
+        self,
+        context: dg.AssetExecutionContext,
+        step: str,
+        mailer: MailerResource,
+        folders: FoldersResource,
+        database: DatabaseResource | None = None,
     ) -> Iterator[None]:
-        """A step that fails sends the run's e-mail with the reason, then fails the step."""
+        """A step that fails sends the run's e-mail with the reason, then fails the step. A
+        lost database connection is retried (RETRY_POLICY): only the last try e-mails."""
         try:
             yield
         except SourceFileError as exc:
@@ -129,10 +136,18 @@ class FlowAssets:
             raise dg.Failure(description=f"{step}: {exc}", allow_retries=False) from None
         except ConnectorError as exc:
             self.email(context, step, mailer, folders, failure=str(exc))
-            raise dg.Failure(description=f"{step}: {exc}") from None
+            raise dg.Failure(description=f"{step}: {exc}", allow_retries=False) from None
         except Exception as exc:
-            self.email(context, step, mailer, folders, failure=f"{step}: {type(exc).__name__}: {exc}")
-            raise
+            if database is None or not is_connection_fault(exc):
+                self.email(context, step, mailer, folders, failure=f"{step}: {type(exc).__name__}: {exc}")
+                raise
+            tries = context.retry_number + 1
+            line = connection_fault_line(exc, database, mailer.env, tries)
+            if tries <= RETRY_POLICY.max_retries:
+                context.log.warning(f"{step}: {line.split(' after ')[0]}; retrying (try {tries + 1})")
+                raise dg.Failure(description=f"{step}: {line}") from exc
+            self.email(context, step, mailer, folders, failure=f"{step}: {line}")
+            raise dg.Failure(description=f"{step}: {line}", allow_retries=False) from exc
 
     def finish(
         self,
@@ -203,7 +218,7 @@ class FlowAssets:
     def load(self, context, database: DatabaseResource, folders: FoldersResource, mailer: MailerResource):
         steps, tally, counts = FlowSteps(self.flow, folders), StepTally(), dict.fromkeys(ACTIONS, 0)
         balanced = []
-        with self.failing_emails(context, "load", mailer, folders):
+        with self.failing_emails(context, "load", mailer, folders, database):
             for key in context.partition_keys:
                 outcome = steps.load(key, database.engine())
                 for action, n in outcome.loaded.actions.items():
@@ -220,7 +235,7 @@ class FlowAssets:
         counts = {"updated": 0, "unchanged": 0, "rejected": 0, "parked": 0}
         expired_files: list[ErrorFile] = []
         extra: dict[str, object] = {}
-        with self.failing_emails(context, "link", mailer, folders):
+        with self.failing_emails(context, "link", mailer, folders, database):
             now = utc_now()
             if steps.parks:
                 # parked rows of earlier partitions get their chance first
@@ -331,6 +346,7 @@ def build_flow_defs(flow: FlowModel, runtime: FlowRuntime) -> dg.Definitions:
         deps=[transform],
         kinds={"sql"},
         check_specs=[check("load"), check("load", RECONCILIATION, True)],
+        retry_policy=RETRY_POLICY,
         description=f"load: upsert into {flow.target.table} on {flow.target.key}, a transaction a partition.",
         **common,
     )
@@ -347,6 +363,7 @@ def build_flow_defs(flow: FlowModel, runtime: FlowRuntime) -> dg.Definitions:
         deps=[load],
         kinds={"sql"},
         check_specs=[check("link")],
+        retry_policy=RETRY_POLICY,
         description="link: reference columns from natural values.",
         **common,
     )
