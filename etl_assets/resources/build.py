@@ -77,5 +77,7 @@ def _mailer(settings: Settings, home: Path) -> MailerResource:
         cafile=(smtp.cafile or "") if smtp else "",
         user=(smtp.user or "") if smtp else "",
         password=(smtp.password or "") if smtp else "",
+        retries=smtp.retries if smtp else 0,
+        backoff_seconds=smtp.backoff_seconds if smtp else 0.0,
         timeout=smtp.timeout if smtp else 10.0,
     )

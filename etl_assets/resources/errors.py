@@ -10,10 +10,11 @@ from etl_assets.settings.secrets import SecretError, decrypt
 class ConnectorError(Exception):
     """A connector failed; ``reason`` is short, actionable and holds no secret."""
 
-    def __init__(self, connector: str, reason: str) -> None:
+    def __init__(self, connector: str, reason: str, transient: bool = False) -> None:
         super().__init__(f"{connector}: {reason}")
         self.connector = connector
         self.reason = reason
+        self.transient = transient  # worth another try: a 4xx, a connection lost or refused
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import smtplib
 import socket
@@ -16,6 +17,8 @@ from pathlib import Path
 from dagster import ConfigurableResource
 
 from etl_assets.resources.errors import ConnectorError, first_line, redact, reveal
+
+log = logging.getLogger("etl_assets.mailer")
 
 
 class MailerResource(ConfigurableResource):
@@ -32,6 +35,8 @@ class MailerResource(ConfigurableResource):
     user: str = ""
     password: str = ""
     timeout: float = 10.0
+    retries: int = 2
+    backoff_seconds: float = 1.0
 
     @property
     def label(self) -> str:
@@ -77,7 +82,18 @@ class MailerResource(ConfigurableResource):
             return str(self._write_eml(message))
         if not message["To"]:
             raise ConnectorError("mail", f"{self.label}: no recipients: set mail.recipients")
-        self._deliver(message)
+        for attempt in range(self.retries + 1):
+            try:
+                self._deliver(message)
+                break
+            except ConnectorError as exc:
+                if not exc.transient or attempt == self.retries:
+                    if attempt:
+                        raise ConnectorError("mail", f"{exc.reason} after {attempt + 1} tries") from None
+                    raise
+                delay = self.backoff_seconds * 2**attempt
+                log.warning("%s; retry %d/%d in %.1f s", exc, attempt + 1, self.retries, delay)
+                time.sleep(delay)
         return f"{self.label} to {message['To']}"
 
     def _write_eml(self, message: EmailMessage) -> Path:
@@ -123,9 +139,11 @@ class MailerResource(ConfigurableResource):
             reason = f"{first_line(exc)}{hint}"
             raise ConnectorError("mail", redact(f"{self.label}: {reason}", [password])) from None
         except (OSError, smtplib.SMTPException) as exc:
+            transient = isinstance(exc, OSError | smtplib.SMTPServerDisconnected)
             if isinstance(
                 exc, (ConnectionRefusedError, socket.timeout, socket.gaierror, smtplib.SMTPConnectError)
             ):
+                transient = not isinstance(exc, socket.gaierror)  # a wrong host name stays wrong
                 reason = f"host unreachable: {self.smtp_host}:{self.smtp_port} ({first_line(exc)})"
             elif isinstance(exc, smtplib.SMTPResponseException):
                 # not the exception's str(): that is a tuple repr with the raw bytes
@@ -133,11 +151,12 @@ class MailerResource(ConfigurableResource):
                 if isinstance(error, bytes):
                     error = error.decode(errors="replace")
                 reason = f"the server refused: {exc.smtp_code} {error}"
+                transient = 400 <= exc.smtp_code < 500  # 4xx: try again later, says the server
             elif isinstance(exc, smtplib.SMTPRecipientsRefused):
                 reason = f"the server refused the recipients {', '.join(exc.recipients)}"
             else:
                 reason = first_line(exc)
-            raise ConnectorError("mail", redact(f"{self.label}: {reason}", [password])) from None
+            raise ConnectorError("mail", redact(f"{self.label}: {reason}", [password]), transient) from None
 
     def check_connection(self, send_test_email: bool = False) -> str:
         """Log in (and optionally send a test e-mail to the recipients)."""

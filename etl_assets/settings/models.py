@@ -82,6 +82,8 @@ class SmtpSettings(StrictModel):
     user: str | None = None
     password: Secret | None = None
     timeout: float = Field(10.0, gt=0)
+    retries: int = Field(2, ge=0, le=10, description="tries again after a 4xx or a lost connection")
+    backoff_seconds: float = Field(1.0, ge=0, description="first wait before a retry; doubles each time")
 
 
 class MailSettings(StrictModel):

@@ -168,6 +168,12 @@ class SmtpServer:
             self.stop()
             raise
 
+    def defer_next(self, count: int) -> None:
+        """Answer the next ``count`` messages with 451 (try again later)."""
+        tmp = self.maildir / ".defer.tmp"
+        tmp.write_text(str(count))
+        tmp.replace(self.maildir / ".defer")
+
     def stop(self) -> None:
         """Terminate the server process (received mail stays in the maildir)."""
         if self._proc is not None:

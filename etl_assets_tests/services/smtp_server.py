@@ -32,7 +32,14 @@ class MaildirHandler:
         self._counter = itertools.count()
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
-        """Store the raw bytes exactly as received plus a JSON sidecar with the envelope."""
+        """Store the raw bytes exactly as received plus a JSON sidecar with the envelope; while
+        ``.defer`` holds a count above 0, answer 451 instead (and count down), as a server that
+        is busy or greylisting does."""
+        defer = self.maildir / ".defer"
+        left = int(defer.read_text() or 0) if defer.exists() else 0
+        if left > 0:
+            self._write_atomic(defer, str(left - 1).encode())
+            return "451 4.3.0 Try again later (deferred by the test)"
         # Nanosecond time first: names sort by arrival even across server restarts.
         stem = f"{time.time_ns():020d}-{os.getpid()}-{next(self._counter):06d}"
         content = envelope.original_content or b""

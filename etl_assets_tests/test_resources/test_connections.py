@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import os
 import pwd
 import re
@@ -442,3 +443,24 @@ def test_test_email_refused_without_login_gives_the_server_reply(
     # the plain check already asks the server whether it would take a message from us
     with pytest.raises(ConnectorError, match="the server refused: 530 5.7.0 Authentication required"):
         mailer.check_connection()
+
+
+def test_a_message_the_server_defers_is_sent_again_with_back_off(
+    good: Config, write_settings: WriteSettings, smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SMTP 4xx (busy, greylisting): retried with back-off; a 5xx or a lasting 4xx is not."""
+    good["mail"]["smtp"]["backoff_seconds"] = 0.2
+    write_settings(settings_yaml(good))
+    mailer = build_resources(load_settings("test"))["mailer"]
+    smtp_server.clear()
+    smtp_server.defer_next(2)  # the real server answers 451 twice
+    caplog.set_level(logging.WARNING, logger="etl_assets.mailer")
+    mailer.send("[etl_assets][test] deferred", "body")
+    [message] = smtp_server.wait_for(1)
+    assert message["Subject"] == "[etl_assets][test] deferred"
+    assert caplog.text.count("451 4.3.0 Try again later") == 2 and "retry 2/2" in caplog.text
+
+    smtp_server.defer_next(5)
+    with pytest.raises(ConnectorError, match=r"the server refused: 451 4\.3\.0 .* after 3 tries$"):
+        mailer.send("[etl_assets][test] still deferred", "body")
+    assert len(smtp_server.messages()) == 1
