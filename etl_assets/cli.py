@@ -119,6 +119,14 @@ def _backfill(args: argparse.Namespace) -> int:
     if args.partitions:
         keys = [k.strip() for k in args.partitions.split(",") if k.strip()]
     elif args.first:
+        ends = [k for k in (args.first, args.last) if k and not partitions.has_partition_key(k)]
+        if ends:
+            example = partitions.get_first_partition_key()
+            print(
+                f"etl-assets: not partitions of {args.flow}: {', '.join(ends)} (keys look like {example})",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         keys = partitions.get_partition_keys_in_range(
             dg.PartitionKeyRange(args.first, args.last or args.first)
         )

@@ -174,3 +174,18 @@ def test_two_runs_of_one_partition_at_once_neither_fails_nor_doubles(flow_env: F
             (12_000, 12_000)
         ]
     assert flow_env.smtp.messages() == []  # clean runs: no e-mail, and no raw error anywhere
+
+
+def test_backfill_of_keys_that_are_not_partitions_says_what_keys_look_like(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from etl_assets.cli import main
+
+    monkeypatch.setenv("ETL_ENV", "dev")
+    monkeypatch.setenv("DAGSTER_HOME", str(isolated_env))
+    assert main(["backfill", "companies", "--from", "2026-13-01", "--to", "2026-01-03"]) == 2
+    assert "not partitions of companies: 2026-13-01 (keys look like 20" in capsys.readouterr().err
+    assert main(["backfill", "suppliers", "--from", "2026-01-01"]) == 2
+    assert "no flow 'suppliers'" in capsys.readouterr().err
+    assert main(["backfill", "companies"]) == 2
+    assert "give --from [--to] or --partitions" in capsys.readouterr().err
