@@ -19,6 +19,7 @@ import polars as pl
 
 from etl_assets.engine.run_email import attach, partition_label, send_or_keep
 from etl_assets.engine.staging import PartitionStage, count_rows, partition_dir_name
+from etl_assets.resources.files import partial_name
 from etl_assets.resources.folders import FoldersResource
 from etl_assets.resources.mailer import MailerResource
 
@@ -82,7 +83,7 @@ def batch_dir(folders: FoldersResource, batch: str) -> Path:
 def record_line(folders: FoldersResource, batch: str, line: PartitionLine) -> None:
     """Leave the partition's line for the batch's e-mail (a re-run of it replaces it)."""
     path = batch_dir(folders, batch) / f"{line.flow}_{partition_dir_name(line.partition)}.json"
-    partial = path.with_name(f".{path.name}.part")
+    partial = path.with_name(partial_name(path.name))
     partial.write_text(json.dumps(asdict(line)), encoding="utf-8")
     partial.replace(path)
 

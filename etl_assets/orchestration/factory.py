@@ -79,9 +79,9 @@ class FlowAssets:
         upto = steps[: steps.index(step) + 1] if step in steps else steps
         files = run_error_files(self.flow.name, context.partition_keys, upto, folders)
         files += [f for f in extra_files or [] if f[2].exists()]
-        rejected = rejected_in(files, self.flow.source.delimiter)
         batch = batch_of(context.run)
         if batch is None:
+            rejected = rejected_in(files, self.flow.source.delimiter)
             self.send(context, mailer, folders, context.partition_keys, files, rejected, failure)
             return
         for key in context.partition_keys:  # one: a batch runs a partition at a time
