@@ -102,11 +102,13 @@ def _test_connections(args: argparse.Namespace) -> int:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    """A run per partition in this process (recorded in DAGSTER_HOME, shown in the UI)."""
+    """Ranged runs of consecutive partitions in this process (recorded in DAGSTER_HOME, shown in
+    the UI), each partition landing or failing on its own."""
     import dagster as dg
 
     from etl_assets.definitions import build_definitions
     from etl_assets.orchestration.batches import run_batch
+    from etl_assets.orchestration.factory import BACKFILL_CHUNK
 
     settings = load_settings(args.env)
     defs = build_definitions(settings)
@@ -139,7 +141,9 @@ def _backfill(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     resources = build_resources(settings)
     with dg.DagsterInstance.get() as instance:
-        batch, runs, where = run_batch(job, keys, instance, resources["mailer"], resources["folders"])
+        batch, runs, where = run_batch(
+            job, keys, instance, resources["mailer"], resources["folders"], BACKFILL_CHUNK
+        )
     print(f"backfill {batch} of {args.flow}, environment {settings.env}: {len(runs)} partitions")
     for run in runs:
         print(f"  {run.partition}: {'ok' if run.success else 'FAILED'} (run {run.run_id})")

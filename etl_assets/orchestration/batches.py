@@ -1,8 +1,9 @@
-"""Batches of partition runs: a backfill (the daemon's, from the UI or ``dagster job backfill``)
-and ``etl-assets backfill`` (a run per partition in one process, no daemon).
+"""Batches of partitions: a backfill (the daemon's, from the UI or ``dagster job backfill``)
+and ``etl-assets backfill`` (ranged runs one after the other in one process, no daemon).
 
-Every partition runs alone (``BackfillPolicy.multi_run(1)``), so it lands or fails on its
-own. A run of a batch leaves its partition's line instead of sending an e-mail
+A batch runs its partitions in ranged runs of up to ``BACKFILL_CHUNK`` consecutive partitions
+(``BackfillPolicy.multi_run``); inside a run each partition lands or fails on its own
+(``flow_run``). A run of a batch leaves a line per partition instead of sending an e-mail
 (``engine.batch_email``); the batch's one e-mail goes out when it is over: from the
 ``backfill_emails`` sensor for the daemon's backfills, from the command for its own.
 """
@@ -10,11 +11,11 @@ own. A run of a batch leaves its partition's line instead of sending an e-mail
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES
+from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES, PartitionBackfill
 
 from etl_assets.engine.batch_email import SENT, PartitionLine, batch_lines, send_batch_email
 from etl_assets.model.flow import STEPS
@@ -22,14 +23,7 @@ from etl_assets.resources import FoldersResource, MailerResource
 
 BACKFILL_TAG = "dagster/backfill"  # set by Dagster on every run of a backfill
 BATCH_TAG = "etl_assets/batch"  # set by ``etl-assets backfill`` on its runs
-PARTITION_TAG = "dagster/partition"
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
-
-
-def partition_of(run: dg.DagsterRun) -> str:
-    """The partition of a run: its tag, or the range of one a backfill's run carries."""
-    start, end = (run.tags.get(tag) for tag in RANGE_TAGS)
-    return run.tags.get(PARTITION_TAG) or (start if start == end and start else f"{start}...{end}")
 
 
 def batch_of(run: dg.DagsterRun) -> str | None:
@@ -46,25 +40,29 @@ def flow_of(run: dg.DagsterRun) -> str:
     return run.job_name.removesuffix("_job")
 
 
-def lines_of_dead_runs(
-    runs: Sequence[dg.DagsterRun], recorded: Sequence[PartitionLine]
+def missing_lines(
+    expected: Iterable[tuple[str, str]], recorded: Sequence[PartitionLine], reason: str
 ) -> list[PartitionLine]:
-    """A failed run that left no line (it died, or failed before its first step)."""
+    """A line for each (flow, partition) of the batch that left none: its run died, or failed
+    before its first step."""
     have = {(line.flow, line.partition) for line in recorded}
-    lines = []
-    for run in runs:
-        key = partition_of(run)
-        if (
-            run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
-            and (
-                flow_of(run),
-                key,
-            )
-            not in have
-        ):
-            reason = f"run {run.run_id[:8]} ended {run.status.value.lower()} before it could report"
-            lines.append(PartitionLine(flow=flow_of(run), partition=key, status="failed", failure=reason))
-    return lines
+    return [
+        PartitionLine(flow=flow, partition=key, status="failed", failure=reason)
+        for flow, key in sorted(set(expected) - have)
+    ]
+
+
+def backfill_partitions(backfill: PartitionBackfill, runs: Sequence[dg.DagsterRun]) -> set[tuple[str, str]]:
+    """(flow, partition) of every flow step a backfill targets."""
+    data = backfill.asset_backfill_data
+    if data is None:  # a job's backfill: its partitions, for the flows its runs ran
+        return {(flow_of(run), key) for run in runs for key in backfill.partition_names or []}
+    found = set()
+    for target in data.target_subset.iterate_asset_partitions():
+        flow, _, step = target.asset_key.to_user_string().rpartition("_")
+        if step in STEPS and target.partition_key is not None:
+            found.add((flow, target.partition_key))
+    return found
 
 
 def backfill_emails_sensor() -> dg.SensorDefinition:
@@ -87,7 +85,11 @@ def backfill_emails_sensor() -> dg.SensorDefinition:
             if backfill.status not in BULK_ACTION_TERMINAL_STATUSES:
                 continue
             runs = context.instance.get_runs(dg.RunsFilter(tags={BACKFILL_TAG: backfill.backfill_id}))
-            extra = lines_of_dead_runs(runs, batch_lines(folders, backfill.backfill_id))
+            extra = missing_lines(
+                backfill_partitions(backfill, runs),
+                batch_lines(folders, backfill.backfill_id),
+                "its run ended before it could report (see the backfill's runs)",
+            )
             where = send_batch_email(mailer, folders, backfill.backfill_id, extra)
             sent.append(f"{backfill.backfill_id}: {where or 'nothing rejected or failed, no e-mail'}")
             context.log.info(f"backfill {backfill.backfill_id} over: {sent[-1]}")
@@ -103,23 +105,55 @@ class PartitionRun:
     run_id: str
 
 
+def contiguous_chunks(
+    keys: Sequence[str], partitions: dg.TimeWindowPartitionsDefinition, size: int
+) -> list[list[str]]:
+    """The keys as ranges of consecutive partitions, at most ``size`` each: a run each (a
+    ranged run covers a range, and ``--partitions`` may leave gaps)."""
+    ordered = sorted(set(keys), key=lambda k: partitions.time_window_for_partition_key(k).start)
+    chunks: list[list[str]] = []
+    for key in ordered:
+        last = chunks[-1] if chunks else None
+        if last and len(last) < size and partitions.get_next_partition_key(last[-1]) == key:
+            last.append(key)
+        else:
+            chunks.append([key])
+    return chunks
+
+
 def run_batch(
     job: dg.JobDefinition,
     partition_keys: Sequence[str],
     instance: dg.DagsterInstance,
     mailer: MailerResource,
     folders: FoldersResource,
+    chunk: int,
 ) -> tuple[str, list[PartitionRun], str | None]:
-    """A run per partition, one after the other in this process; then the batch's e-mail.
-    Returns the batch id, the runs and where the e-mail went."""
+    """The partitions as ranged runs of up to ``chunk``, one after the other in this process
+    (each partition lands or fails on its own inside its run); then the batch's e-mail.
+    Returns the batch id, a line per partition and where the e-mail went."""
     batch = f"cli-{uuid.uuid4().hex[:12]}"
-    runs = []
-    for key in partition_keys:
+    flow = flow_of_job(job)
+    run_of: dict[str, str] = {}
+    for keys in contiguous_chunks(partition_keys, job.partitions_def, chunk):  # type: ignore[arg-type]
+        tags = {BATCH_TAG: batch}
+        if len(keys) > 1:
+            tags |= dict(zip(RANGE_TAGS, (keys[0], keys[-1]), strict=True))
         result = job.execute_in_process(
-            partition_key=key, instance=instance, tags={BATCH_TAG: batch}, raise_on_error=False
+            partition_key=keys[0] if len(keys) == 1 else None,
+            instance=instance,
+            tags=tags,
+            raise_on_error=False,
         )
-        runs.append(PartitionRun(key, result.success, result.run_id))
-    records = [r for r in (instance.get_run_by_id(run.run_id) for run in runs) if r is not None]
-    extra = lines_of_dead_runs(records, batch_lines(folders, batch))
+        run_of |= dict.fromkeys(keys, result.run_id)
+    recorded = batch_lines(folders, batch)
+    extra = missing_lines(((flow, key) for key in run_of), recorded, "its run ended before it could report")
+    failed = {line.partition for line in [*recorded, *extra] if line.flow == flow and line.status == "failed"}
     where = send_batch_email(mailer, folders, batch, extra, what="etl-assets backfill")
+    runs = [PartitionRun(key, key not in failed, run_id) for key, run_id in run_of.items()]
     return batch, runs, where
+
+
+def flow_of_job(job: dg.JobDefinition) -> str:
+    """The flow of a flow's ``<flow>_job``."""
+    return job.name.removesuffix("_job")

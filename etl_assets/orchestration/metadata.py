@@ -25,11 +25,31 @@ def to_metadata(values: Mapping[str, object]) -> dict[str, object]:
     return {key: metadata_value(value) for key, value in values.items()}
 
 
+def severity(verdict: Verdict) -> dg.AssetCheckSeverity:
+    return dg.AssetCheckSeverity.WARN if verdict.severity == "WARN" else dg.AssetCheckSeverity.ERROR
+
+
 def to_check_result(verdict: Verdict) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name=verdict.check_name,
         passed=verdict.passed,
-        severity=dg.AssetCheckSeverity.WARN if verdict.severity == "WARN" else dg.AssetCheckSeverity.ERROR,
+        severity=severity(verdict),
         metadata=to_metadata(verdict.metadata),
         description=verdict.description,
+    )
+
+
+def to_check_evaluation(
+    verdict: Verdict, asset_key: dg.AssetKey, partition: str, blocking: bool
+) -> dg.AssetCheckEvaluation:
+    """A check's outcome for one partition, logged as it happens (a run covers several)."""
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=verdict.check_name,
+        passed=verdict.passed,
+        metadata=to_metadata(verdict.metadata),
+        severity=severity(verdict),
+        description=verdict.description,
+        blocking=blocking,
+        partition=partition,
     )

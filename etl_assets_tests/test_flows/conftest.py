@@ -20,6 +20,16 @@ from etl_assets_tests.services import PostgresServer, SmtpServer, SshdServer
 HEADER = "COMPANY_ID;VAT_CODE;NAME;ADDRESS;CITY;ZIP;COUNTRY;EMAIL;PHONE;PARENT_VAT;REVENUE;EMPLOYEES;FOUNDED;UPDATED_AT"
 
 
+def materializations(result: dg.ExecuteInProcessResult, asset: str) -> list[dg.AssetMaterialization]:
+    """The run's materializations of one step's asset (a flow's four steps are one op)."""
+    flow = asset.rpartition("_")[0]
+    return [
+        m
+        for m in result.asset_materializations_for_node(f"{flow}_steps")
+        if m.asset_key == dg.AssetKey(asset)
+    ]
+
+
 @dataclass
 class FlowEnv:
     """Everything a flow test touches: the remote folder, the database, the mailbox."""

@@ -14,7 +14,7 @@ from etl_assets.engine import extract
 from etl_assets.engine.link import linker
 from etl_assets.engine.load import upsert as loader
 from etl_assets.engine.transform import stage as transform
-from etl_assets_tests.test_flows.conftest import HEADER, FlowEnv, companies_csv
+from etl_assets_tests.test_flows.conftest import HEADER, FlowEnv, companies_csv, materializations
 
 DAY = "2026-01-15"
 FILE = "companies_20260115.csv"
@@ -129,7 +129,7 @@ def test_one_partition_end_to_end(flow_env: FlowEnv, batches: str) -> None:
     assert as_bytes[f"companies_{DAY}_transform.csv"] == flow_env.error_file(DAY, "transform").read_bytes()
 
     def metadata(step: str) -> dict:
-        return result.asset_materializations_for_node(f"companies_{step}")[0].metadata
+        return materializations(result, f"companies_{step}")[0].metadata
 
     assert metadata("extract")["rows_in"].value == 9
     assert metadata("extract")["sha256"].value
@@ -152,7 +152,7 @@ def test_rerun_changes_nothing_and_a_corrected_file_updates(flow_env: FlowEnv) -
     again = flow_env.run(DAY)
     assert again.success
     assert flow_env.query(snapshot) == before  # nothing doubles, nothing rewritten
-    load = again.asset_materializations_for_node("companies_load")[0].metadata
+    load = materializations(again, "companies_load")[0].metadata
     assert (load["inserted"].value, load["updated"].value, load["unchanged"].value) == (0, 0, 3)
 
     corrected = BAD[0].replace("31/02/2019", "28/02/2019")
@@ -160,7 +160,7 @@ def test_rerun_changes_nothing_and_a_corrected_file_updates(flow_env: FlowEnv) -
     flow_env.put(FILE, companies_csv(GOOD[0], GOOD[1], renamed, corrected))
     fixed = flow_env.run(DAY)
     assert fixed.success
-    load = fixed.asset_materializations_for_node("companies_load")[0].metadata
+    load = materializations(fixed, "companies_load")[0].metadata
     assert (load["inserted"].value, load["updated"].value, load["unchanged"].value) == (1, 1, 2)
     assert flow_env.query("select name from accounts where external_id = 'C3'") == [
         ("Bianchi & Figli S.n.c.",)
@@ -205,7 +205,7 @@ def test_file_level_faults_fail_extract_and_load_nothing(
         flow_env.put(FILE, data)
     result = flow_env.run(DAY)
     assert not result.success
-    failure = result.failure_data_for_node("companies_extract")
+    failure = result.failure_data_for_node("companies_steps")
     assert failure is not None and fault in failure.error.message
     assert flow_env.query("select count(*) from pg_tables where tablename = 'accounts'") == [(0,)]
     message = flow_env.smtp.wait_for(1)[0]
@@ -233,7 +233,7 @@ def test_a_file_still_growing_is_refused(flow_env: FlowEnv) -> None:
     done.set()
     writer.join()
     assert not result.success
-    assert "still being uploaded" in result.failure_data_for_node("companies_extract").error.message
+    assert "still being uploaded" in result.failure_data_for_node("companies_steps").error.message
 
 
 def test_an_email_smtp_refused_is_kept_and_sent_once_by_a_later_run(flow_env: FlowEnv) -> None:

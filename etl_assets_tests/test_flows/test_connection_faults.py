@@ -9,7 +9,7 @@ import time
 import dagster as dg
 import psycopg
 
-from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv
+from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv, materializations
 
 DAY = "2026-01-15"
 FILE = "companies_20260115.csv"
@@ -49,9 +49,9 @@ def test_a_restart_mid_load_is_retried_and_the_table_equals_a_clean_run(flow_env
     run = outcome["run"]
     assert run.success
     retried = [e.step_key for e in run.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
-    assert retried and set(retried) <= {"companies_load", "companies_link"}, retried  # the UI shows it
+    assert retried and set(retried) <= {"companies_steps"}, retried  # the UI shows it
     assert flow_env.query("select count(*), count(distinct external_id) from accounts") == [(ROWS, ROWS)]
-    load = run.asset_materializations_for_node("companies_load")[-1].metadata
+    load = materializations(run, "companies_load")[-1].metadata
     assert load["inserted"].value + load["unchanged"].value == ROWS
     assert flow_env.smtp.messages() == []  # a clean partition, after all: no e-mail
 
@@ -76,5 +76,5 @@ def test_a_database_that_stays_down_fails_with_one_line_after_four_tries(flow_en
     assert "Traceback" not in message.get_body(("plain",)).get_content()
     assert "OperationalError" not in subject and "psycopg" not in subject
     failure = next(e for e in run.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
-    assert failure.step_key == "companies_load"
+    assert failure.step_key == "companies_steps"
     assert where in failure.event_specific_data.error.message  # the UI's line; the cause below it

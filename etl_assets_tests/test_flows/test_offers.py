@@ -11,7 +11,7 @@ import polars as pl
 
 from etl_assets.definitions import build_definitions
 from etl_assets.settings import load_settings
-from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv
+from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv, materializations
 
 YESTERDAY = date.today() - timedelta(days=1)
 OFFERS_HEADER = "OFFER_ID;COMPANY_VAT;TITLE;AMOUNT;CURRENCY;STATUS;VALID_UNTIL;CREATED_AT"
@@ -55,7 +55,7 @@ def test_offers_wait_for_their_company_then_link_or_get_rejected(flow_env: FlowE
     flow_env.put(name, offers_csv(offer("O1", "IT00000000001"), offer("O2", "IT00000000002")))
     first = flow_env.run(key, job="offers_job")
     assert first.success
-    link = first.asset_materializations_for_node("offers_link")[0].metadata
+    link = materializations(first, "offers_link")[0].metadata
     assert (link["parked"].value, link["parked_now"].value, link["rejected"].value) == (2, 2, 0)
     assert flow_env.query("select external_id, account_id from offers order by 1") == [
         ("O1", None),
@@ -101,7 +101,7 @@ def test_offer_parked_longer_than_max_park_age_is_rejected_by_a_later_offers_run
     flow_env.put(later_name, offers_csv(offer("O4", "IT00000000001")))
     later = flow_env.run(later_key, job="offers_job")
     assert later.success
-    metadata = later.asset_materializations_for_node("offers_link")[0].metadata
+    metadata = materializations(later, "offers_link")[0].metadata
     assert metadata["expired_from_parking"].value == 1
     error_file = flow_env.home / "errors" / "offers" / key.replace(":", "-") / "link.csv"
     assert "longer than max_park_age" in error_file.read_text(encoding="utf-8")

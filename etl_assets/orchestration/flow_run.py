@@ -1,0 +1,299 @@
+"""The body of a flow's steps: a run's partitions, one at a time, through the selected steps.
+
+The four steps of a flow are the four assets of one Dagster op (``factory.build_flow_defs``),
+so a run over a range of partitions does each partition's extract, transform, load and link
+before the next partition's, and reports each (step, partition) as it lands: a materialization
+and the catcher's check evaluations carrying their partition. A partition whose step fails
+(its file missing or corrupt, a blocking check failed, a connector down) stops there and is
+reported failed; the other partitions of the run go on and land. The op fails at the end when
+a partition failed, so the run and the backfill show exactly which (step, partition) did not
+materialize, and "re-execute failed" retries only those.
+
+A lost database connection fails the op at once for Dagster's ``RetryPolicy``: the retry
+skips the (step, partition)s this run has materialized already.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import dagster as dg
+
+from etl_assets.engine.catcher import Verdict
+from etl_assets.engine.extract import SourceFileError
+from etl_assets.engine.load.partition_loads import utc_now
+from etl_assets.engine.load.upsert import ACTIONS
+from etl_assets.engine.steps import (
+    RECONCILIATION,
+    ErrorFile,
+    FlowSteps,
+    ParkingOutcome,
+    StepTally,
+    extract_verdicts,
+    reconciliation,
+)
+from etl_assets.model.flow import STEPS, FlowModel
+from etl_assets.orchestration.faults import RETRY_POLICY, connection_fault_line, is_connection_fault
+from etl_assets.orchestration.metadata import to_check_evaluation, to_check_result, to_metadata
+from etl_assets.orchestration.run_report import RunReport
+from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource, MailerResource
+from etl_assets.resources.errors import ConnectorError
+
+
+@dataclass(frozen=True)
+class FlowRuntime:
+    """What a flow takes from the environment's settings."""
+
+    timezone: str = "Europe/Rome"
+    max_park_age: timedelta = timedelta(hours=24)
+
+
+@dataclass
+class StepReport:
+    """What one step did for one partition: its metadata, its checks, and a blocking check's
+    failure (the partition stops there)."""
+
+    metadata: dict[str, object]
+    verdicts: list[Verdict]
+    failure: str | None = None
+
+
+@dataclass
+class Resources:
+    files: FilesResource
+    folders: FoldersResource
+    mailer: MailerResource
+    database: DatabaseResource
+
+
+class StepFailed(Exception):
+    """A partition's step failed for a reason of its own: its line for the e-mail and the UI."""
+
+
+@dataclass
+class RunState:
+    """A run's partitions so far: the steps each ran, the failures, parking's retry."""
+
+    ran: dict[str, list[str]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    parking: ParkingOutcome | None = None
+
+
+def blocked_by(evaluation: dg.AssetCheckEvaluation) -> bool:
+    return (
+        evaluation.blocking and not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    )
+
+
+def landed_in_run(context: dg.AssetExecutionContext, last: dg.AssetKey) -> set[str]:
+    """Partitions an earlier try of this run took through its last step with no blocking check
+    failed: a retry skips them (every other partition runs again from its first step)."""
+    if context.retry_number == 0:
+        return set()
+    records = context.instance.get_records_for_run(
+        context.run.run_id,
+        of_type={dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_CHECK_EVALUATION},
+    ).records
+    landed, blocked = set(), set()
+    for record in records:
+        entry = record.event_log_entry
+        materialization, evaluation = entry.asset_materialization, entry.asset_check_evaluation
+        if materialization is not None and materialization.asset_key == last and materialization.partition:
+            landed.add(materialization.partition)
+        if evaluation is not None and evaluation.partition and blocked_by(evaluation):
+            blocked.add(evaluation.partition)
+    return landed - blocked
+
+
+class FlowRun:
+    """The steps of one flow over a run's partitions, reported to Dagster as they land."""
+
+    def __init__(
+        self, flow: FlowModel, partitions: dg.TimeWindowPartitionsDefinition, runtime: FlowRuntime
+    ) -> None:
+        self.flow = flow
+        self.partitions = partitions
+        self.runtime = runtime
+        self.keys = {s: dg.AssetKey(flow.asset_name(s)) for s in STEPS}
+
+    def __call__(self, context: dg.AssetExecutionContext, resources: Resources) -> None:
+        selected = [s for s in STEPS if self.keys[s] in context.selected_asset_keys]
+        landed = landed_in_run(context, self.keys[selected[-1]])
+        steps, state = FlowSteps(self.flow, resources.folders), RunState()
+        report = RunReport(self.flow, context, resources.mailer, resources.folders)
+        try:
+            for key in context.partition_keys:
+                state.ran[key] = []
+                if key in landed:
+                    state.ran[key] = list(selected)
+                    continue
+                for step in selected:
+                    state.ran[key].append(step)
+                    try:
+                        outcome = self.step(context, step, key, steps, resources, state)
+                    except StepFailed as failed:
+                        state.failures[key] = str(failed)
+                        break
+                    self.log(context, step, key, outcome)
+                    if outcome.failure:
+                        state.failures[key] = outcome.failure
+                        break
+        except _LastingFault as fault:
+            state.failures[fault.key] = str(fault)
+            report.send(state.ran, state.failures, self.parked_files(state))
+            raise dg.Failure(description=str(fault), allow_retries=False) from fault.__cause__
+        report.send(state.ran, state.failures, self.parked_files(state))
+        if state.failures:
+            lines = [f"{key}: {line}" for key, line in state.failures.items()]
+            landed = len(context.partition_keys) - len(state.failures)
+            raise dg.Failure(
+                description=(
+                    f"{len(state.failures)} of {len(context.partition_keys)} partitions failed "
+                    f"({landed} landed): " + "; ".join(lines)
+                    if len(context.partition_keys) > 1
+                    else lines[0].partition(": ")[2]
+                ),
+                allow_retries=False,
+            )
+
+    @staticmethod
+    def parked_files(state: RunState) -> list[ErrorFile]:
+        return [f for f in state.parking.error_files if f[2].exists()] if state.parking else []
+
+    # -- one step of one partition ------------------------------------------------------
+    def step(
+        self,
+        context: dg.AssetExecutionContext,
+        step: str,
+        key: str,
+        steps: FlowSteps,
+        resources: Resources,
+        state: RunState,
+    ) -> StepReport:
+        """The step for the partition; a fault turned into the partition's line."""
+        try:
+            if step == "extract":
+                return self.extract(context, key, steps, resources.files)
+            if step == "transform":
+                return self.transform(key, steps)
+            if step == "load":
+                return self.load(key, steps, resources.database)
+            return self.link(key, steps, resources.database, state)
+        except (SourceFileError, ConnectorError) as exc:
+            raise StepFailed(str(exc)) from None  # it names the file or the connector
+        except Exception as exc:
+            if step not in ("load", "link") or not is_connection_fault(exc):
+                context.log.exception(f"{self.flow.name} {key} {step} failed")
+                raise StepFailed(f"{step}: {type(exc).__name__}: {exc}") from exc
+            tries = context.retry_number + 1
+            line = connection_fault_line(exc, resources.database, resources.mailer.env, tries)
+            if tries <= RETRY_POLICY.max_retries:
+                context.log.warning(f"{step}: {line.split(' after ')[0]}; retrying (try {tries + 1})")
+                raise dg.Failure(description=f"{step}: {line}") from exc
+            raise _LastingFault(key, f"{step}: {line}") from exc
+
+    def log(self, context: dg.AssetExecutionContext, step: str, key: str, outcome: StepReport) -> None:
+        """The (step, partition)'s materialization, then its checks, as the UI shows them."""
+        asset_key = self.keys[step]
+        metadata = to_metadata(outcome.metadata)
+        context.log_event(dg.AssetMaterialization(asset_key=asset_key, partition=key, metadata=metadata))
+        for verdict in outcome.verdicts:
+            context.log_event(to_check_evaluation(verdict, asset_key, key, self.blocks_on(step, verdict)))
+
+    def blocks_on(self, step: str, verdict: Verdict) -> bool:
+        return step in self.flow.blocking_checks or verdict.check_name == RECONCILIATION
+
+    def finish(self, step: str, tally: StepTally, extra: dict[str, object], verdicts: list[Verdict]):
+        blocked = [v for v in verdicts if v.blocks and self.blocks_on(step, v)]
+        failure = f"{step} check {blocked[0].check_name}: {blocked[0].description}" if blocked else None
+        return StepReport({**tally.metadata(), **extra}, verdicts, failure)
+
+    def extract(
+        self, context: dg.AssetExecutionContext, key: str, steps: FlowSteps, files: FilesResource
+    ) -> StepReport:
+        tally = StepTally()
+        outcome = steps.extract(key, self.partitions.time_window_for_partition_key(key).start, files)
+        result = outcome.extracted
+        if result.extra_columns:
+            context.log.warning(f"{result.file}: schema drift, extra columns kept: {result.extra_columns}")
+        tally.rows_in = tally.rows_out = result.rows
+        extra = {
+            "source_file": result.file,
+            "sha256": result.sha256,
+            "bytes": result.size,
+            "raw_path": result.raw_path,
+            "schema_drift": result.extra_columns,
+        }
+        verdicts = extract_verdicts(
+            {key: result.extra_columns} if result.extra_columns else {},
+            {key: outcome.changed} if outcome.changed else {},
+        )
+        return self.finish("extract", tally, extra, verdicts)
+
+    def transform(self, key: str, steps: FlowSteps) -> StepReport:
+        tally = StepTally()
+        outcome = steps.transform(key)
+        tally.rows_in, tally.rows_out = outcome.rows_in, outcome.good_rows
+        tally.caught.append(outcome.caught)
+        extra = {"collapsed_duplicates": outcome.collapsed}
+        return self.finish("transform", tally, extra, [steps.rejected_rows(tally)])
+
+    def load(self, key: str, steps: FlowSteps, database: DatabaseResource) -> StepReport:
+        tally, counts = StepTally(), dict.fromkeys(ACTIONS, 0)
+        outcome = steps.load(key, database.engine())
+        counts.update(outcome.loaded.actions)
+        tally.rows_in = outcome.loaded.rows_in
+        tally.rows_out = outcome.loaded.rows_in - outcome.loaded.rejected.height
+        tally.caught.append(outcome.caught)
+        verdicts = [steps.rejected_rows(tally), reconciliation([outcome.balance])]
+        return self.finish("load", tally, dict(counts), verdicts)
+
+    def link(self, key: str, steps: FlowSteps, database: DatabaseResource, state: RunState) -> StepReport:
+        tally = StepTally()
+        counts: dict[str, object] = {"updated": 0, "unchanged": 0, "rejected": 0, "parked": 0}
+        now = utc_now()
+        if steps.parks and state.parking is None:
+            # parked rows of earlier partitions get their chance first, once a run
+            state.parking = steps.retry_parked(database.engine(), now, self.runtime.max_park_age)
+            tally.caught += state.parking.caught
+            counts["resolved_from_parking"] = state.parking.retried.resolved
+            counts["expired_from_parking"] = state.parking.retried.expired.height
+        outcome = steps.link(key, database.engine(), now)
+        counts.update(outcome.linked.actions)
+        if outcome.parked_now is not None:
+            counts["parked_now"] = outcome.parked_now
+        tally.rows_in = outcome.linked.rows_in
+        tally.rows_out = outcome.linked.rows_in - outcome.linked.rejected.height
+        tally.caught.append(outcome.caught)
+        return self.finish("link", tally, counts, [steps.rejected_rows(tally)])
+
+    # -- the parking flow's retry asset -----------------------------------------------
+    def parked(self, context, database: DatabaseResource, folders: FoldersResource, mailer: MailerResource):
+        """Retry every parked row now; expire those whose referenced day has loaded since."""
+        steps, tally = FlowSteps(self.flow, folders), StepTally()
+        outcome = steps.retry_parked(database.engine(), utc_now(), self.runtime.max_park_age)
+        retried, files = outcome.retried, outcome.error_files
+        tally.caught = outcome.caught
+        tally.rows_in = retried.resolved + retried.still_parked + retried.expired.height
+        tally.rows_out = retried.resolved
+        RunReport(self.flow, context, mailer, folders).send_one(
+            sorted({f[0] for f in files}), files, retried.expired.height
+        )
+        metadata = {
+            **tally.metadata(),
+            "resolved": retried.resolved,
+            "expired": retried.expired.height,
+            "parked_now": outcome.parked_now,
+        }
+        return dg.MaterializeResult(
+            metadata=to_metadata(metadata), check_results=[to_check_result(steps.rejected_rows(tally))]
+        )
+
+
+class _LastingFault(Exception):
+    """A connection fault after the last try: the partition fails and the run stops."""
+
+    def __init__(self, key: str, line: str) -> None:
+        super().__init__(line)
+        self.key = key
