@@ -9,17 +9,19 @@ subprocesses with a temporary DAGSTER_HOME:
 - the same command again (the idempotent re-load, instance and tables already there);
 - both ``--repeat`` times (default 3), each time on a new home: the median counts (a
   single CLI run here varies by a second from one run to the next);
-- ``etl-assets backfill companies --from <first> --to <last>``: a 30-partition backfill, a
-  run per partition in one process (the assets have ``BackfillPolicy.multi_run(1)``: a
-  partition is the unit of work), on a new ETL_HOME and instance;
+- ``etl-assets backfill companies --from <first> --to <last>``: a 30-partition backfill in
+  ranged runs of up to 12 partitions, one after the other in one process (each partition
+  lands or fails on its own inside its run), on a new ETL_HOME and instance;
 - the same 30 partitions through the daemon (``--no-daemon`` skips it): ``dagster-webserver``
   and ``dagster-daemon run`` on a new ETL_HOME and instance (``DagsterServer`` of the tests),
   the backfill launched as the UI launches it (GraphQL ``launchPartitionBackfill``), timed from
-  that call to the backfill's final status.
+  that call to the last partition landed (the last run's end) and to the backfill's final
+  status (the backfill daemon notices it at its next tick, up to 30 s later).
 
 It checks each exit code (or the backfill's status), that the runs succeeded, and the rows
 and parent links in the SQLite target; prints a table and, last, ``single_partition_s=..
-reload_partition_s=.. backfill_30_s=.. daemon_backfill_30_s=.. daemon_backfill_vs_single=..``.
+reload_partition_s=.. backfill_30_s=.. daemon_backfill_30_s=.. (to the last partition landed)
+daemon_backfill_final_s=.. daemon_backfill_vs_single=..``.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class Timed:
     run_ok: bool
     check: str
     state: str | None = None  # shown instead of "success" / "exit N" (a backfill's status)
+    final_seconds: float | None = None  # a daemon backfill: to its final status (seconds: landed)
 
     @property
     def ok(self) -> bool:
@@ -257,8 +260,13 @@ def daemon_backfill(home: Home, label: str, log_dir: Path) -> Timed:
                 else ""
             )
         )
-    result = Timed(label, len(keys), expect_rows, seconds, None, 0 if run_ok else 1, run_ok, check, status)
-    log(f"{label}: {seconds:.1f} s, {check}")
+    landed = seconds
+    if run_ok:  # to the last partition landed: the last run's end, on Dagster's clock
+        landed = max(r["end_time"] for r in runs if r["end_time"]) - detail["timestamp"]
+    result = Timed(
+        label, len(keys), expect_rows, landed, None, 0 if run_ok else 1, run_ok, check, status, seconds
+    )
+    log(f"{label}: {landed:.1f} s to the last partition landed, {seconds:.1f} s to its status, {check}")
     return result
 
 
@@ -341,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(
             timed(
                 backfill,
-                f"{args.days}-partition backfill (etl-assets backfill: a run each, one process)",
+                f"{args.days}-partition backfill (etl-assets backfill: runs of 12, one process)",
                 days,
                 base / "backfill.log",
                 args.rows * args.days,
@@ -352,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_daemon:
             daemon = daemon_backfill(
                 make_home(base, "daemon", days, args.rows, dagster_yaml=None),
-                f"{args.days}-partition backfill through the daemon (UI's GraphQL launch)",
+                f"{args.days}-partition backfill through the daemon (UI's launch, to the last landed)",
                 base,
             )
             results.append(daemon)
@@ -367,13 +375,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     print()
-    daemon_s = daemon_ratio = "n/a"
+    daemon_s = daemon_final = daemon_ratio = "n/a"
     if daemon is not None:
         daemon_s, daemon_ratio = f"{daemon.seconds:.2f}", f"{daemon.seconds / results[0].seconds:.1f}"
+        daemon_final = f"{daemon.final_seconds:.2f}"
     print(
         f"single_partition_s={results[0].seconds:.2f} reload_partition_s={results[1].seconds:.2f} "
         f"backfill_{args.days}_s={results[2].seconds:.2f} daemon_backfill_{args.days}_s={daemon_s} "
-        f"daemon_backfill_vs_single={daemon_ratio}"
+        f"daemon_backfill_final_s={daemon_final} daemon_backfill_vs_single={daemon_ratio}"
     )
     return 0 if all(r.ok for r in results) else 1
 

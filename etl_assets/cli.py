@@ -108,7 +108,6 @@ def _backfill(args: argparse.Namespace) -> int:
 
     from etl_assets.definitions import build_definitions
     from etl_assets.orchestration.batches import run_batch
-    from etl_assets.orchestration.factory import BACKFILL_CHUNK
 
     settings = load_settings(args.env)
     defs = build_definitions(settings)
@@ -140,10 +139,9 @@ def _backfill(args: argparse.Namespace) -> int:
         print(f"etl-assets: not partitions of {args.flow}: {', '.join(unknown)}", file=sys.stderr)
         return EXIT_USAGE
     resources = build_resources(settings)
+    chunk = (job.backfill_policy.max_partitions_per_run if job.backfill_policy else None) or 1
     with dg.DagsterInstance.get() as instance:
-        batch, runs, where = run_batch(
-            job, keys, instance, resources["mailer"], resources["folders"], BACKFILL_CHUNK
-        )
+        batch, runs, where = run_batch(job, keys, instance, resources["mailer"], resources["folders"], chunk)
     print(f"backfill {batch} of {args.flow}, environment {settings.env}: {len(runs)} partitions")
     for run in runs:
         print(f"  {run.partition}: {'ok' if run.success else 'FAILED'} (run {run.run_id})")

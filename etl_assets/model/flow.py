@@ -118,6 +118,12 @@ class PartitionSpec(StrictModel):
     window_days: int | None = Field(
         None, ge=1, description="only the last N days exist (keeps 5-minute partitions few enough for the UI)"
     )
+    backfill_chunk: int = Field(
+        16,
+        ge=1,
+        description="consecutive partitions a backfill's run takes (each still lands or fails alone); "
+        "a run costs a process, so a month is two runs, side by side on two cores",
+    )
 
 
 class ScheduleSpec(StrictModel):

@@ -1,7 +1,7 @@
 """Batches of partitions: a backfill (the daemon's, from the UI or ``dagster job backfill``)
 and ``etl-assets backfill`` (ranged runs one after the other in one process, no daemon).
 
-A batch runs its partitions in ranged runs of up to ``BACKFILL_CHUNK`` consecutive partitions
+A batch runs its partitions in ranged runs of up to the flow's ``partitions.backfill_chunk``
 (``BackfillPolicy.multi_run``); inside a run each partition lands or fails on its own
 (``flow_run``). A run of a batch leaves a line per partition instead of sending an e-mail
 (``engine.batch_email``); the batch's one e-mail goes out when it is over: from the

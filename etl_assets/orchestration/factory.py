@@ -22,12 +22,7 @@ from etl_assets.orchestration.partitions import partitions_def
 from etl_assets.orchestration.sensors import catch_up_schedule, file_sensor
 from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource, MailerResource
 
-__all__ = ["BACKFILL_CHUNK", "FlowRuntime", "build_flow_defs"]
-
-# A backfill runs its partitions in chunks of this many, a run each: on two cores, a month
-# is two runs at a time and one more. A partition is still the unit of work inside a run
-# (flow_run): each lands or fails on its own. Smaller chunks pay a process each (~3 s).
-BACKFILL_CHUNK = 12
+__all__ = ["FlowRuntime", "build_flow_defs"]
 
 STEP_DESCRIPTIONS = {
     "extract": "extract: the partition's file, kept (sha256) and backed up.",
@@ -77,8 +72,8 @@ def build_flow_defs(flow: FlowModel, runtime: FlowRuntime) -> dg.Definitions:
         check_specs=checks,
         can_subset=True,
         partitions_def=partitions,
-        # a partition is the unit of work, in chunks: see BACKFILL_CHUNK and flow_run
-        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_CHUNK),
+        # a backfill's run takes up to backfill_chunk partitions; each lands or fails alone
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=flow.partitions.backfill_chunk),
         retry_policy=RETRY_POLICY,
         description=f"{flow.name}: extract, transform, load and link, a partition at a time",
     )

@@ -119,6 +119,11 @@ class FlowRun:
 
     def __call__(self, context: dg.AssetExecutionContext, resources: Resources) -> None:
         selected = [s for s in STEPS if self.keys[s] in context.selected_asset_keys]
+        if not selected:  # checks alone: they are evaluated by the steps they check
+            raise dg.Failure(
+                description=f"select a step of {self.flow.name}: its checks run with the step they check",
+                allow_retries=False,
+            )
         landed = landed_in_run(context, self.keys[selected[-1]])
         steps, state = FlowSteps(self.flow, resources.folders), RunState()
         report = RunReport(self.flow, context, resources.mailer, resources.folders)

@@ -15,7 +15,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from etl_assets.definitions import build_definitions
+from etl_assets.model.flow import STEPS
 from etl_assets.samples import write_demo_data
+from etl_assets.settings import load_settings
 from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -191,3 +194,36 @@ def test_backfill_of_keys_that_are_not_partitions_says_what_keys_look_like(
     assert "no flow 'suppliers'" in capsys.readouterr().err
     assert main(["backfill", "companies"]) == 2
     assert "give --from [--to] or --partitions" in capsys.readouterr().err
+
+
+def test_a_ranged_run_of_its_own_lands_its_good_days_and_sends_one_email(flow_env: FlowEnv) -> None:
+    """A run over a range that is no backfill (a Python caller's): the day whose file is
+    missing fails alone, the run says which, and its one e-mail has a line per day."""
+    for day in (13, 15):
+        good = f"C{day};IT000000000{day};Ditta {day} S.r.l.;;;;IT;;;;;;;{day}/01/2026 05:00:00"
+        flow_env.put(f"companies_202601{day}.csv", companies_csv(good))
+    with flow_env.defs_state():
+        job = build_definitions(load_settings("test")).resolve_job_def("companies_job")
+        result = job.execute_in_process(
+            instance=flow_env.instance,
+            tags={
+                "dagster/asset_partition_range_start": "2026-01-13",
+                "dagster/asset_partition_range_end": "2026-01-15",
+            },
+            raise_on_error=False,
+        )
+    assert not result.success
+    failure = result.failure_data_for_node("companies_steps").error.message
+    assert "1 of 3 partitions failed (2 landed): 2026-01-14: " in failure, failure
+    for step in STEPS:
+        done = flow_env.instance.get_materialized_partitions(dg.AssetKey(f"companies_{step}"))
+        assert done == {"2026-01-13", "2026-01-15"}, step
+    assert flow_env.query("select external_id from accounts order by 1") == [("C13",), ("C15",)]
+    (message,) = flow_env.smtp.wait_for(1)
+    assert message["Subject"].startswith(
+        "[etl_assets][test] companies 2026-01-13...2026-01-15 failed: 1 of 3 partitions (2026-01-14: "
+    ), message["Subject"]
+    body = message.get_body(("plain",)).get_content()
+    lines = [line.strip() for line in body.splitlines() if line.strip().startswith("companies 2026-01-")]
+    assert [line.split(":")[0] for line in lines] == [f"companies 2026-01-{d}" for d in (13, 14, 15)]
+    assert lines[1].startswith("companies 2026-01-14: failed: ") and "companies_20260114.csv" in lines[1]
