@@ -54,6 +54,19 @@ class FlowEnv:
                 partition_key=partition_key, instance=self.instance, raise_on_error=False
             )
 
+    def run_range(self, first: str, last: str) -> dg.ExecuteInProcessResult:
+        """One ranged run of the flow over ``first...last`` (no backfill: a run of its own)."""
+        with self.defs_state():
+            defs = build_definitions(load_settings("test"))
+            return defs.resolve_job_def("companies_job").execute_in_process(
+                instance=self.instance,
+                tags={
+                    "dagster/asset_partition_range_start": first,
+                    "dagster/asset_partition_range_end": last,
+                },
+                raise_on_error=False,
+            )
+
     def defs_state(self) -> AbstractContextManager[None]:
         """This test's instance as the one whose defs-state storage a definitions load reads.
 

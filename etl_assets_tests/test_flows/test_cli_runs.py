@@ -15,10 +15,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from etl_assets.definitions import build_definitions
 from etl_assets.model.flow import STEPS
 from etl_assets.samples import write_demo_data
-from etl_assets.settings import load_settings
 from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -202,16 +200,7 @@ def test_a_ranged_run_of_its_own_lands_its_good_days_and_sends_one_email(flow_en
     for day in (13, 15):
         good = f"C{day};IT000000000{day};Ditta {day} S.r.l.;;;;IT;;;;;;;{day}/01/2026 05:00:00"
         flow_env.put(f"companies_202601{day}.csv", companies_csv(good))
-    with flow_env.defs_state():
-        job = build_definitions(load_settings("test")).resolve_job_def("companies_job")
-        result = job.execute_in_process(
-            instance=flow_env.instance,
-            tags={
-                "dagster/asset_partition_range_start": "2026-01-13",
-                "dagster/asset_partition_range_end": "2026-01-15",
-            },
-            raise_on_error=False,
-        )
+    result = flow_env.run_range("2026-01-13", "2026-01-15")
     assert not result.success
     failure = result.failure_data_for_node("companies_steps").error.message
     assert "1 of 3 partitions failed (2 landed): 2026-01-14: " in failure, failure

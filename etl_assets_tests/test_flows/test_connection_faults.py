@@ -78,3 +78,34 @@ def test_a_database_that_stays_down_fails_with_one_line_after_four_tries(flow_en
     failure = next(e for e in run.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     assert failure.step_key == "companies_steps"
     assert where in failure.event_specific_data.error.message  # the UI's line; the cause below it
+
+
+def test_a_restart_in_a_later_partition_retries_only_what_did_not_land(flow_env: FlowEnv) -> None:
+    """A ranged run of two days; PostgreSQL restarts in the second day's load: the retry skips
+    the day that landed, and the table equals a clean run's."""
+    flow_env.put("companies_20260114.csv", companies(3))
+    flow_env.put(FILE, companies(ROWS))  # the same ids and more: the day after, updated
+    outcome: dict[str, dg.ExecuteInProcessResult] = {}
+    worker = threading.Thread(target=lambda: outcome.setdefault("run", flow_env.run_range("2026-01-14", DAY)))
+    worker.start()
+    deadline = time.monotonic() + 120
+    link = dg.AssetKey("companies_link")
+    while "2026-01-14" not in flow_env.instance.get_materialized_partitions(link):
+        assert time.monotonic() < deadline and worker.is_alive(), "the first day never landed"
+        time.sleep(0.05)
+    wait_for_the_load(flow_env)  # the second day's
+    flow_env.postgres.restart()
+    worker.join(timeout=300)
+    run = outcome["run"]
+    assert run.success
+    assert [e for e in run.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    records = flow_env.instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records  # every try's, as the instance (and the UI) has them
+    landed = [
+        r.event_log_entry.asset_materialization.partition
+        for r in records
+        if r.event_log_entry.asset_materialization.asset_key == link
+    ]
+    assert landed == ["2026-01-14", DAY], landed  # the first day once: the retry skipped it
+    assert flow_env.query("select count(*), count(distinct external_id) from accounts") == [(ROWS, ROWS)]
