@@ -46,6 +46,11 @@ def test_backfill_through_the_daemon_as_the_ui_launches_it(isolated_env: Path, t
         deadline = time.monotonic() + 90  # the backfill_emails sensor looks every 30 s
         while not list(outbox.glob("*.eml")) and time.monotonic() < deadline:
             time.sleep(1)
+        first_emails = list(outbox.glob("*.eml"))
+        # the backfill page's "Re-execute" (from failure): only the failed day's load and link;
+        # they must not load what the blocking check refused
+        retry = dagster.wait_backfill(dagster.reexecute_backfill(backfill_id), timeout=150)
+        load_after_retry = dagster.partition_status("companies_load")
 
     assert backfill["status"] == "COMPLETED_FAILED", backfill
     assert backfill["error"] is None, backfill["error"]
@@ -61,7 +66,19 @@ def test_backfill_through_the_daemon_as_the_ui_launches_it(isolated_env: Path, t
     assert transform[keys[1]] == "materialized"  # its rows were read; its blocking check failed
     assert not {k for k, v in load.items() if v != "missing"} - set(keys), "partitions outside the backfill"
 
-    (email,) = outbox.glob("*.eml")  # one for the whole backfill
+    assert [run["partition"] for run in retry["runs"]] == [keys[1]], retry["runs"]
+    assert {k: v["numPartitionsTargeted"] for k, v in retry["assets"].items()} == {
+        "companies_load": 1,
+        "companies_link": 1,
+    }, retry["assets"]
+    assert retry["status"] == "COMPLETED_FAILED" and load_after_retry[keys[1]] == "failed"
+    (line,) = (isolated_env / "logs" / "batches" / retry["id"]).glob("companies_*.json")
+    assert "load: not run, transform check rejected_rows: 11 rows rejected" in line.read_text(), (
+        line.read_text()
+    )
+    assert load_after_retry == load  # nothing else ran again
+
+    (email,) = first_emails  # one for the whole backfill
     message = message_from_bytes(email.read_bytes(), policy=policy.default)
     assert message["Subject"].startswith(
         f"[etl_assets][dev] companies {keys[0]}...{keys[2]} failed: 1 of 3 partitions ({keys[1]}: "

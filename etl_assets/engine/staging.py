@@ -60,6 +60,23 @@ class PartitionStage:
         """``ETL_HOME/errors/<flow>/<partition>/<step>.csv``."""
         return self.folders.dir("errors", self.flow, partition_dir_name(self.partition_key)) / f"{step}.csv"
 
+    def stopped_file(self, step: str) -> Path:
+        return self.dir / f"{step}.stopped"
+
+    def mark_stopped(self, step: str, reason: str | None) -> None:
+        """Remember that the step's blocking check stopped this partition (``reason``), or that
+        it no longer does (None): a later step run alone (a retry "from failure") must not
+        carry on with what the check refused."""
+        path = self.stopped_file(step)
+        if reason is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(reason, encoding="utf-8")
+
+    def stopped_by(self, step: str) -> str | None:
+        path = self.stopped_file(step)
+        return path.read_text(encoding="utf-8") if path.exists() else None
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """The partition's staged files to this step alone: a second run of the partition at

@@ -136,11 +136,13 @@ class FlowRun:
                 for step in selected:
                     state.ran[key].append(step)
                     try:
+                        self.refuse_if_stopped(step, key, selected, steps)
                         outcome = self.step(context, step, key, steps, resources, state)
                     except StepFailed as failed:
                         state.failures[key] = str(failed)
                         break
                     self.log(context, step, key, outcome)
+                    steps.stage(key).mark_stopped(step, outcome.failure)
                     if outcome.failure:
                         state.failures[key] = outcome.failure
                         break
@@ -161,6 +163,18 @@ class FlowRun:
                 ),
                 allow_retries=False,
             )
+
+    @staticmethod
+    def refuse_if_stopped(step: str, key: str, selected: list[str], steps: FlowSteps) -> None:
+        """A step run without the earlier step whose blocking check stopped the partition (a
+        retry "from failure" re-runs only what failed) would load what the check refused."""
+        for earlier in STEPS[: STEPS.index(step)]:
+            reason = None if earlier in selected else steps.stage(key).stopped_by(earlier)
+            if reason:
+                raise StepFailed(
+                    f"{step}: not run, {reason}; run the partition again from {earlier} "
+                    "(e.g. a backfill of it with every step) once its file is corrected"
+                )
 
     @staticmethod
     def parked_files(state: RunState) -> list[ErrorFile]:

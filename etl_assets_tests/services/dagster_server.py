@@ -90,6 +90,17 @@ query BackfillStatus($backfillId: String!) {
   }
 }
 """
+REEXECUTE_BACKFILL = """
+mutation ReexecuteBackfill($reexecutionParams: ReexecutionParams) {
+  reexecutePartitionBackfill(reexecutionParams: $reexecutionParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+    ... on PythonError { message stack }
+  }
+}
+"""
+
 BACKFILL_DETAILS = """
 query BackfillDetails($backfillId: String!) {
   partitionBackfillOrError(backfillId: $backfillId) {
@@ -178,13 +189,16 @@ def _descendants(pids: list[int]) -> list[int]:
 
 
 def _partition_of(tags: Mapping[str, str]) -> str | None:
-    """A run's partition as the UI shows it: its key, or `first...last` for a ranged run."""
+    """A run's partition as the UI shows it: its key, or `first...last` for a ranged run (a
+    range of one is its key)."""
     if "dagster/partition" in tags:
         return tags["dagster/partition"]
     start, end = (
         tags.get("dagster/asset_partition_range_start"),
         tags.get("dagster/asset_partition_range_end"),
     )
+    if start and start == end:
+        return start
     return f"{start}...{end}" if start and end else None
 
 
@@ -396,6 +410,15 @@ class DagsterServer:
             raise GraphQLError(
                 f"launchPartitionBackfill: {result['__typename']}: {json.dumps(result)[:4000]}"
             )
+        return result["backfillId"]
+
+    def reexecute_backfill(self, backfill_id: str) -> str:
+        """The backfill page's "Re-execute" of what failed (strategy FROM_FAILURE); the new
+        backfill's id."""
+        params = {"parentRunId": backfill_id, "strategy": "FROM_FAILURE"}
+        result = self.graphql(REEXECUTE_BACKFILL, {"reexecutionParams": params})["reexecutePartitionBackfill"]
+        if result["__typename"] != "LaunchBackfillSuccess":
+            raise GraphQLError(f"reexecutePartitionBackfill: {json.dumps(result)[:4000]}")
         return result["backfillId"]
 
     def backfill(self, backfill_id: str) -> dict[str, Any]:
