@@ -30,6 +30,7 @@ class HousekeepingReport:
     not_yet_processed: list[str] = field(default_factory=list)
     removed: dict[str, list[str]] = field(default_factory=dict)
     unaccounted: list[str] = field(default_factory=list)
+    refused_names: list[str] = field(default_factory=list)  # file names never used (names.py)
 
     def summary(self) -> dict[str, int]:
         return {
@@ -38,6 +39,7 @@ class HousekeepingReport:
             "sources_not_yet_processed": len(self.not_yet_processed),
             **{f"removed_{folder}": len(paths) for folder, paths in sorted(self.removed.items())},
             "unaccounted_files_left": len(self.unaccounted),
+            "refused_file_names": len(self.refused_names),
         }
 
 
@@ -68,7 +70,10 @@ def tidy_sources(
         return
     for flow in flows:
         folder = files.folder_of(flow.name, flow.source.folder)
-        for remote in files.list_files(folder):
+        listing = files.list_files(folder)
+        # flows may share a folder: each refused name once
+        report.refused_names += [r for r in listing.refused if r not in report.refused_names]
+        for remote in listing:
             key = partition_key_for_file(flow, remote.name)
             if key is None:
                 continue

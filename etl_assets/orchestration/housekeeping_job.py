@@ -27,6 +27,8 @@ def housekeeping_defs(
             context.log.info(f"archived {path}")
         for path in report.unaccounted:
             context.log.warning(f"left alone (not laid out by a flow): {path}")
+        for reason in report.refused_names:
+            context.log.warning(f"file name refused: {reason}")
         summary = report.summary()
         context.log.info(f"housekeeping: {summary}")
         return dg.Output(
@@ -37,6 +39,7 @@ def housekeeping_defs(
                 "deleted_sources": dg.MetadataValue.json(report.deleted_sources),
                 "removed": dg.MetadataValue.json(report.removed),
                 "unaccounted": dg.MetadataValue.json(report.unaccounted),
+                "refused_names": dg.MetadataValue.json(report.refused_names),
             },
         )
 

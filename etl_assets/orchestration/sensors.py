@@ -35,7 +35,7 @@ def file_sensor(
         seen: dict[str, list[float]] = state.get("seen", {})
         done: dict[str, str] = state.get("done", {})
         listing = files.list_files(files.folder_of(flow.name, flow.source.folder))
-        requests, growing, refused = [], [], []
+        requests, growing, refused = [], [], list(listing.refused)
         present = set()
         for remote in listing:
             key = partition_key_for_file(flow, remote.name)
@@ -107,7 +107,10 @@ def catch_up_schedule(
         now = context.scheduled_execution_time.timestamp()
         done = context.instance.get_materialized_partitions(extract_key)
         requests = []
-        for remote in files.list_files(files.folder_of(flow.name, flow.source.folder)):
+        listing = files.list_files(files.folder_of(flow.name, flow.source.folder))
+        for reason in listing.refused:
+            context.log.warning(f"refused {reason}")
+        for remote in listing:
             key = partition_key_for_file(flow, remote.name)
             if key is None or key in done or now - remote.mtime < CATCH_UP_MIN_AGE_SECONDS:
                 continue

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from dagster import ConfigurableResource
 
 from etl_assets.resources.errors import ConnectorError
+from etl_assets.resources.names import accepted
 
 
 def partial_name(name: str) -> str:
@@ -32,6 +33,15 @@ class RemoteFile:
     mtime: float
 
 
+class FileListing(list[RemoteFile]):
+    """A folder's files, and the names refused in it (``names.accepted``) for the caller to
+    show."""
+
+    def __init__(self, files: list[RemoteFile], refused: list[str]) -> None:
+        super().__init__(sorted(files, key=lambda f: f.name))
+        self.refused = refused
+
+
 class FilesResource(ConfigurableResource):
     """The interface of a file source; see SftpResource and LocalFilesResource."""
 
@@ -44,7 +54,7 @@ class FilesResource(ConfigurableResource):
             raise ConnectorError("sftp", f"no folder configured for flow {flow!r} (sftp.folders)")
         return folder
 
-    def list_files(self, folder: str) -> list[RemoteFile]:
+    def list_files(self, folder: str) -> FileListing:
         raise NotImplementedError
 
     def download(self, remote_path: str, local_path: Path) -> Path:
@@ -77,17 +87,19 @@ class LocalFilesResource(FilesResource):
     def _local(self, remote_path: str) -> Path:
         return Path(self.root) / PurePosixPath(remote_path).name
 
-    def list_files(self, folder: str) -> list[RemoteFile]:
+    def list_files(self, folder: str) -> FileListing:
         root = Path(self.root)
         root.mkdir(parents=True, exist_ok=True)
-        return sorted(
-            (
-                RemoteFile(p.name, str(p), (st := p.stat()).st_size, st.st_mtime)
-                for p in root.iterdir()
-                if p.is_file() and not p.name.startswith(".")
-            ),
-            key=lambda f: f.name,
-        )
+        files, refused = [], []
+        with os.scandir(os.fsencode(root)) as entries:  # bytes: a name need not be UTF-8
+            for entry in entries:
+                if not entry.is_file() or entry.name.startswith(b"."):
+                    continue
+                name = accepted(entry.name, str(root), refused)
+                if name is not None:
+                    st = entry.stat()
+                    files.append(RemoteFile(name, str(root / name), st.st_size, st.st_mtime))
+        return FileListing(files, refused)
 
     def download(self, remote_path: str, local_path: Path) -> Path:
         source = self._local(remote_path)

@@ -15,7 +15,8 @@ from typing import TypeVar
 import paramiko
 
 from etl_assets.resources.errors import ConnectorError, first_line, redact, reveal
-from etl_assets.resources.files import FilesResource, RemoteFile, partial_name
+from etl_assets.resources.files import FileListing, FilesResource, RemoteFile, partial_name
+from etl_assets.resources.names import accepted
 
 log = logging.getLogger("etl_assets.sftp")
 T = TypeVar("T")
@@ -140,25 +141,21 @@ class SftpResource(FilesResource):
             )
             time.sleep(delay)
 
-    def list_files(self, folder: str) -> list[RemoteFile]:
-        def action(sftp: paramiko.SFTPClient) -> list[RemoteFile]:
+    def list_files(self, folder: str) -> FileListing:
+        def action(sftp: paramiko.SFTPClient) -> FileListing:
             try:
-                entries = sftp.listdir_attr(folder)
+                entries = _listdir_bytes(sftp, folder)
             except FileNotFoundError:
                 raise ConnectorError("sftp", f"{self.label}: remote folder {folder} is missing") from None
-            return sorted(
-                (
-                    RemoteFile(
-                        e.filename,
-                        str(PurePosixPath(folder) / e.filename),
-                        e.st_size or 0,
-                        float(e.st_mtime or 0),
-                    )
-                    for e in entries
-                    if e.st_mode is not None and stat.S_ISREG(e.st_mode)
-                ),
-                key=lambda f: f.name,
-            )
+            files, refused = [], []
+            for raw, attr in entries:
+                if attr.st_mode is None or not stat.S_ISREG(attr.st_mode):
+                    continue
+                name = accepted(raw, folder, refused)
+                if name is not None:
+                    path = str(PurePosixPath(folder) / name)
+                    files.append(RemoteFile(name, path, attr.st_size or 0, float(attr.st_mtime or 0)))
+            return FileListing(files, refused)
 
         return self._retrying(f"listing {folder}", action)
 
@@ -209,7 +206,7 @@ class SftpResource(FilesResource):
         with self.session() as sftp:
             for flow, folder in sorted(self.folders.items()):
                 try:
-                    count = len(sftp.listdir(folder))
+                    count = len(_listdir_bytes(sftp, folder))
                 except FileNotFoundError:
                     raise ConnectorError(
                         "sftp", f"{self.label}: remote folder {folder} ({flow}) is missing"
@@ -220,6 +217,35 @@ class SftpResource(FilesResource):
                     ) from None
                 listed.append(f"{folder} {count} files")
         return f"{self.label}" + (f" ({', '.join(listed)})" if listed else " (no folders configured)")
+
+
+def _listdir_bytes(sftp: paramiko.SFTPClient, folder: str) -> list[tuple[bytes, paramiko.SFTPAttributes]]:
+    """``listdir_attr`` with the names as the server sent them: paramiko decodes each name as
+    UTF-8 and fails the whole listing on one that is not (its own loop, ``get_string`` for
+    ``get_text``; paramiko 3's private ``_request``)."""
+    from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, SFTPError
+
+    kind, msg = sftp._request(CMD_OPENDIR, sftp._adjust_cwd(folder))  # noqa: SLF001
+    if kind != CMD_HANDLE:
+        raise SFTPError("Expected handle")
+    handle = msg.get_binary()
+    found = []
+    try:
+        while True:
+            try:
+                kind, msg = sftp._request(CMD_READDIR, handle)  # noqa: SLF001
+            except EOFError:
+                break
+            if kind != CMD_NAME:
+                raise SFTPError("Expected name response")
+            for _ in range(msg.get_int()):
+                raw, longname = msg.get_string(), msg.get_string()
+                attr = paramiko.SFTPAttributes._from_msg(msg, raw, longname)  # noqa: SLF001
+                if raw not in (b".", b".."):
+                    found.append((raw, attr))
+    finally:
+        sftp._request(CMD_CLOSE, handle)  # noqa: SLF001
+    return found
 
 
 def _permanent(exc: BaseException, context: str) -> Exception:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+
+import dagster as dg
 
 from etl_assets.definitions import build_definitions
 from etl_assets.settings import load_settings
@@ -107,3 +110,51 @@ def test_housekeeping_deletes_processed_sources_where_the_settings_say_so(
     assert (folder / "companies_20260116.csv").exists()
     # the bytes are still on our side: raw copy and backup
     assert list((flow_env.home / "backup/companies").glob("*/*/companies_20260115.csv"))
+
+
+def test_a_file_name_that_is_not_utf8_or_a_path_is_skipped_everywhere(flow_env: FlowEnv) -> None:
+    """One file in the client's folder whose name is not UTF-8 (or holds a control character,
+    or ``..``) breaks neither the extract, the sensor's listing, nor housekeeping: each skips
+    it with a warning that shows it escaped."""
+    flow_env.put("companies_20260115.csv", companies_csv(ROW))
+    folder = os.fsencode(flow_env.sshd.root / flow_env.folder.lstrip("/"))
+    for raw in (b"companies_\xff\xfe.csv", b"companies_\x07bell.csv", b"companies_..csv"):
+        with open(os.path.join(folder, raw), "wb") as handle:
+            handle.write(b"not to be read")
+
+    result = flow_env.run("2026-01-15")
+    assert result.success
+    assert flow_env.query("select external_id from accounts") == [("C1",)]
+
+    settings = load_settings("test")
+    defs = build_definitions(settings)
+    files = defs.resources["files"]
+    listing = files.list_files(flow_env.folder)
+    assert [f.name for f in listing if not f.name.startswith(".")] == ["companies_20260115.csv"]
+    assert sorted(listing.refused) == sorted(
+        [
+            f"'companies_\\xff\\xfe.csv' in {flow_env.folder}: not valid UTF-8, skipped",
+            f"'companies_\\x07bell.csv' in {flow_env.folder}: holds a control character, skipped",
+            f"'companies_..csv' in {flow_env.folder}: holds '..', skipped",
+        ]
+    )
+
+    # the offers sensor and its catch-up schedule list the same folder
+    sensor = defs.resolve_sensor_def("offers_file_sensor")
+    tick = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=flow_env.instance, resources=defs.resources, definitions=defs)
+    )
+    assert tick.run_requests == [] and "refused: 'companies_" in tick.skip_message, tick.skip_message
+    catch_up = defs.resolve_schedule_def("offers_catch_up_schedule")
+    when = datetime.now(UTC)
+    with dg.build_schedule_context(
+        instance=flow_env.instance, resources=defs.resources, scheduled_execution_time=when
+    ) as context:
+        listed = catch_up.evaluate_tick(context)  # listing the folder did not fail on the names
+    assert not listed.run_requests and "every file in the folder" in (listed.skip_message or "")
+
+    housekeeping = defs.resolve_job_def("housekeeping").execute_in_process(instance=flow_env.instance)
+    assert housekeeping.success
+    assert housekeeping.output_for_node("tidy_up")["refused_file_names"] == 3
+    for raw in (b"companies_\xff\xfe.csv", b"companies_\x07bell.csv", b"companies_..csv"):
+        assert os.path.exists(os.path.join(folder, raw))  # left where it is, never moved or deleted
