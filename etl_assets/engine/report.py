@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import sqlalchemy as sa
 
 from etl_assets.model.report import ReportModel
+
+if TYPE_CHECKING:
+    from openpyxl.worksheet.worksheet import Worksheet
 
 
 @dataclass
@@ -20,6 +25,7 @@ class ReportFiles:
     workbook: Path
     csv: Path
     chart: Path
+    marked_characters: int = 0  # characters a worksheet cannot hold, written as MARK
 
 
 def run_query(conn: sa.Connection, report: ReportModel, start: datetime, end: datetime) -> pl.DataFrame:
@@ -65,33 +71,60 @@ def write_exports(report: ReportModel, frame: pl.DataFrame, start: datetime, exp
         else pl.DataFrame(schema={chart.category: pl.String, chart.value: pl.Float64})
     )
     frame.write_csv(base.with_suffix(".csv"), separator=";")
-    _workbook(report, frame, totals, base.with_suffix(".xlsx"))
+    marked = _workbook(report, frame, totals, base.with_suffix(".xlsx"))
     _png(chart.title, totals, chart.category, chart.value, base.with_suffix(".png"))
     return ReportFiles(
-        frame.height, base.with_suffix(".xlsx"), base.with_suffix(".csv"), base.with_suffix(".png")
+        frame.height, base.with_suffix(".xlsx"), base.with_suffix(".csv"), base.with_suffix(".png"), marked
     )
+
+
+MARK = "\ufffd"  # stands, visibly, for a character a worksheet cannot hold
 
 
 def _cell(value: object) -> object:
     return float(value) if value is not None and type(value).__name__ == "Decimal" else value
 
 
-def _workbook(report: ReportModel, frame: pl.DataFrame, totals: pl.DataFrame, path: Path) -> None:
+class _SafeRows:
+    """Rows for a worksheet as values, never formulas: a string that starts with ``=`` stays
+    text, and control characters a worksheet cannot hold become ``MARK`` (counted)."""
+
+    def __init__(self) -> None:
+        self.marked = 0
+
+    def append(self, sheet: Worksheet, values: Sequence[object]) -> None:
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+        row = []
+        for value in values:
+            value = _cell(value)
+            if isinstance(value, str):
+                value, n = ILLEGAL_CHARACTERS_RE.subn(MARK, value)
+                self.marked += n
+            row.append(value)
+        sheet.append(row)
+        for cell in sheet[sheet.max_row]:
+            if cell.data_type == "f":  # openpyxl reads a leading "=" as a formula
+                cell.data_type = "s"
+
+
+def _workbook(report: ReportModel, frame: pl.DataFrame, totals: pl.DataFrame, path: Path) -> int:
+    """The workbook; returns how many characters it had to mark."""
     # imported here: openpyxl costs ~0.4 s, paid by every code-location load otherwise
     from openpyxl import Workbook
     from openpyxl.chart import BarChart, Reference
 
-    book = Workbook()
+    book, rows = Workbook(), _SafeRows()
     sheet = book.active
     sheet.title = report.export.sheet
-    sheet.append(frame.columns)
+    rows.append(sheet, frame.columns)
     for row in frame.iter_rows():
-        sheet.append([_cell(v) for v in row])
+        rows.append(sheet, row)
     chart_spec = report.export.chart
     summary = book.create_sheet("Totals")
-    summary.append([chart_spec.category, chart_spec.value])
-    for category, value in totals.iter_rows():
-        summary.append([category, _cell(value)])
+    rows.append(summary, [chart_spec.category, chart_spec.value])
+    for row in totals.iter_rows():
+        rows.append(summary, row)
     chart = BarChart()
     chart.title = chart_spec.title
     chart.y_axis.title = chart_spec.value
@@ -102,6 +135,7 @@ def _workbook(report: ReportModel, frame: pl.DataFrame, totals: pl.DataFrame, pa
     chart.set_categories(categories)
     summary.add_chart(chart, "D2")
     book.save(path)
+    return rows.marked
 
 
 def _png(title: str, totals: pl.DataFrame, category: str, value: str, path: Path) -> None:

@@ -78,6 +78,7 @@ def build_report_defs(report: ReportModel, timezone: str, recipients: list[str])
                 "workbook": dg.MetadataValue.path(str(files.workbook)),
                 "csv": dg.MetadataValue.path(str(files.csv)),
                 "chart": dg.MetadataValue.path(str(files.chart)),
+                "marked_characters": files.marked_characters,  # not storable in a worksheet
                 "emailed": where,
             }
         )
