@@ -258,3 +258,21 @@ def test_an_email_smtp_refused_is_kept_and_sent_once_by_a_later_run(flow_env: Fl
     assert flow_env.run("2026-01-16").success  # and it is not sent again
     time.sleep(0.5)
     assert len(flow_env.smtp.messages()) == 1
+
+
+def test_a_nul_byte_in_a_field_rejects_its_row_and_loads_the_rest(flow_env: FlowEnv) -> None:
+    """PostgreSQL stores no NUL in text (its COPY refuses the whole batch): the row is caught in
+    transform with its field and reason, the good rows load, and the error file keeps the
+    value as received."""
+    nul = "C9;IT00000000009;Nul\x00Byte S.r.l.;;;;IT;;;;;;;14/01/2026 09:00:00"
+    orphan_free = GOOD[2].replace(";IT00000000002;", ";;")  # C3 without its parent C2
+    flow_env.put(FILE, companies_csv(GOOD[0], nul, orphan_free))
+    result = flow_env.run(DAY)
+    assert result.success
+    assert flow_env.query("select external_id from accounts order by 1") == [("C1",), ("C3",)]
+    transform = materializations(result, "companies_transform")[0].metadata
+    assert transform["rejected"].value == 1
+    error_file = flow_env.error_file(DAY, "transform").read_bytes()
+    (row,) = error_file.splitlines()[1:]
+    assert row.startswith(b"C9;IT00000000009;Nul\x00Byte S.r.l.;")  # as received
+    assert b";transform;NAME;holds a NUL byte: no database text stores it;" in row

@@ -74,6 +74,10 @@ def compile_field(name: str, spec: MapField, source: str, present: bool) -> Comp
     errors: list[tuple[pl.Expr, pl.Expr]] = []
     if spec.required:
         errors.append((raw.is_null(), pl.lit("required value missing")))
+    # a text column stores no NUL (PostgreSQL refuses the whole COPY): the row's fault, caught here
+    errors.append(
+        (has & raw.str.contains("\x00", literal=True), pl.lit("holds a NUL byte: no database text stores it"))
+    )
     if spec.max_length is not None:
         errors.append(
             (has & (raw.str.len_chars() > spec.max_length), _reason(f"longer than {spec.max_length}", raw))
