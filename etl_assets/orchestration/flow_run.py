@@ -153,11 +153,11 @@ class FlowRun:
         report.send(state.ran, state.failures, self.parked_files(state))
         if state.failures:
             lines = [f"{key}: {line}" for key, line in state.failures.items()]
-            landed = len(context.partition_keys) - len(state.failures)
+            good = len(context.partition_keys) - len(state.failures)
             raise dg.Failure(
                 description=(
                     f"{len(state.failures)} of {len(context.partition_keys)} partitions failed "
-                    f"({landed} landed): " + "; ".join(lines)
+                    f"({good} landed): " + "; ".join(lines)
                     if len(context.partition_keys) > 1
                     else lines[0].partition(": ")[2]
                 ),
