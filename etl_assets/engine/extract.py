@@ -221,13 +221,13 @@ def _parsed(blocks: Iterable[tuple[int, bytes]], flow: FlowModel, file_name: str
 
 
 def _with_lines(frame: pl.DataFrame, file_name: str, first_line: int) -> pl.DataFrame:
-    """Each record's source line, counting the line breaks quoted inside records (CRLF
-    inside a field becomes LF, as in a file written with LF line ends). Only the columns
-    that hold a line break in this block are rewritten and counted."""
+    """Each record's source line, counting the line breaks quoted inside records. A value
+    keeps its line breaks as received (CRLF stays CRLF: the value is the client's); a CRLF
+    counts as one line, as an LF does. Only the columns that hold a line break in this block
+    are counted."""
     found = frame.select(pl.all().str.contains("\n", literal=True).any()).row(0)
     broken = [c for c, has in zip(frame.columns, found, strict=True) if has]
     if broken:
-        frame = frame.with_columns(pl.col(broken).str.replace_all("\r\n", "\n", literal=True))
         embedded = pl.sum_horizontal(
             pl.col(c).str.count_matches("\n", literal=True).fill_null(0) for c in broken
         )

@@ -89,7 +89,7 @@ def test_one_partition_end_to_end(flow_env: FlowEnv, batches: str) -> None:
         ("C7", "IT00000000007", "Figlia Orfana S.r.l.", None, "IT", None, None, None, None, None),
     ]
     assert flow_env.query("select address from accounts where external_id = 'C2'") == [
-        ("Via Garibaldi, 2\nScala B",)
+        ("Via Garibaldi, 2\r\nScala B",)  # as received: the CRLF in the quoted field
     ]
 
     transform_errors = pl.read_csv(flow_env.error_file(DAY, "transform"), separator=";", infer_schema=False)
@@ -276,3 +276,15 @@ def test_a_nul_byte_in_a_field_rejects_its_row_and_loads_the_rest(flow_env: Flow
     (row,) = error_file.splitlines()[1:]
     assert row.startswith(b"C9;IT00000000009;Nul\x00Byte S.r.l.;")  # as received
     assert b";transform;NAME;holds a NUL byte: no database text stores it;" in row
+
+
+def test_a_crlf_inside_a_quoted_field_is_kept_as_received_in_the_error_file(flow_env: FlowEnv) -> None:
+    bad = 'C8;IT00000000008;"Once upon \r\na time";;;;IT;;;;;;31/02/2019;14/01/2026 09:00:00'
+    flow_env.put(FILE, companies_csv(GOOD[0], bad, GOOD[2].replace(";IT00000000002;", ";;")))
+    assert flow_env.run(DAY).success
+    error_file = flow_env.error_file(DAY, "transform").read_bytes()
+    assert b'"Once upon \r\na time"' in error_file  # the value's bytes, CRLF and all
+    rows = pl.read_csv(flow_env.error_file(DAY, "transform"), separator=";", infer_schema=False)
+    assert rows["NAME"].to_list() == ["Once upon \r\na time"]
+    assert rows["source_line"].to_list() == ["3"]  # the header is line 1, C1 line 2
+    assert flow_env.query("select external_id from accounts order by 1") == [("C1",), ("C3",)]
