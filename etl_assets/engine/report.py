@@ -90,16 +90,17 @@ class _SafeRows:
     text, and control characters a worksheet cannot hold become ``MARK`` (counted)."""
 
     def __init__(self) -> None:
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+        self.illegal = ILLEGAL_CHARACTERS_RE
         self.marked = 0
 
     def append(self, sheet: Worksheet, values: Sequence[object]) -> None:
-        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
         row = []
         for value in values:
             value = _cell(value)
             if isinstance(value, str):
-                value, n = ILLEGAL_CHARACTERS_RE.subn(MARK, value)
+                value, n = self.illegal.subn(MARK, value)
                 self.marked += n
             row.append(value)
         sheet.append(row)

@@ -129,23 +129,12 @@ class FlowRun:
         report = RunReport(self.flow, context, resources.mailer, resources.folders)
         try:
             for key in context.partition_keys:
-                state.ran[key] = []
                 if key in landed:
                     state.ran[key] = list(selected)
                     continue
-                for step in selected:
-                    state.ran[key].append(step)
-                    try:
-                        self.refuse_if_stopped(step, key, selected, steps)
-                        outcome = self.step(context, step, key, steps, resources, state)
-                    except StepFailed as failed:
-                        state.failures[key] = str(failed)
-                        break
-                    self.log(context, step, key, outcome)
-                    steps.stage(key).mark_stopped(step, outcome.failure)
-                    if outcome.failure:
-                        state.failures[key] = outcome.failure
-                        break
+                failure = self.run_partition(context, key, selected, steps, resources, state)
+                if failure:
+                    state.failures[key] = failure
         except _LastingFault as fault:
             state.failures[fault.key] = str(fault)
             report.send(state.ran, state.failures, self.parked_files(state))
@@ -163,6 +152,31 @@ class FlowRun:
                 ),
                 allow_retries=False,
             )
+
+    def run_partition(
+        self,
+        context: dg.AssetExecutionContext,
+        key: str,
+        selected: list[str],
+        steps: FlowSteps,
+        resources: Resources,
+        state: RunState,
+    ) -> str | None:
+        """The partition through the selected steps, each reported as it lands; the failure
+        line of the step that stopped it, or None."""
+        state.ran[key] = []
+        for step in selected:
+            state.ran[key].append(step)
+            try:
+                self.refuse_if_stopped(step, key, selected, steps)
+                outcome = self.step(context, step, key, steps, resources, state)
+            except StepFailed as failed:
+                return str(failed)
+            self.log(context, step, key, outcome)
+            steps.stage(key).mark_stopped(step, outcome.failure)
+            if outcome.failure:
+                return outcome.failure
+        return None
 
     @staticmethod
     def refuse_if_stopped(step: str, key: str, selected: list[str], steps: FlowSteps) -> None:
@@ -223,7 +237,9 @@ class FlowRun:
     def blocks_on(self, step: str, verdict: Verdict) -> bool:
         return step in self.flow.blocking_checks or verdict.check_name == RECONCILIATION
 
-    def finish(self, step: str, tally: StepTally, extra: dict[str, object], verdicts: list[Verdict]):
+    def finish(
+        self, step: str, tally: StepTally, extra: dict[str, object], verdicts: list[Verdict]
+    ) -> StepReport:
         blocked = [v for v in verdicts if v.blocks and self.blocks_on(step, v)]
         failure = f"{step} check {blocked[0].check_name}: {blocked[0].description}" if blocked else None
         return StepReport({**tally.metadata(), **extra}, verdicts, failure)
