@@ -39,12 +39,17 @@ class PartitionLine:
     rejected: int = 0
     error_files: list[tuple[str, str]] = field(default_factory=list)  # (step, path)
     failure: str | None = None
+    news: str | None = None  # what a new delivery of the partition changed
 
     def text(self) -> str:
         counts = f"{self.rows_in} rows in, {self.loaded} loaded, {self.rejected} rejected"
         status = f"failed: {self.failure}" if self.status == "failed" else self.status
         files = ", ".join(Path(p).name for _, p in self.error_files)
-        return f"{self.partition}: {status}; {counts}" + (f"; error files: {files}" if files else "")
+        return (
+            f"{self.partition}: {status}; {counts}"
+            + (f"; {self.news}" if self.news else "")
+            + (f"; error files: {files}" if files else "")
+        )
 
 
 def partition_line(
@@ -54,6 +59,7 @@ def partition_line(
     error_files: Sequence[tuple[str, str, Path]],
     rejected: int,
     failure: str | None,
+    news: str | None = None,
 ) -> PartitionLine:
     """The partition's line, from its staged files (the file's rows, the load's answer)."""
     stage = PartitionStage(flow, partition, folders)
@@ -73,6 +79,7 @@ def partition_line(
         rejected=rejected,
         error_files=[(step, str(path)) for _, step, path in error_files],
         failure=failure,
+        news=news,
     )
 
 
@@ -124,7 +131,8 @@ def send_batch_email(
     extra_lines: Iterable[PartitionLine] = (),
     what: str = "backfill",
 ) -> str | None:
-    """The batch's one e-mail, if a partition rejected rows or failed; sent once. Partitions
+    """The batch's one e-mail, if a partition rejected rows, failed or loaded a new delivery;
+    sent once. Partitions
     that left no line (a run that died) come in ``extra_lines``. Returns where it went."""
     if already_sent(folders, batch):
         return None
@@ -135,7 +143,7 @@ def send_batch_email(
         key=lambda line: (line.flow, line.partition),
     )
     where = None
-    if any(line.status != "ok" for line in lines):
+    if any(line.status != "ok" or line.news for line in lines):
         files = [(line.flow, line.partition, step, Path(p)) for line in lines for step, p in line.error_files]
         attachments = attach(folders, f"batch_{batch}", [f for f in files if f[3].exists()])
         body = "\n".join(

@@ -7,8 +7,6 @@ that arrived are kept whatever happens.
 from __future__ import annotations
 
 import codecs
-import hashlib
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -21,6 +19,7 @@ from typing import BinaryIO, NoReturn
 import polars as pl
 
 from etl_assets.engine.columns import LINE, SOURCE_FILE
+from etl_assets.engine.deliveries import back_up, file_sha256, keep_current, keep_delivery
 from etl_assets.engine.partition_keys import source_file_name
 from etl_assets.engine.staging import PartitionStage, StagedWriter, prefetched
 from etl_assets.model.flow import FlowModel
@@ -54,15 +53,6 @@ class Extracted:
     extra_columns: list[str] = field(default_factory=list)
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file read in 1 MB blocks (a large file is never held twice)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def previous_sha256(flow: FlowModel, start: datetime, stage: PartitionStage) -> str | None:
     """The checksum recorded by the partition's last extract, if any."""
     recorded = stage.raw_dir / (source_file_name(flow, start) + ".sha256")
@@ -71,14 +61,16 @@ def previous_sha256(flow: FlowModel, start: datetime, stage: PartitionStage) -> 
 
 def fetch(
     flow: FlowModel,
-    file_name: str,
+    start: datetime,
     files: FilesResource,
     stage: PartitionStage,
     folders: FoldersResource,
     keeper: Executor,
 ) -> tuple[Path, Future[str], RemoteFile]:
-    """Download the partition's file once it has stopped growing; its checksum and backup
-    are made by ``keeper`` while the caller parses it (the future gives the sha256)."""
+    """Download the partition's file once it has stopped growing; its checksum, kept copy and
+    backup are made by ``keeper`` while the caller parses it (the future gives the sha256).
+    The delivery it replaces in ``raw/`` was kept under its content when it came."""
+    file_name = source_file_name(flow, start)
     folder = files.folder_of(flow.name, flow.source.folder)
     listed = _find(files, folder, file_name)
     # SFTP gives whole seconds: a file touched 1.9 s ago may show as 1 s, hence the margin
@@ -92,24 +84,27 @@ def fetch(
                 f"{flow.source.settle_seconds:g}s); try again when the upload is complete",
             )
         listed = again
-    raw_path = files.download(listed.path, stage.raw_dir / file_name)
+    raw_path = stage.raw_dir / file_name
+    keep_current(raw_path)
+    raw_path = files.download(listed.path, raw_path)
     received = raw_path.stat().st_size
     if received != listed.size:
         _keep(raw_path, None)
         raise SourceFileError(
             file_name, f"still being uploaded (size {listed.size} -> {received} bytes during the download)"
         )
-    when = datetime.fromtimestamp(listed.mtime)
-    backup = folders.dir("backup", flow.name, f"{when:%Y}", f"{when:%m}")
+    backup = folders.path("backup", flow.name, f"{start:%Y}", f"{start:%m}")
     return raw_path, keeper.submit(_keep, raw_path, backup), listed
 
 
 def _keep(raw_path: Path, backup: Path | None) -> str:
-    """The file's sha256, recorded beside it; a copy in ``backup``."""
+    """The delivery's sha256, recorded beside it; kept under its content in ``raw/deliveries``
+    and, when complete, copied to the partition's ``backup`` folder."""
     digest = file_sha256(raw_path)
     raw_path.with_name(raw_path.name + ".sha256").write_text(f"{digest}  {raw_path.name}\n")
+    keep_delivery(raw_path, digest)
     if backup is not None:
-        shutil.copy2(raw_path, backup / raw_path.name)
+        back_up(raw_path, digest, backup)
     return digest
 
 
@@ -316,7 +311,7 @@ def extract_partition(
     columns: list[str] = []
     # leaving the keeper waits for the checksum and the backup, whatever the parse did
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keep") as keeper:
-        raw_path, kept, listed = fetch(flow, file_name, files, stage, folders, keeper)
+        raw_path, kept, listed = fetch(flow, start, files, stage, folders, keeper)
         with (
             raw_path.open("rb") as handle,
             StagedWriter(stage.file("extract.parquet")) as writer,

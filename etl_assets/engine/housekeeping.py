@@ -1,6 +1,7 @@
 """Housekeeping: processed source files leave the SFTP folder (only once backed up), and
 files past their folder's retention leave ETL_HOME. A file it cannot account for (not
-laid out by the flows) is never removed, only reported.
+laid out by the flows) is never removed, only reported; nor is a delivery kept under
+``data/`` whose bytes are not under ``backup/``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from etl_assets.engine.extract import file_sha256
+from etl_assets.engine.deliveries import backups_of, delivered_name, file_sha256
 from etl_assets.engine.partition_keys import partition_key_for_file
 from etl_assets.engine.staging import PartitionStage
 from etl_assets.model.flow import STEPS, FlowModel
@@ -30,6 +31,7 @@ class HousekeepingReport:
     not_yet_processed: list[str] = field(default_factory=list)
     removed: dict[str, list[str]] = field(default_factory=dict)
     unaccounted: list[str] = field(default_factory=list)
+    not_backed_up: list[str] = field(default_factory=list)  # expired deliveries kept: no backup
     refused_names: list[str] = field(default_factory=list)  # file names never used (names.py)
 
     def summary(self) -> dict[str, int]:
@@ -39,6 +41,7 @@ class HousekeepingReport:
             "sources_not_yet_processed": len(self.not_yet_processed),
             **{f"removed_{folder}": len(paths) for folder, paths in sorted(self.removed.items())},
             "unaccounted_files_left": len(self.unaccounted),
+            "deliveries_kept_not_backed_up": len(self.not_backed_up),
             "refused_file_names": len(self.refused_names),
         }
 
@@ -54,8 +57,26 @@ def backed_up(
     digest = recorded.read_text().split()[0]
     if raw.stat().st_size != size:
         return False  # the remote file changed since it was loaded: not processed
-    copies = list(folders.path("backup", flow.name).glob(f"*/*/{file_name}"))
+    return in_backup(flow, file_name, digest, folders)
+
+
+def in_backup(flow: FlowModel, file_name: str, digest: str, folders: FoldersResource) -> bool:
+    """Are these bytes of the flow's file among its backups (any month, any delivery)?"""
+    copies = backups_of(folders.path("backup", flow.name), file_name)
     return any(file_sha256(copy) == digest for copy in copies)
+
+
+def _delivery(relative: Path, flows: dict[str, FlowModel]) -> tuple[FlowModel, str] | None:
+    """``data/<flow>/<partition>/raw/[deliveries/]<file>``: the flow and the file's delivered
+    name; None for any other staged file."""
+    parts = relative.parts
+    if len(parts) not in (4, 5) or parts[2] != "raw" or (len(parts) == 5 and parts[3] != "deliveries"):
+        return None
+    name = delivered_name(relative.name) if len(parts) == 5 else relative.name
+    flow = flows.get(parts[0])
+    if flow is None or partition_key_for_file(flow, name) is None:
+        return None
+    return flow, name
 
 
 def tidy_sources(
@@ -106,7 +127,7 @@ def _accounted(folder: str, relative: Path, flows: dict[str, FlowModel]) -> bool
         return False
     flow = flows[parts[0]]
     if folder == "backup":
-        return len(parts) == 4 and partition_key_for_file(flow, parts[3]) is not None
+        return len(parts) == 4 and partition_key_for_file(flow, delivered_name(parts[3])) is not None
     if folder == "errors":
         return len(parts) == 3 and relative.stem in (*STEPS, "parked") and relative.suffix == ".csv"
     return folder == "data"  # data/<flow>/<partition>/...: staged by the steps
@@ -132,12 +153,25 @@ def remove_expired(
                 if path.stat().st_mtime >= cutoff:
                     continue
                 relative = path.relative_to(root)
-                if _accounted(folder, relative, by_name):
+                if folder == "data" and not _backed_up_delivery(path, relative, by_name, folders):
+                    report.not_backed_up.append(str(path))
+                elif _accounted(folder, relative, by_name):
                     path.unlink()
                     removed.append(str(path))
                 elif relative.parts[0] != "unsent":
                     report.unaccounted.append(str(path))
         _remove_empty_dirs(root)
+
+
+def _backed_up_delivery(
+    path: Path, relative: Path, flows: dict[str, FlowModel], folders: FoldersResource
+) -> bool:
+    """A file of ``data/`` that is not a delivery, or a delivery whose bytes are in backup/."""
+    delivery = _delivery(relative, flows)
+    if delivery is None:
+        return True
+    flow, name = delivery
+    return in_backup(flow, name, file_sha256(path), folders)
 
 
 def _remove_empty_dirs(root: Path) -> None:

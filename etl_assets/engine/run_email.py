@@ -70,23 +70,29 @@ def send_run_email(
     error_files: Sequence[tuple[str, str, Path]],
     rejected: int,
     failure: str | None = None,
+    news: str | None = None,
 ) -> str | None:
-    """Send the run's e-mail if it rejected rows or failed; returns where it went."""
-    if not failure and not rejected:
+    """Send the run's e-mail if it rejected rows, failed or loaded a new delivery (``news``:
+    what it changed); returns where it went."""
+    if not failure and not rejected and not news:
         return None
     label = partition_label(partition_keys)
     attachments = attach(folders, run_id, [(flow, *f) for f in error_files])
+    head = [
+        f"Flow {flow}, partition {label}, run {run_id}.",
+        f"Failed: {failure}" if failure else f"{rejected} rows were rejected.",
+        *([f"The file is a {news}."] if news else []),
+    ]
     body = "\n".join(
         [
-            f"Flow {flow}, partition {label}, run {run_id}.",
-            f"Failed: {failure}" if failure else f"{rejected} rows were rejected.",
+            *head,
             "",
             "Attached error files (source columns as received, then error_step, error_field,",
             "error_reason, source_file, source_line):",
             *(f"  {a.name}" for a in attachments),
         ]
         if attachments
-        else [f"Flow {flow}, partition {label}, run {run_id}.", f"Failed: {failure}" if failure else ""]
+        else head
     )
     message = mailer.build_message(subject(mailer.env, flow, label, rejected, failure), body, attachments)
     return send_or_keep(mailer, folders, message, f"{run_id[:8]}_{flow}")

@@ -16,9 +16,10 @@ from pathlib import Path
 import polars as pl
 import sqlalchemy as sa
 
-from etl_assets.engine import catcher
+from etl_assets.engine import catcher, deliveries
 from etl_assets.engine.catcher import CaughtErrors, Verdict
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE
+from etl_assets.engine.deliveries import DeliveryChange
 from etl_assets.engine.extract import Extracted, SourceFileError, extract_partition, previous_sha256
 from etl_assets.engine.link import parking
 from etl_assets.engine.link.linker import link_stage
@@ -85,6 +86,7 @@ class LoadOutcome:
     loaded: Outcome
     caught: CaughtErrors
     balance: dict[str, object]  # rows in, loaded, rejected, collapsed: for the reconciliation
+    change: DeliveryChange | None = None  # a new delivery's rows added, changed, missing
 
 
 @dataclass(frozen=True)
@@ -142,9 +144,10 @@ class FlowSteps:
         with self.stage(key).lock():
             before = previous_sha256(self.flow, start, self.stage(key))
             result = extract_partition(self.flow, key, start, files, self.folders)
-        changed = None
-        if before and before != result.sha256:
-            changed = f"{result.file}: sha256 {before[:12]}... -> {result.sha256[:12]}..."
+            changed = None
+            if before and before != result.sha256:
+                changed = f"{result.file}: sha256 {before[:12]}... -> {result.sha256[:12]}..."
+                deliveries.remember_loaded(self.stage(key), deliveries.delivery_name(before, result.file))
         return ExtractOutcome(result, changed)
 
     def transform(self, key: str) -> TransformOutcome:
@@ -178,6 +181,9 @@ class FlowSteps:
             lock_partition(conn, self.flow.name, key)
             loaded = load_stage(conn, self.flow, good, response)
             record_load(conn, self.flow.name, key, loaded.rows_in)
+        with stage.lock():
+            change = deliveries.delivery_change(stage)
+            deliveries.reported(stage)  # told once: in this load's metadata and its run's e-mail
         caught = catcher.catch(
             "load",
             key,
@@ -186,7 +192,7 @@ class FlowSteps:
             stage.error_file("load"),
             self.flow.source.delimiter,
         )
-        return LoadOutcome(loaded, caught, self.balance(key, loaded))
+        return LoadOutcome(loaded, caught, self.balance(key, loaded), change)
 
     def balance(self, key: str, result: Outcome) -> dict[str, object]:
         """The partition's counts: rows in the file, loaded, rejected, collapsed."""

@@ -78,6 +78,7 @@ class RunState:
     ran: dict[str, list[str]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     parking: ParkingOutcome | None = None
+    news: dict[str, str] = field(default_factory=dict)  # what a partition's new delivery changed
 
 
 def blocked_by(evaluation: dg.AssetCheckEvaluation) -> bool:
@@ -137,9 +138,9 @@ class FlowRun:
                     state.failures[key] = failure
         except _LastingFault as fault:
             state.failures[fault.key] = str(fault)
-            report.send(state.ran, state.failures, self.parked_files(state))
+            report.send(state.ran, state.failures, self.parked_files(state), state.news)
             raise dg.Failure(description=str(fault), allow_retries=False) from fault.__cause__
-        report.send(state.ran, state.failures, self.parked_files(state))
+        report.send(state.ran, state.failures, self.parked_files(state), state.news)
         if state.failures:
             lines = [f"{key}: {line}" for key, line in state.failures.items()]
             good = len(context.partition_keys) - len(state.failures)
@@ -211,7 +212,7 @@ class FlowRun:
             if step == "transform":
                 return self.transform(key, steps)
             if step == "load":
-                return self.load(key, steps, resources.database)
+                return self.load(key, steps, resources.database, state)
             return self.link(key, steps, resources.database, state)
         except (SourceFileError, ConnectorError) as exc:
             raise StepFailed(str(exc)) from None  # it names the file or the connector
@@ -274,10 +275,13 @@ class FlowRun:
         extra = {"collapsed_duplicates": outcome.collapsed}
         return self.finish("transform", tally, extra, [steps.rejected_rows(tally)])
 
-    def load(self, key: str, steps: FlowSteps, database: DatabaseResource) -> StepReport:
+    def load(self, key: str, steps: FlowSteps, database: DatabaseResource, state: RunState) -> StepReport:
         tally, counts = StepTally(), dict.fromkeys(ACTIONS, 0)
         outcome = steps.load(key, database.engine())
         counts.update(outcome.loaded.actions)
+        if outcome.change is not None:
+            counts.update(outcome.change.metadata())
+            state.news[key] = outcome.change.line()
         tally.rows_in = outcome.loaded.rows_in
         tally.rows_out = outcome.loaded.rows_in - outcome.loaded.rejected.height
         tally.caught.append(outcome.caught)

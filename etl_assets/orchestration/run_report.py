@@ -34,14 +34,23 @@ class RunReport:
         self.mailer = mailer
         self.folders = folders
 
-    def send(self, ran: dict[str, list[str]], failures: dict[str, str], extra_files: list[ErrorFile]) -> None:
-        """``ran``: the steps each partition went through (the failing one last)."""
+    def send(
+        self,
+        ran: dict[str, list[str]],
+        failures: dict[str, str],
+        extra_files: list[ErrorFile],
+        news: dict[str, str] | None = None,
+    ) -> None:
+        """``ran``: the steps each partition went through (the failing one last); ``news``: what
+        a partition's new delivery changed, said even when nothing was rejected."""
+        news = news or {}
         files = {key: run_error_files(self.flow.name, [key], ran[key], self.folders) for key in ran}
         batch = batch_of(self.context.run)
         if batch is None and len(ran) == 1:
             ((key, mine),) = files.items()
             mine = mine + [f for f in extra_files if f not in mine]
-            self.send_one([key], mine, rejected_in(mine, self.flow.source.delimiter), failures.get(key))
+            rejected = rejected_in(mine, self.flow.source.delimiter)
+            self.send_one([key], mine, rejected, failures.get(key), news.get(key))
             return
         for key, mine in files.items():
             line = partition_line(
@@ -51,6 +60,7 @@ class RunReport:
                 mine,
                 rejected_in(mine, self.flow.source.delimiter),
                 failures.get(key),
+                news.get(key),
             )
             record_line(self.folders, batch or self.context.run.run_id, line)
             if batch is not None:
@@ -67,9 +77,15 @@ class RunReport:
             self.context.log.info(f"sent a kept e-mail: {kept}")
 
     def send_one(
-        self, partition_keys: list[str], files: list[ErrorFile], rejected: int, failure: str | None = None
+        self,
+        partition_keys: list[str],
+        files: list[ErrorFile],
+        rejected: int,
+        failure: str | None = None,
+        news: str | None = None,
     ) -> None:
-        """E-mails kept from earlier runs first, then this run's (if it rejected or failed)."""
+        """E-mails kept from earlier runs first, then this run's (if it rejected, failed or
+        loaded a new delivery)."""
         self.send_kept()
         where = send_run_email(
             mailer=self.mailer,
@@ -80,6 +96,7 @@ class RunReport:
             error_files=files,
             rejected=rejected,
             failure=failure,
+            news=news,
         )
         if where:
             self.context.log.info(f"run e-mail: {where}")
