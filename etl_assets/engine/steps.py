@@ -25,7 +25,9 @@ from etl_assets.engine.link import parking
 from etl_assets.engine.link.linker import link_stage
 from etl_assets.engine.link.parking import Retried, retry_parked
 from etl_assets.engine.load.partition_loads import lock_partition, record_load
-from etl_assets.engine.load.upsert import RESPONSE_SCHEMA, Outcome, load_stage
+from etl_assets.engine.load.refusals import RowRefusedInBulk
+from etl_assets.engine.load.response import RESPONSE_SCHEMA, Outcome
+from etl_assets.engine.load.upsert import load_stage
 from etl_assets.engine.staging import PartitionStage, StagedWriter, count_rows
 from etl_assets.engine.transform.stage import transform_stage
 from etl_assets.model.flow import FlowModel, LinkSpec
@@ -173,14 +175,10 @@ class FlowSteps:
         stage = self.stage(key)
         good = self.staged(key, "transform.parquet")
         # the response file appears only once the transaction committed
-        with (
-            stage.lock(),
-            StagedWriter(stage.file("load.parquet"), RESPONSE_SCHEMA) as response,
-            engine.begin() as conn,
-        ):
-            lock_partition(conn, self.flow.name, key)
-            loaded = load_stage(conn, self.flow, good, response)
-            record_load(conn, self.flow.name, key, loaded.rows_in)
+        try:
+            loaded = self._load(key, engine, good, bulk=True)
+        except RowRefusedInBulk:  # rolled back: again in batches, where refused rows are found
+            loaded = self._load(key, engine, good, bulk=False)
         with stage.lock():
             change = deliveries.delivery_change(stage)
             deliveries.reported(stage)  # told once: in this load's metadata and its run's e-mail
@@ -193,6 +191,18 @@ class FlowSteps:
             self.flow.source.delimiter,
         )
         return LoadOutcome(loaded, caught, self.balance(key, loaded), change)
+
+    def _load(self, key: str, engine: sa.Engine, good: Path, bulk: bool) -> Outcome:
+        """The partition's one transaction; the response file appears once it committed."""
+        with (
+            self.stage(key).lock(),
+            StagedWriter(self.stage(key).file("load.parquet"), RESPONSE_SCHEMA) as response,
+            engine.begin() as conn,
+        ):
+            lock_partition(conn, self.flow.name, key)
+            loaded = load_stage(conn, self.flow, good, response, bulk=bulk)
+            record_load(conn, self.flow.name, key, loaded.rows_in)
+        return loaded
 
     def balance(self, key: str, result: Outcome) -> dict[str, object]:
         """The partition's counts: rows in the file, loaded, rejected, collapsed."""
@@ -271,9 +281,11 @@ class FlowSteps:
 
 
 def rejections(response: pl.DataFrame, field_name: str) -> pl.DataFrame:
-    """The rejected rows of a response frame, as the catcher takes them."""
+    """The rejected rows of a response frame, as the catcher takes them: the field a row names
+    (a value the target cannot hold), else ``field_name``."""
+    named = pl.col("field") if "field" in response.columns else pl.lit(None, pl.String)
     return response.filter(pl.col("action") == "rejected").select(
-        LINE, pl.lit(field_name).alias(ERROR_FIELD), pl.col("reason").alias(ERROR_REASON)
+        LINE, pl.coalesce(named, pl.lit(field_name)).alias(ERROR_FIELD), pl.col("reason").alias(ERROR_REASON)
     )
 
 

@@ -57,7 +57,22 @@ def target_table(flow: FlowModel, metadata: sa.MetaData | None = None) -> sa.Tab
 
 
 def ensure_table(conn: sa.Connection, flow: FlowModel) -> sa.Table:
-    """Create the target table (and its indexes) if it does not exist yet."""
+    """Create the target table (and its indexes) if it does not exist yet; the table with the
+    column types the database has."""
     table = target_table(flow)
     table.metadata.create_all(conn, checkfirst=True)
+    if conn.dialect.name == "postgresql":
+        as_found(conn, table)
     return table
+
+
+def as_found(conn: sa.Connection, table: sa.Table) -> None:
+    """The column types of the table as the database has them: a client's own table may be
+    narrower than the declaration (``integer`` for a bigint, ``varchar(40)``), and a binary
+    COPY must send exactly the type the column has."""
+    found = {c["name"]: c["type"] for c in sa.inspect(conn).get_columns(table.name)}
+    for column in table.columns:
+        if column.name in found and type(found[column.name]) is not type(column.type):
+            column.type = found[column.name]
+        elif isinstance(column.type, sa.Numeric) and column.name in found:
+            column.type = found[column.name]  # numeric(p, s): the client's precision and scale

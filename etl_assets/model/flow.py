@@ -9,9 +9,18 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
 FieldType = Literal[
     "String",
@@ -30,6 +39,47 @@ FieldType = Literal[
 Step = Literal["transform", "load", "link"]
 STEPS = ("extract", "transform", "load", "link")  # a flow's assets, in order
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+# PostgreSQL keeps 63 bytes of a name and cuts the rest without an error: two long names
+# could become one.
+MAX_IDENTIFIER_LENGTH = 63
+IDENTIFIER_RULE = (
+    f"lower-case letters, digits and _ only, starting with a letter, at most {MAX_IDENTIFIER_LENGTH} "
+    "characters"
+)
+# Columns the load adds to every target table (engine/tables.py), and the name it keys its
+# response frames on (engine/load/upsert.py): a map field of that name would be overwritten.
+RESERVED_COLUMNS = frozenset({"id", "key"})
+# etl_row_hash, etl_loaded_at..., and the tables etl_parked_links, etl_partition_loads
+RESERVED_PREFIX = "etl_"
+
+
+def is_identifier(value: object) -> bool:
+    """A name SQL may carry as it is: lower case (PostgreSQL folds unquoted names to lower case,
+    so the name is the same quoted or not, in psql and in a report's query alike); no leading
+    ``_`` (the engine's own frame columns start with one). Every statement quotes it anyway."""
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_IDENTIFIER_LENGTH
+        and re.fullmatch(IDENTIFIER.strip("^$"), value) is not None
+    )
+
+
+def identifier_problem(where: str, value: object) -> str | None:
+    """Why ``value`` (declared at ``where``) cannot be a table, column or flow name; None if it can."""
+    if not is_identifier(value):
+        return f"{where} {value!r} is not an identifier: {IDENTIFIER_RULE}"
+    return None
+
+
+def _named(value: str, info: ValidationInfo) -> str:
+    problem = identifier_problem(info.field_name or "name", value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# The pattern stays in the JSON schema (editors, dg); the check gives the message above.
+Identifier = Annotated[str, AfterValidator(_named), Field(json_schema_extra={"pattern": IDENTIFIER})]
 
 
 class StrictModel(BaseModel):
@@ -79,8 +129,8 @@ class SourceSpec(StrictModel):
 class TargetSpec(StrictModel):
     """The table rows are upserted into."""
 
-    table: str = Field(pattern=IDENTIFIER)
-    key: str = Field(pattern=IDENTIFIER, description="natural key column, a map field")
+    table: Identifier
+    key: Identifier = Field(description="natural key column, a map field")
 
 
 class DedupeSpec(StrictModel):
@@ -92,14 +142,14 @@ class DedupeSpec(StrictModel):
 class LinkSpec(StrictModel):
     """Sets ``column`` to the id of the row of ``table`` whose ``match`` equals ``field``."""
 
-    field: str = Field(pattern=IDENTIFIER, description="map field holding the reference")
-    column: str = Field(pattern=IDENTIFIER, description="target column set to the id")
-    table: str = Field(pattern=IDENTIFIER, description="referenced table (may be the target)")
-    match: str = Field(pattern=IDENTIFIER, description="column of the referenced table")
+    field: Identifier = Field(description="map field holding the reference")
+    column: Identifier = Field(description="target column set to the id")
+    table: Identifier = Field(description="referenced table (may be the target)")
+    match: Identifier = Field(description="column of the referenced table")
     on_missing: Literal["reject", "park"] = Field(
         "reject", description="park: keep retrying until the referenced row arrives (see max_park_age)"
     )
-    after_flow: str | None = Field(
+    after_flow: Identifier | None = Field(
         None, description="park: the flow loading the referenced table; parked rows are retried after it"
     )
 
@@ -143,7 +193,7 @@ class SensorSpec(StrictModel):
 class FlowModel(StrictModel):
     """A whole flow: the factory turns it into extract, transform, load and link assets."""
 
-    name: str = Field(pattern=IDENTIFIER)
+    name: Identifier
     description: str = ""
     source: SourceSpec
     map: dict[str, MapField] = Field(min_length=1, description="target column -> field")
@@ -158,22 +208,44 @@ class FlowModel(StrictModel):
         default_factory=lambda: ["transform"], description="steps whose failing check stops the run"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _identifiers(cls, data: Any) -> Any:
+        """Every table, column and flow name checked before anything else, each error at its
+        own key (``target.table``, ``links.0.match``, ``map.<name>``), naming the value."""
+        errors = [
+            # a plain value_error: Dagster rebuilds the errors with their source line, and
+            # knows pydantic's own error types only
+            InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": ValueError(message)})
+            for loc, value, message in _name_problems(data)
+        ]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return data
+
     @model_validator(mode="after")
     def _references(self) -> FlowModel:
-        for name in self.map:
-            if not re.match(IDENTIFIER, name):
-                raise ValueError(f"map.{name}: column names are lower_snake_case")
         if self.target.key not in self.map:
             raise ValueError(f"target.key {self.target.key!r} is not a map field")
         if not self.map[self.target.key].required:
             raise ValueError(f"map.{self.target.key}: the key field must be required")
         if self.dedupe.latest_by and self.dedupe.latest_by not in self.map:
             raise ValueError(f"dedupe.latest_by {self.dedupe.latest_by!r} is not a map field")
+        columns: dict[str, str] = {}
         for i, link in enumerate(self.links):
             if link.field not in self.map:
                 raise ValueError(f"links.{i}.field {link.field!r} is not a map field")
             if link.column in self.map:
                 raise ValueError(f"links.{i}.column {link.column!r} clashes with a map field")
+            if link.column in columns:
+                raise ValueError(f"links.{i}.column {link.column!r} is already {columns[link.column]}")
+            columns[link.column] = f"links.{i}.column"
+            index = f"ix_{self.target.table}_{link.match}"  # a self-link's index (engine/tables.py)
+            if link.table == self.target.table and len(index) > MAX_IDENTIFIER_LENGTH:
+                raise ValueError(
+                    f"links.{i}: its index {index} would be {len(index)} characters, PostgreSQL allows "
+                    f"{MAX_IDENTIFIER_LENGTH}: shorten target.table or links.{i}.match"
+                )
         return self
 
     def source_column(self, name: str) -> str:
@@ -191,6 +263,56 @@ class FlowModel(StrictModel):
 
     def asset_name(self, step: str) -> str:
         return f"{self.name}_{step}"
+
+
+def _part(data: Any, key: str) -> Any:
+    """``data[key]`` of a mapping or an attribute of a model (before validation: either)."""
+    if isinstance(data, dict):
+        return data.get(key)
+    return getattr(data, key, None) if isinstance(data, BaseModel) else None
+
+
+def _name_problems(data: Any) -> list[tuple[tuple[str | int, ...], Any, str]]:
+    """(loc, value, message) of each declared name that is not an identifier, or is reserved."""
+    found: list[tuple[tuple[str | int, ...], Any, str]] = []
+
+    def check(loc: tuple[str | int, ...], value: Any, reserved: str = "", where: str = "") -> None:
+        if value is None:
+            return  # missing: pydantic says so
+        where = where or ".".join(str(part) for part in loc)
+        problem = identifier_problem(where, value)
+        if (
+            problem is None
+            and reserved == "column"
+            and (value in RESERVED_COLUMNS or value.startswith(RESERVED_PREFIX))
+        ):
+            problem = (
+                f"{where} {value!r} is reserved: id, key and names starting with {RESERVED_PREFIX} "
+                "are the load's own columns"
+            )
+        elif problem is None and reserved == "table" and value.startswith(RESERVED_PREFIX):
+            problem = (
+                f"{where} {value!r} is reserved: tables starting with {RESERVED_PREFIX} are etl_assets' own"
+            )
+        if problem:
+            found.append((loc, value, problem))
+
+    check(("name",), _part(data, "name"))
+    target = _part(data, "target")
+    check(("target", "table"), _part(target, "table"), reserved="table")
+    check(("target", "key"), _part(target, "key"))
+    fields = _part(data, "map")
+    for name in fields if isinstance(fields, dict) else ():
+        check(("map", name), name, reserved="column", where="map field")
+    check(("dedupe", "latest_by"), _part(_part(data, "dedupe"), "latest_by"))
+    links = _part(data, "links")
+    for i, link in enumerate(links if isinstance(links, list) else ()):
+        check(("links", i, "field"), _part(link, "field"))
+        check(("links", i, "column"), _part(link, "column"), reserved="column")
+        check(("links", i, "table"), _part(link, "table"))
+        check(("links", i, "match"), _part(link, "match"))
+        check(("links", i, "after_flow"), _part(link, "after_flow"))
+    return found
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

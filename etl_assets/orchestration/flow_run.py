@@ -23,7 +23,7 @@ import dagster as dg
 from etl_assets.engine.catcher import Verdict
 from etl_assets.engine.extract import SourceFileError
 from etl_assets.engine.load.partition_loads import utc_now
-from etl_assets.engine.load.upsert import ACTIONS
+from etl_assets.engine.load.response import ACTIONS
 from etl_assets.engine.steps import (
     RECONCILIATION,
     ErrorFile,

@@ -68,7 +68,12 @@ class DatabaseResource(ConfigurableResource):
         return sa.create_engine(
             self.url(),
             pool_pre_ping=True,
-            connect_args={"connect_timeout": self.connect_timeout, "application_name": "etl_assets"},
+            connect_args={
+                "connect_timeout": self.connect_timeout,
+                "application_name": "etl_assets",
+                # COPY's CSV and text are UTF-8 whatever the database's encoding: the server converts
+                "client_encoding": "utf8",
+            },
         )
 
     def check_connection(self) -> str:

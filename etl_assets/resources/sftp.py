@@ -1,4 +1,5 @@
-"""SFTP through paramiko: host key checked, retries with back-off on dropped connections."""
+"""SFTP through paramiko: host key checked (``ssh_trust``: as strict as OpenSSH's), retries
+with back-off on dropped connections."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ import paramiko
 from etl_assets.resources.errors import ConnectorError, first_line, redact, reveal
 from etl_assets.resources.files import FileListing, FilesResource, RemoteFile, partial_name
 from etl_assets.resources.names import accepted
+from etl_assets.resources.ssh_trust import (
+    AcceptUnknownWithWarning,
+    RefuseUnknown,
+    UnknownHostKey,
+    changed_key_reason,
+    load_private_key,
+    unknown_key_reason,
+)
 
 log = logging.getLogger("etl_assets.sftp")
 T = TypeVar("T")
@@ -56,22 +65,23 @@ class SftpResource(FilesResource):
     def _connect(self) -> paramiko.SSHClient:
         password = reveal("sftp", self.password, "sftp.password")
         passphrase = reveal("sftp", self.private_key_passphrase, "sftp.private_key_passphrase")
+        pkey = load_private_key(self.private_key, passphrase, self.label) if self.private_key else None
         client = paramiko.SSHClient()
         known_hosts = Path(self.known_hosts).expanduser()
         if known_hosts.is_file():
             client.load_host_keys(str(known_hosts))
-        elif not self.allow_unknown_host_keys:
-            raise ConnectorError("sftp", f"{self.label}: known_hosts file {known_hosts} not found")
-        policy = paramiko.AutoAddPolicy() if self.allow_unknown_host_keys else paramiko.RejectPolicy()
-        client.set_missing_host_key_policy(policy)
+        # no file: no key is known, so the policy refuses the server's key with its fingerprint
+        if self.allow_unknown_host_keys:
+            client.set_missing_host_key_policy(AcceptUnknownWithWarning(self.label, known_hosts))
+        else:
+            client.set_missing_host_key_policy(RefuseUnknown())
         try:
             client.connect(
                 self.host,
                 port=self.port,
                 username=self.user,
                 password=password,
-                key_filename=str(Path(self.private_key).expanduser()) if self.private_key else None,
-                passphrase=passphrase,
+                pkey=pkey,
                 timeout=self.timeout,
                 banner_timeout=self.timeout,
                 auth_timeout=self.timeout,
@@ -87,13 +97,11 @@ class SftpResource(FilesResource):
         self, exc: BaseException, known_hosts: Path, secrets: list[str | None]
     ) -> ConnectorError:
         if isinstance(exc, paramiko.BadHostKeyException):
-            reason = (
-                f"host key changed: the key offered by {self.host}:{self.port} does not match {known_hosts}"
-            )
+            reason = changed_key_reason(exc, self.host, self.port, known_hosts)
+        elif isinstance(exc, UnknownHostKey):
+            reason = unknown_key_reason(exc.key, self.host, self.port, known_hosts)
         elif isinstance(exc, paramiko.AuthenticationException):
             reason = f"login refused for user {self.user!r} (wrong password or key?)"
-        elif isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc):
-            reason = f"unknown host key: [{self.host}]:{self.port} is not in {known_hosts}"
         elif isinstance(exc, (socket.error, paramiko.ssh_exception.NoValidConnectionsError)):
             reason = f"host unreachable: {self.host}:{self.port} ({first_line(exc)})"
         else:
@@ -271,7 +279,7 @@ def _line_is_up(sftp: paramiko.SFTPClient) -> bool:
 
 def _is_transient(exc: BaseException) -> bool:
     """A dropped or refused line is worth a retry; a refused login or a missing file is not."""
-    if isinstance(exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException)):
+    if isinstance(exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException, UnknownHostKey)):
         return False
     if isinstance(exc, paramiko.SSHException):
         return "known_hosts" not in str(exc)

@@ -52,11 +52,19 @@ class SftpSettings(StrictModel):
     port: int = Field(22, ge=1, le=65535)
     user: str
     password: Secret | None = None
-    private_key: str | None = Field(None, description="path of a private key file")
+    private_key: str | None = Field(
+        None,
+        description="path of a private key file: mode 0600 (or 0400), owned by the user running etl_assets",
+    )
     private_key_passphrase: Secret | None = None
-    known_hosts: str = Field("~/.ssh/known_hosts", description="file the host key must be in")
+    known_hosts: str = Field(
+        "~/.ssh/known_hosts",
+        description="OpenSSH known_hosts file that must hold the server's key ([host]:port off port 22)",
+    )
     allow_unknown_host_keys: bool = Field(
-        False, description="accept a host key not in known_hosts (dev only)"
+        False,
+        description="accept a host key not in known_hosts, with a warning (dev only; a changed key is "
+        "still refused)",
     )
     timeout: float = Field(10.0, gt=0, description="seconds to connect")
     retries: int = Field(3, ge=0, description="new attempts after a dropped connection")

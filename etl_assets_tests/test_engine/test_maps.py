@@ -70,6 +70,16 @@ def test_field_types_convert(spec: dict, raw: str, value: object) -> None:
     [
         ({"type": "Integer"}, "12a", "not an integer: '12a'"),
         ({"type": "Decimal"}, "1,2,3", "not a number with decimal comma: '1,2,3'"),
+        (
+            {"type": "Integer"},
+            "9.223.372.036.854.775.808",
+            "out of range for the column's bigint: '9.223.372.036.854.775.808'",
+        ),
+        (
+            {"type": "Decimal", "scale": 2},
+            "1" * 17 + ",5",
+            f"out of range for the column's numeric(18,2): '{'1' * 17},5'",
+        ),
         ({"type": "Date", "format": "%d/%m/%Y"}, "31/02/2019", "not a date in format %d/%m/%Y: '31/02/2019'"),
         ({"type": "Email"}, "rossi.at.it", "not an e-mail address: 'rossi.at.it'"),
         ({"type": "URL"}, "rossi dot it", "not a URL: 'rossi dot it'"),

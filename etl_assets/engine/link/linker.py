@@ -12,8 +12,8 @@ import polars as pl
 import sqlalchemy as sa
 
 from etl_assets.engine.columns import LINE
+from etl_assets.engine.load.response import RESPONSE_SCHEMA, Outcome
 from etl_assets.engine.load.sql import fetch_frame, stage_rows, within_staged_range
-from etl_assets.engine.load.upsert import RESPONSE_SCHEMA, Outcome
 from etl_assets.engine.staging import RowStream, StagedWriter, read_batches
 from etl_assets.engine.tables import ID, ensure_table, target_table
 from etl_assets.model.flow import FlowModel, LinkSpec

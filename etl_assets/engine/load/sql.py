@@ -39,7 +39,7 @@ def stage_rows(conn: sa.Connection, frame: pl.DataFrame, like: sa.Table, columns
     if conn.dialect.name == "postgresql":
         pg().copy_rows(conn, staging, frame, columns)
         # a temporary table has no statistics: without them the joins below become nested loops
-        conn.exec_driver_sql(f'ANALYZE "{name}"')
+        conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.quote_identifier(name)}")
     else:
         conn.execute(staging.insert(), frame.select(columns).to_dicts())
     return staging
@@ -62,8 +62,21 @@ def fetch_frame(
     conn: sa.Connection, statement: sa.Executable, schema: dict[str, pl.DataType]
 ) -> pl.DataFrame:
     """A query's rows as a frame; PostgreSQL streams them with ``COPY (...) TO STDOUT``
-    (an INSERT ... RETURNING too) instead of row by row."""
+    (an INSERT ... RETURNING too) instead of row by row.
+
+    Values stay parameters: SQLAlchemy compiles placeholders (names quoted by its dialect) and
+    psycopg binds the values (COPY takes no server-side parameters, so psycopg quotes them
+    itself, by type), never our own formatting: a staged range's bounds are client data.
+    """
     if conn.dialect.name != "postgresql":
         return pl.DataFrame(conn.execute(statement).all(), schema=schema, orient="row")
-    sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-    return pg().copy_out(conn, sql, schema)
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    processors = compiled._bind_processors  # noqa: SLF001 - what an execute would apply to each value
+    for name, process in processors.items():
+        if name in params:
+            params[name] = process(params[name])
+    query = str(compiled)
+    if not params:  # psycopg merges (and turns the dialect's %% back into %) only given values
+        return pg().copy_out(conn, query.replace("%%", "%"), schema)
+    return pg().copy_out(conn, query, schema, params)

@@ -13,15 +13,17 @@ all; a first load into an empty table drops and rebuilds the indexes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
 
 import polars as pl
 import sqlalchemy as sa
 
-from etl_assets.engine.columns import LINE, SOURCE_FILE
+from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
+from etl_assets.engine.load.fits import TargetFit
+from etl_assets.engine.load.ids import drop_indexes, next_ids, reserve_ids
+from etl_assets.engine.load.refusals import RowRefusedInBulk, database_errors, database_message, row_fault
+from etl_assets.engine.load.response import ACTIONS, RESPONSE_SCHEMA, Outcome, in_order, refused_answer
 from etl_assets.engine.load.sql import dialect_insert, fetch_frame, pg, stage_rows, within_staged_range
 from etl_assets.engine.staging import StagedWriter, count_rows, read_batches
 from etl_assets.engine.tables import (
@@ -34,7 +36,6 @@ from etl_assets.engine.tables import (
 )
 from etl_assets.model.flow import FlowModel
 
-Action = Literal["inserted", "updated", "unchanged", "rejected"]
 INITIAL_LOAD_MIN_ROWS = 10_000
 INDEX_BUILD_MEMORY = "256MB"
 FIRST_LOAD_STATISTICS = 20  # ANALYZE samples 300 rows per unit: 6,000 rows
@@ -42,43 +43,52 @@ ROW_HASH_SEED = 20250101
 LOAD_BATCH_ROWS = 200_000  # rows a round of look-up, COPY and upsert (row groups joined)
 BEFORE_SCHEMA = {"key": pl.String, "_before_id": pl.Int64, "_before_hash": pl.Int64}
 WRITTEN_SCHEMA = {"key": pl.String, "_written_id": pl.Int64}
-ACTIONS = ("inserted", "updated", "unchanged", "rejected")
-RESPONSE_SCHEMA = {
-    LINE: pl.Int64,
-    "key": pl.String,
-    "target_id": pl.Int64,
-    "action": pl.String,
-    "reason": pl.String,
-}
 
 
-@dataclass
-class Outcome:
-    """What a load or link step did for one partition, tallied batch by batch."""
-
-    actions: dict[str, int]
-    rows_in: int = 0
-    rejected: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RESPONSE_SCHEMA))
-
-    def add(self, answer: pl.DataFrame) -> None:
-        """Count one batch's response frame."""
-        self.rows_in += answer.height
-        for action, n in answer.group_by("action").len().iter_rows():
-            self.actions[action] = self.actions.get(action, 0) + n
-        self.rejected = pl.concat([self.rejected, answer.filter(pl.col("action") == "rejected")])
-
-
-def load_stage(conn: sa.Connection, flow: FlowModel, good_path: Path, response: StagedWriter) -> Outcome:
+def load_stage(
+    conn: sa.Connection, flow: FlowModel, good_path: Path, response: StagedWriter, bulk: bool = True
+) -> Outcome:
     """Upsert ``transform.parquet`` a batch at a time inside the caller's transaction; the
-    response frame goes to ``response`` batch for batch (so link can read both in step)."""
-    load = PartitionUpsert(conn, flow, expected_rows=count_rows(good_path))
+    response frame goes to ``response`` batch for batch (so link can read both in step).
+
+    A value the target's columns cannot hold is rejected before it is sent (``TargetFit``);
+    a row the database still refuses (a constraint or trigger of the client's) is found by
+    halving its batch inside savepoints and rejected with the database's message."""
+    load = PartitionUpsert(conn, flow, expected_rows=count_rows(good_path), bulk=bulk)
+    fit = TargetFit.read(conn, flow)
     outcome = Outcome(dict.fromkeys(ACTIONS, 0))
     batches = read_batches(good_path, min_rows=LOAD_BATCH_ROWS)
-    for answer in load.bulk(batches) if load.rebuild else (load.batch(b) for b in batches):
+    answers = _fitted(load, fit, batches)
+    for answer in answers:
         response.write(answer)
         outcome.add(answer)
     load.finish()
     return outcome
+
+
+def _fitted(load: PartitionUpsert, fit: TargetFit, batches: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """Each batch's answer, in the batch's row order (link reads it in step with
+    ``transform.parquet``): the rows that do not fit rejected, the others loaded."""
+    pending: list[tuple[pl.Series, pl.DataFrame]] = []  # a batch's lines and its refused rows
+
+    def fitting() -> Iterator[pl.DataFrame]:
+        for good in batches:
+            fits, refused = fit.split(load.flow, good)
+            pending.append((good.get_column(LINE), refused_answer(load.prepare(good), refused)))
+            yield fits
+
+    if not load.rebuild:
+        for fits in fitting():
+            loaded = load.settled(fits)
+            yield in_order(*pending.pop(), loaded)
+        return
+    try:
+        for loaded in load.bulk(fitting()):
+            yield in_order(*pending.pop(0), loaded)
+    except database_errors() as exc:
+        if row_fault(exc):
+            raise RowRefusedInBulk(database_message(exc)) from exc
+        raise
 
 
 def upsert_partition(conn: sa.Connection, flow: FlowModel, good: pl.DataFrame) -> pl.DataFrame:
@@ -98,7 +108,7 @@ class PartitionUpsert:
     row. Its transaction still holds everything: a failure leaves the table as it was.
     """
 
-    def __init__(self, conn: sa.Connection, flow: FlowModel, expected_rows: int) -> None:
+    def __init__(self, conn: sa.Connection, flow: FlowModel, expected_rows: int, bulk: bool = True) -> None:
         self.conn = conn
         self.flow = flow
         self.table = ensure_table(conn, flow)
@@ -111,7 +121,7 @@ class PartitionUpsert:
         if self.locked:
             conn.exec_driver_sql(f'LOCK TABLE "{self.table.name}" IN ACCESS EXCLUSIVE MODE')
             self.empty = _is_empty(conn, self.table)
-            if self.empty:
+            if self.empty and bulk:
                 self.rebuild = drop_indexes(conn, self.table.name)
 
     @property
@@ -158,6 +168,30 @@ class PartitionUpsert:
         if candidates.height:
             written.append(self._upsert(candidates))
         return respond(frame, pl.concat(written), before)
+
+    def settled(self, good: pl.DataFrame) -> pl.DataFrame:
+        """``batch`` in a savepoint; should the database refuse a row of it, the batch is
+        halved, each half in a savepoint of its own, until the refused rows stand alone:
+        they are rejected with the database's message and the others land. k refused rows
+        of n cost about k * log2(n) more rounds, paid only when a row is refused."""
+        if not self.postgres or good.height == 0:
+            return self.batch(good)
+        try:
+            with self.conn.begin_nested():
+                return self.batch(good)
+        except database_errors() as exc:
+            if not row_fault(exc):
+                raise
+            if good.height == 1:
+                reason = f"refused by the database: {database_message(exc)}"
+                refused = good.select(LINE).with_columns(
+                    pl.lit(None, pl.String).alias(ERROR_FIELD), pl.lit(reason).alias(ERROR_REASON)
+                )
+                return refused_answer(self.prepare(good), refused)
+            half = good.height // 2
+            return pl.concat(
+                [self.settled(good.head(half)), self.settled(good.slice(half))], how="diagonal_relaxed"
+            )
 
     def bulk(self, batches: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
         """A first load (empty table, indexes dropped): every row is new, so one COPY takes
@@ -271,62 +305,6 @@ def respond(frame: pl.DataFrame, written: pl.DataFrame, before: pl.DataFrame) ->
 
 def _is_empty(conn: sa.Connection, table: sa.Table) -> bool:
     return conn.exec_driver_sql(f'SELECT NOT EXISTS (SELECT 1 FROM "{table.name}")').scalar_one()
-
-
-def drop_indexes(conn: sa.Connection, table_name: str) -> list[str]:
-    """Drop the table's indexes and constraints that no foreign key depends on; the
-    statements that create them again, in the same form."""
-    found = conn.exec_driver_sql(
-        """
-        SELECT c.conname, pg_get_constraintdef(c.oid), pg_get_indexdef(i.indexrelid),
-               quote_ident(n.nspname) || '.' || quote_ident(x.relname)
-        FROM pg_index i
-        JOIN pg_class x ON x.oid = i.indexrelid
-        JOIN pg_namespace n ON n.oid = x.relnamespace
-        LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
-             AND c.contype IN ('p', 'u')
-        WHERE i.indrelid = to_regclass(%(table)s)
-          AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = i.indexrelid)
-        ORDER BY c.contype NULLS LAST, x.relname
-        """,
-        {"table": f'"{table_name}"'},
-    ).all()
-    rebuild = []
-    for constraint, constraint_def, index_def, index_name in found:
-        if constraint:
-            conn.exec_driver_sql(f'ALTER TABLE "{table_name}" DROP CONSTRAINT "{constraint}"')
-            rebuild.append(f'ALTER TABLE "{table_name}" ADD CONSTRAINT "{constraint}" {constraint_def}')
-        else:
-            conn.exec_driver_sql(f"DROP INDEX {index_name}")
-            rebuild.append(index_def)
-    return rebuild
-
-
-def next_ids(conn: sa.Connection, table: sa.Table, count: int, locked: bool = False) -> pl.Series:
-    """``count`` values of the id column's sequence.
-
-    ``nextval`` a row is safe beside other writers but costs ~4 s a million; a table this
-    transaction holds in ACCESS EXCLUSIVE mode (a first load) takes one block instead.
-    """
-    if locked:
-        first = reserve_ids(conn, table, count)
-        return pl.int_range(first, first + count, dtype=pl.Int64, eager=True).alias(ID)
-    sql = f"SELECT nextval({_sequence(table)}) FROM generate_series(1, {int(count)})"
-    return pg().copy_out(conn, sql, {ID: pl.Int64}).get_column(ID)
-
-
-def reserve_ids(conn: sa.Connection, table: sa.Table, count: int) -> int:
-    """The first of ``count`` consecutive ids, taken with one ``setval``: only for a table
-    this transaction holds in ACCESS EXCLUSIVE mode (nobody can insert meanwhile)."""
-    sequence = _sequence(table)
-    last = conn.exec_driver_sql(
-        f"SELECT setval({sequence}, nextval({sequence}) + {int(count)} - 1)"
-    ).scalar_one()
-    return last - count + 1
-
-
-def _sequence(table: sa.Table) -> str:
-    return f"pg_get_serial_sequence('\"{table.name}\"', '{ID}')"
 
 
 def _copy_new_rows(conn: sa.Connection, table: sa.Table, new: pl.DataFrame, columns: list[str]) -> bool:

@@ -21,6 +21,7 @@ PHONE_RE = r"^\+?[0-9]{6,15}$"
 # 1.234.567,89 or 1234567,89 or -12: the decimal comma of a European ERP.
 DECIMAL_COMMA_RE = r"^-?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$"
 INTEGER_RE = r"^-?(\d{1,3}(\.\d{3})+|\d+)$"
+NUMBER_SHAPES = {"Integer": INTEGER_RE, "Decimal": DECIMAL_COMMA_RE}
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ def compile_field(name: str, spec: MapField, source: str, present: bool) -> Comp
     if spec.pattern is not None:
         errors.append((has & ~raw.str.contains(spec.pattern), _reason(f"does not match {spec.pattern}", raw)))
     value, converted, invalid = _typed(spec, raw)
+    if spec.type in NUMBER_SHAPES:  # a number well written, yet beyond what its column holds
+        beyond = has & raw.str.contains(NUMBER_SHAPES[spec.type]) & pl.col(name).is_null()
+        errors.append((beyond, _reason(f"out of range for the column's {_column_type(spec)}", raw)))
     if converted is not None:  # the value is null exactly when the conversion failed
         errors.append((has & pl.col(name).is_null(), _reason(invalid, raw)))
     return CompiledField(
@@ -94,6 +98,11 @@ def compile_field(name: str, spec: MapField, source: str, present: bool) -> Comp
         value=value.alias(name),
         errors=errors,
     )
+
+
+def _column_type(spec: MapField) -> str:
+    """The SQL type a field loads as, as PostgreSQL names it (``bigint``, ``numeric(18,2)``)."""
+    return "bigint" if spec.type == "Integer" else f"numeric(18,{spec.scale})"
 
 
 def _typed(spec: MapField, raw: pl.Expr) -> tuple[pl.Expr, pl.Expr | None, str]:

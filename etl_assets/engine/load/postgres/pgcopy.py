@@ -15,6 +15,7 @@ from contextlib import ExitStack, contextmanager
 import polars as pl
 import psycopg
 import sqlalchemy as sa
+from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from etl_assets.engine.load.postgres import pgbinary
@@ -51,11 +52,16 @@ class _CopySink:
             order = pgbinary.fixed_width_first(self.encoders)
             self.columns = [self.columns[i] for i in order]
             self.encoders = [self.encoders[i] for i in order]
-        options = "FORMAT binary" if self.encoders else f"FORMAT csv, NULL '{CSV_NULL}'"
-        column_list = ", ".join(f'"{c}"' for c in self.columns)
+        if self.encoders:
+            options = sql.SQL("FORMAT binary")
+        else:
+            options = sql.SQL("FORMAT csv, NULL {}").format(sql.Literal(CSV_NULL))
+        statement = sql.SQL("COPY {} ({}) FROM STDIN WITH ({})").format(
+            _table_name(self.table), sql.SQL(", ").join(map(sql.Identifier, self.columns)), options
+        )
         copy = self.stack.enter_context(
             self.cursor.copy(
-                f'COPY "{self.table.name}" ({column_list}) FROM STDIN WITH ({options})',
+                statement,
                 # sending happens in a thread: the next slice is encoded meanwhile
                 writer=_SendingThread(self.cursor),
             )
@@ -85,12 +91,21 @@ class _CopySink:
             self.copy.write(pgbinary.TRAILER)
 
 
+def speak_utf8(connection: psycopg.Connection) -> None:
+    """The frames' text is UTF-8: a session in another client encoding (a LATIN1 database's
+    default) would store its bytes as mojibake, or hand back CSV Polars misreads. The server
+    converts from UTF-8 to its own encoding, and refuses what it cannot store."""
+    if connection.info.encoding != "utf-8":
+        connection.execute("SET client_encoding TO 'UTF8'")
+
+
 @contextmanager
 def copy_in(
     conn: sa.Connection, table: sa.Table, columns: list[str]
 ) -> Iterator[Callable[[pl.DataFrame], None]]:
     """One PostgreSQL ``COPY ... FROM STDIN``; frames written to it go a slice at a time
     (memory holds one encoded slice, not a partition's)."""
+    speak_utf8(conn.connection.driver_connection)
     with conn.connection.driver_connection.cursor() as cursor, ExitStack() as stack:
         sink = _CopySink(cursor, stack, table, columns)
         yield sink.write
@@ -103,13 +118,23 @@ def copy_rows(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame, columns
         write(frame)
 
 
-def copy_out(conn: sa.Connection, sql: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """The rows of a PostgreSQL query, streamed by ``COPY (...) TO STDOUT``."""
+def _table_name(table: sa.Table) -> sql.Identifier:
+    """The table as a quoted identifier (with its schema when it has one)."""
+    return sql.Identifier(table.schema, table.name) if table.schema else sql.Identifier(table.name)
+
+
+def copy_out(
+    conn: sa.Connection, query: str, schema: dict[str, pl.DataType], params: dict | None = None
+) -> pl.DataFrame:
+    """The rows of a PostgreSQL query, streamed by ``COPY (...) TO STDOUT``; ``params`` are the
+    query's ``%(name)s`` values, bound by psycopg (COPY has no server-side parameters)."""
     names = list(schema)
     buffer = io.BytesIO()
+    statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(sql.SQL(query))  # type: ignore[arg-type]
+    speak_utf8(conn.connection.driver_connection)
     with (
         conn.connection.driver_connection.cursor() as cursor,
-        cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)") as copy,
+        cursor.copy(statement, params) as copy,
     ):
         for block in copy:
             buffer.write(block)

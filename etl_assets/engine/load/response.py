@@ -1,0 +1,62 @@
+"""The response frame of a load or link step: a row per input row with its key, the target
+id, the action and the reason; and its tallies over a partition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE
+
+ACTIONS = ("inserted", "updated", "unchanged", "rejected")
+RESPONSE_SCHEMA = {
+    LINE: pl.Int64,
+    "key": pl.String,
+    "target_id": pl.Int64,
+    "action": pl.String,
+    "reason": pl.String,
+}
+
+
+@dataclass
+class Outcome:
+    """What a load or link step did for one partition, tallied batch by batch."""
+
+    actions: dict[str, int]
+    rows_in: int = 0
+    rejected: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RESPONSE_SCHEMA))
+
+    def add(self, answer: pl.DataFrame) -> None:
+        """Count one batch's response frame."""
+        self.rows_in += answer.height
+        for action, n in answer.group_by("action").len().iter_rows():
+            self.actions[action] = self.actions.get(action, 0) + n
+        refused = answer.filter(pl.col("action") == "rejected")
+        self.rejected = pl.concat([self.rejected, refused], how="diagonal_relaxed")
+
+
+def in_order(lines: pl.Series, refused: pl.DataFrame, loaded: pl.DataFrame) -> pl.DataFrame:
+    """A batch's answers in the order of its lines."""
+    if refused.height == 0:
+        return loaded
+    answers = pl.concat([loaded, refused], how="diagonal_relaxed")
+    return lines.to_frame().join(answers, on=LINE, how="left", maintain_order="left")
+
+
+def refused_answer(prepared: pl.DataFrame, refused: pl.DataFrame) -> pl.DataFrame:
+    """Response rows for refused lines: rejected, with the field (kept beside the response
+    schema for the error file) and the reason."""
+    return (
+        prepared.select(LINE, "key")
+        .join(refused, on=LINE, how="inner", maintain_order="right")
+        .select(
+            LINE,
+            "key",
+            pl.lit(None, pl.Int64).alias("target_id"),
+            pl.lit("rejected").alias("action"),
+            pl.col(ERROR_REASON).alias("reason"),
+            pl.col(ERROR_FIELD).alias("field"),
+        )
+        .cast({**RESPONSE_SCHEMA, "field": pl.String})
+    )

@@ -1,0 +1,1 @@
+"""The flow declaration model: what a defs.yaml may say."""
