@@ -13,12 +13,14 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 import polars as pl
 
-from etl_assets.engine.columns import LINE, SOURCE_FILE
+from etl_assets.engine.catcher import ERROR_COLUMNS
+from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
 from etl_assets.engine.deliveries import back_up, file_sha256, keep_current, keep_delivery
 from etl_assets.engine.partition_keys import source_file_name
 from etl_assets.engine.staging import PartitionStage, StagedWriter, prefetched
@@ -28,6 +30,7 @@ from etl_assets.resources.folders import FoldersResource
 
 BLOCK_BYTES = 8 << 20  # ~40k records of 200 bytes: a row group of the staged files
 MTIME_RESOLUTION = 1.0
+RESERVED_COLUMNS = {LINE, SOURCE_FILE, ERROR_FIELD, ERROR_REASON, *ERROR_COLUMNS}  # no source column's name
 
 
 class SourceFileError(Exception):
@@ -202,9 +205,11 @@ def _parsed(blocks: Iterable[tuple[int, bytes]], flow: FlowModel, file_name: str
         if not header:
             if _blank(block):
                 continue  # blank: decoded_blocks fails an empty file at its end
+            block, line = _without_blank_lines(block, line)  # the header is the first line with text
             end = block.find(b"\n") + 1 or len(block)
-            header, block, line = block[:end], block[end:], line + 1
-            columns = _columns(header, flow, file_name)
+            header, block = block[:end], block[end:]
+            columns = _columns(header, flow, file_name, line)
+            line += 1
         if _blank(block):
             continue
         frame = _read_block(header, block, flow, file_name, line)
@@ -232,10 +237,41 @@ def _with_lines(frame: pl.DataFrame, file_name: str, first_line: int) -> pl.Data
     return frame.with_columns(lines.cast(pl.Int64).alias(LINE), pl.lit(file_name).alias(SOURCE_FILE))
 
 
-def _columns(header: bytes, flow: FlowModel, file_name: str) -> list[str]:
-    """The header's column names, trimmed; every required column present."""
-    names = pl.read_csv(header + b"\n", separator=flow.source.delimiter, has_header=True).columns
-    columns = [c.strip().strip("\r") for c in names]
+def _without_blank_lines(block: bytes, line: int) -> tuple[bytes, int]:
+    """The block from its first line that is not blank, and that line's number."""
+    while (end := block.find(b"\n") + 1) and _blank(block[:end]):
+        block, line = block[end:], line + 1
+    return block, line
+
+
+def _columns(header: bytes, flow: FlowModel, file_name: str, line: int) -> list[str]:
+    """The header's column names, trimmed; every required column present, none twice.
+
+    A name unquoted twice (``A;A``, Polars would rename the second ``A_duplicated_0``) or
+    twice once trimmed (``A; A``) is refused: which column holds the values is unknown; so
+    is a name staging or the error file uses for its own columns. A carriage return inside
+    the header means CR-only line ends: Polars ends lines at LF only, so the whole file would
+    read as one header line. A NUL byte means UTF-16 (or garbage).
+    """
+
+    def malformed(fault: str) -> SourceFileError:
+        return SourceFileError(file_name, f"malformed header at line {line}: {fault}")
+
+    if b"\x00" in header:  # no column name holds one (Polars panics writing it to parquet)
+        raise malformed("it holds a NUL byte (is it UTF-16? save it as UTF-8)")
+    if b"\r" in header.rstrip(b"\r\n"):
+        raise malformed("it holds a carriage return (CR-only line ends? save it with LF or CRLF line ends)")
+    read = partial(pl.read_csv, header + b"\n", separator=flow.source.delimiter, infer_schema=False)
+    try:
+        names, raw = read(has_header=True).columns, read(has_header=False).row(0)
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+        raise malformed(_reason(exc)) from None
+    # an empty name keeps the name Polars gives it ("", "_duplicated_0", ...): unnamed, not ambiguous
+    columns = [(r or "").strip() or n for r, n in zip(raw, names, strict=True)]
+    if twice := sorted({c for c in columns if columns.count(c) > 1}):
+        raise malformed(f"column {', '.join(twice)} given twice")
+    if taken := [c for c in columns if c in RESERVED_COLUMNS]:
+        raise malformed(f"column {', '.join(taken)}: a name the error file or staging uses; rename it")
     missing = [c for c in flow.required_columns if c not in columns]
     if missing:
         raise SourceFileError(
@@ -262,9 +298,14 @@ def _parse(data: bytes, flow: FlowModel) -> pl.DataFrame:
     )
 
 
+REASON_CHARS = 200
+
+
 def _reason(exc: Exception) -> str:
-    """The first line of Polars' message."""
-    return str(exc).splitlines()[0]
+    """The first line of Polars' message, cut short: it quotes the field it could not parse,
+    which may be 10,000 characters (the reason goes into a log line and an e-mail subject)."""
+    first = str(exc).splitlines()[0]
+    return first if len(first) <= REASON_CHARS else first[:REASON_CHARS] + "..."
 
 
 def _first_bad_record(header: bytes, block: bytes, flow: FlowModel, reason: str) -> tuple[int, str]:

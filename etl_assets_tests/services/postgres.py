@@ -17,9 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from etl_assets_tests.services._net import HOST, free_port
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 PG_USER = "postgres"
 # sun_path is 108 bytes; keep a margin for "/.s.PGSQL.NNNNN".
@@ -118,6 +122,20 @@ class PostgresServer:
         from psycopg import sql
 
         self._admin_execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    @contextmanager
+    def own_engine(self, prefix: str) -> Iterator[sa.Engine]:
+        """An engine on a fresh database of its own (``<prefix>_<random>``), dropped after."""
+        import sqlalchemy as sa
+
+        name = f"{prefix}_{secrets.token_hex(6)}"
+        self.create_database(name)
+        engine = sa.create_engine(self.url(name))
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+            self.drop_database(name)
 
     def _pg_ctl(self, *args: str) -> None:
         _as_postgres(
