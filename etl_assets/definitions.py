@@ -2,8 +2,9 @@
 
 The environment is read when Dagster loads the definitions (not at import time), from
 ETL_ENV, so the same code serves dev, test and prod. This is the one module below the CLI
-that reads the settings: it hands each part what it needs. Flows come from
-``defs/<flow>/defs.yaml``.
+that reads the settings: it hands each part what it needs. Flows come from the package's
+``defs/<flow>/defs.yaml`` (the samples) and from the folders ``flows.dirs`` names (a client's
+flows, outside the package): a flow added or changed there shows after "Reload definitions".
 """
 
 import warnings
@@ -11,12 +12,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from etl_assets.model.declarations import PACKAGED_FLOWS, declared_flows
 from etl_assets.orchestration import (
     ComponentSettings,
     backfill_emails_sensor,
     build_component_defs,
+    build_flow_file_defs,
     housekeeping_defs,
-    load_flow_models,
     test_connections_job,
 )
 from etl_assets.resources import build_resources
@@ -33,7 +35,7 @@ warnings.filterwarnings(
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFS_DIR = Path(__file__).resolve().parent / "defs"
+DEFS_DIR = PACKAGED_FLOWS
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -43,9 +45,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         max_park_age=settings.max_park_age,
         report_recipients=settings.mail.report_recipients,
     )
+    files = declared_flows(settings.flow_dirs)
     return dg.Definitions.merge(
         build_component_defs(PROJECT_ROOT, DEFS_DIR, components),
-        housekeeping_defs(load_flow_models(DEFS_DIR), settings.housekeeping, settings.timezone),
+        build_flow_file_defs([f for f in files if not f.packaged], components),
+        housekeeping_defs([f.flow for f in files], settings.housekeeping, settings.timezone),
         dg.Definitions(
             jobs=[test_connections_job],
             sensors=[backfill_emails_sensor()],
@@ -63,8 +67,11 @@ def defs() -> dg.Definitions:
     """Built once per settings and flow files: Dagster asks again for every run and step it
     reconstructs (six times in one CLI materialization, ~0.7 s each here)."""
     settings = current_settings()
-    flow_files = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in DEFS_DIR.rglob("*.yaml")))
-    key = (settings.model_dump_json(), flow_files)  # content, not identity: ids get reused
+    folders = [DEFS_DIR, *settings.flow_dirs]
+    declared = tuple(
+        sorted((str(p), p.stat().st_mtime_ns) for d in folders if d.is_dir() for p in d.rglob("*.yaml"))
+    )
+    key = (settings.model_dump_json(), declared)  # content, not identity: ids get reused
     if key not in _built:
         _built.clear()
         _built[key] = build_definitions(settings)

@@ -1,8 +1,9 @@
 """The house keeps its shape: imports run one way, the engine knows no Dagster, only the
 entry points read the settings, and modules stay small.
 
-``definitions``/``cli`` -> ``orchestration`` (the Dagster layer) -> ``engine`` -> ``resources``
--> ``settings``, with ``model`` (the declarations) below the engine beside ``resources``.
+``definitions``/``cli`` -> ``sdk`` (flows as data) -> ``orchestration`` (the Dagster layer) ->
+``engine`` -> ``resources`` -> ``settings``, with ``model`` (the declarations) below the engine
+beside ``resources``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ ALLOWED = {
     "model": {"model", "settings"},
     "engine": {"engine", "model", "resources", "settings"},
     "orchestration": {"orchestration", "engine", "model", "resources", "settings"},
+    # flows managed as data: over the declarations, compiling them through every layer
+    "sdk": {"sdk", "orchestration", "engine", "model", "resources", "settings"},
     "defs": {"model", "engine"},  # a flow's Method module: Polars expressions, maybe a column name
     "samples": {"samples"},
 }

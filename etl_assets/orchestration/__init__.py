@@ -9,7 +9,7 @@ The component types are named from here in ``defs/<flow>/defs.yaml``:
 from etl_assets.orchestration.batches import backfill_emails_sensor
 from etl_assets.orchestration.component_tree import ComponentSettings, build_component_defs
 from etl_assets.orchestration.connections_job import test_connections_job
-from etl_assets.orchestration.flow_component import FlowComponent, load_flow_models
+from etl_assets.orchestration.flow_component import FlowComponent, build_flow_file_defs
 from etl_assets.orchestration.housekeeping_job import housekeeping_defs
 from etl_assets.orchestration.report_component import ReportComponent
 
@@ -20,6 +20,6 @@ __all__ = [
     "backfill_emails_sensor",
     "build_component_defs",
     "housekeeping_defs",
-    "load_flow_models",
+    "build_flow_file_defs",
     "test_connections_job",
 ]

@@ -8,7 +8,8 @@ fetches the settings itself: ``definitions.py`` reads them once and builds the t
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -44,13 +45,21 @@ def component_settings(context: dg.ComponentLoadContext) -> ComponentSettings:
     return settings
 
 
+@contextmanager
+def quiet_previews() -> Iterator[None]:
+    """As quiet as ``load_from_defs_folder`` about Dagster's beta and preview APIs: warnings
+    for Dagster's developers, not for the operator loading the code location."""
+    with warnings.catch_warnings():
+        for category in (dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning):
+            warnings.simplefilter("ignore", category)
+        yield
+
+
 def build_component_defs(project_root: Path, defs_dir: Path, settings: ComponentSettings) -> dg.Definitions:
     """The components under ``defs_dir`` with their component tree, as ``load_from_defs_folder``
     builds them, less its catalogue of every installed component type: a JSON schema of each,
     rendered on every code-location load (0.5 s here, a tenth of a one-partition CLI run)
     for the component authoring docs, which operators of this location do not use."""
-    with warnings.catch_warnings():  # as quiet as load_from_defs_folder about beta APIs
-        for category in (dg.BetaWarning, dg.PreviewWarning, dg.SupersessionWarning):
-            warnings.simplefilter("ignore", category)
+    with quiet_previews():
         tree = copy(SettingsComponentTree.for_project(path_within_project=project_root), settings=settings)
         return dg.Definitions.merge(tree.build_defs(defs_dir), dg.Definitions(component_tree=tree))

@@ -4,15 +4,13 @@ The component's schema is our own pydantic FlowModel (``extra="forbid"``), so a 
 or type in a flow's YAML is reported with the file, line and dotted key.
 """
 
-from pathlib import Path
-
 import dagster as dg
-import yaml
 from dagster.components.component_scaffolding import scaffold_component
 from pydantic import BaseModel
 
+from etl_assets.model.declarations import FlowFile
 from etl_assets.model.flow import FlowModel, MapField, SourceSpec, TargetSpec
-from etl_assets.orchestration.component_tree import component_settings
+from etl_assets.orchestration.component_tree import ComponentSettings, component_settings, quiet_previews
 from etl_assets.orchestration.factory import FlowRuntime, build_flow_defs
 
 
@@ -60,11 +58,9 @@ class FlowComponent(dg.Component):
         )
 
 
-def load_flow_models(defs_dir: Path) -> list[FlowModel]:
-    """Every flow declared under ``defs_dir`` (for definitions that span flows)."""
-    flows = []
-    for path in sorted(defs_dir.glob("*/defs.yaml")):
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if str(document.get("type", "")).endswith(f".{FlowComponent.__name__}"):
-            flows.append(FlowModel.model_validate(document.get("attributes") or {}))
-    return flows
+def build_flow_file_defs(files: list[FlowFile], settings: ComponentSettings) -> dg.Definitions:
+    """The flows declared outside the package (``flows.dirs``), built as their component would
+    build them (a component tree only reaches the package's own ``defs/``)."""
+    runtime = FlowRuntime(timezone=settings.timezone, max_park_age=settings.max_park_age)
+    with quiet_previews():
+        return dg.Definitions.merge(*(build_flow_defs(file.flow, runtime) for file in files))

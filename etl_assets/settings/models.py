@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -118,6 +119,15 @@ class HousekeepingSettings(StrictModel):
     hour: int = Field(3, ge=0, le=23, description="when the daily job runs (settings' timezone)")
 
 
+class FlowsSettings(StrictModel):
+    """Where a client's flows are declared, beside the package's sample flows."""
+
+    dirs: list[str] = Field(
+        default_factory=lambda: ["ETL_HOME/flows"],
+        description="folders holding <flow>/defs.yaml; relative to ETL_HOME, which may also prefix them",
+    )
+
+
 class Settings(StrictModel):
     """Everything one environment needs; built by ``load_settings``."""
 
@@ -133,6 +143,7 @@ class Settings(StrictModel):
     sftp: SftpSettings | None = None
     mail: MailSettings = Field(default_factory=MailSettings)
     housekeeping: HousekeepingSettings = Field(default_factory=HousekeepingSettings)
+    flows: FlowsSettings = Field(default_factory=FlowsSettings)
 
     @field_validator("timezone")
     @classmethod
@@ -148,6 +159,15 @@ class Settings(StrictModel):
         if self.env != "dev" and self.sftp is not None and self.sftp.allow_unknown_host_keys:
             raise ValueError("sftp.allow_unknown_host_keys is allowed only in dev")
         return self
+
+    @property
+    def flow_dirs(self) -> list[Path]:
+        """``flows.dirs`` as folders: ``ETL_HOME/x`` and relative ones under the home."""
+        home = Path(self.home)
+        return [
+            home / d.removeprefix("ETL_HOME/") if not Path(d).is_absolute() else Path(d)
+            for d in self.flows.dirs
+        ]
 
     @property
     def secrets_required(self) -> bool:

@@ -7,7 +7,8 @@ from pathlib import Path
 import yaml
 from dagster import ScaffoldRequest
 
-from etl_assets.orchestration import FlowComponent, load_flow_models
+from etl_assets.model.declarations import flow_files
+from etl_assets.orchestration import FlowComponent
 from etl_assets.orchestration.flow_component import FlowScaffolder
 
 
@@ -25,7 +26,7 @@ def test_scaffolded_flow_validates_and_builds(tmp_path: Path) -> None:
     )
     document = yaml.safe_load((target / "defs.yaml").read_text())
     assert document["type"] == "etl_assets.orchestration.FlowComponent"
-    (flow,) = load_flow_models(tmp_path)
+    ((_, flow, _),) = [(f.path, f.flow, f.packaged) for f in flow_files(tmp_path)]
     assert (flow.name, flow.target.table, flow.source.file) == (
         "suppliers",
         "suppliers",

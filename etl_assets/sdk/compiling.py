@@ -1,0 +1,217 @@
+"""A flow compiled without running: everything a run would need, checked now.
+
+The Celery talk's unit test of a dependency graph, for one flow: the declaration validates;
+every map field compiles to its Polars expression and evaluates on an empty frame of the
+declared source columns; the flow's Dagster definitions build; and every column a stage
+reads is provided by the stage before it (map sources by the source file's header when a
+file is at hand, link fields and the dedupe key by the map, a link's table by a flow of the
+project or the target database). Each problem names the flow, the stage, the field and, where
+it has one, the declaration's file and line.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+import yaml
+from pydantic import ValidationError
+
+from etl_assets.engine.columns import LINE, SOURCE_FILE
+from etl_assets.engine.transform.maps import compile_field
+from etl_assets.model.declarations import line_of
+from etl_assets.model.flow import FlowModel
+from etl_assets.sdk.documents import dump_document, merge_into
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    flow: str
+    stage: str  # declaration, extract, transform, link, definitions
+    field: str | None
+    message: str
+    file: Path | None = None
+    line: int | None = None
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}: " if self.file and self.line else ""
+        what = f"{self.stage} {self.field}" if self.field else self.stage
+        return f"{where}{self.severity}: {self.flow} {what}: {self.message}"
+
+
+@dataclass
+class CompileResult:
+    """A flow's compile: its problems (none: it would run)."""
+
+    flow: str
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+class _Lines:
+    """The lines of a flow's declaration as it would be saved, for problems to point at."""
+
+    def __init__(self, flow: Any) -> None:
+        document = copy.deepcopy(flow.document)
+        merge_into(document.setdefault("attributes", {}), flow.declaration())
+        self.root = yaml.compose(dump_document(document))
+        self.path = flow.path
+
+    def of(self, *loc: object) -> int:
+        return line_of(self.root, ("attributes", *loc))
+
+
+def compile_flow(flow: Any) -> CompileResult:
+    lines = _Lines(flow)
+    name = flow.model.name
+    result = CompileResult(name)
+
+    def problem(
+        stage: str, field_name: str | None, message: str, *loc: object, severity: Severity = "error"
+    ) -> None:
+        line = lines.of(*loc) if loc else None
+        result.problems.append(Problem(name, stage, field_name, message, lines.path, line, severity))
+
+    try:
+        model = FlowModel.model_validate(flow.declaration())
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = error["loc"]
+            problem("declaration", ".".join(map(str, loc)) or None, error["msg"], *loc)
+        return result
+    _fields(model, problem)
+    _header(model, flow.project, problem)
+    _links(model, flow.project, problem)
+    _definitions(model, flow.project, problem)
+    return result
+
+
+def _fields(model: FlowModel, problem) -> None:  # noqa: ANN001 - the closure above
+    """Every map field's expressions, evaluated on an empty frame of the source columns."""
+    sources = {model.source_column(n) for n in model.map}
+    empty = pl.DataFrame(schema={**dict.fromkeys(sources, pl.String), LINE: pl.Int64, SOURCE_FILE: pl.String})
+    for name, spec in model.map.items():
+        try:
+            compiled = compile_field(name, spec, model.source_column(name), present=True)
+            typed = empty.lazy().select(pl.col(LINE), compiled.raw).with_columns(compiled.value)
+            checks = [c.alias(f"_c{i}") for i, (c, _) in enumerate(compiled.errors)]
+            reasons = [r.alias(f"_r{i}") for i, (_, r) in enumerate(compiled.errors)]
+            typed.select(*checks, *reasons).collect()
+        except Exception as exc:  # any fault of the field's own expression is the finding
+            problem("transform", name, f"does not compile: {type(exc).__name__}: {exc}", "map", name)
+
+
+def _header(model: FlowModel, project, problem) -> None:  # noqa: ANN001
+    """The map's source columns against the header of a file of this flow at hand (the
+    newest in ``ETL_HOME/import`` or the newest delivery kept under ``data/``)."""
+    sample = sample_file(model, Path(project.settings.home))
+    if sample is None:
+        return
+    try:
+        header = pl.read_csv(sample, separator=model.source.delimiter, n_rows=0, infer_schema=False).columns
+    except Exception as exc:  # an unreadable sample says nothing about the flow
+        problem(
+            "extract",
+            None,
+            f"{sample}: header unreadable ({exc}); the map is not checked against it",
+            severity="warning",
+        )
+        return
+    header = [c.strip().strip("\ufeff") for c in header]
+    for name, spec in model.map.items():
+        column = model.source_column(name)
+        if column not in header:
+            severity: Severity = "error" if spec.required else "warning"
+            problem(
+                "extract",
+                name,
+                f"reads column {column}, which {sample.name} lacks (its header: {', '.join(header)})",
+                "map",
+                name,
+                severity=severity,
+            )
+
+
+def sample_file(model: FlowModel, home: Path) -> Path | None:
+    prefix = model.source.file.split("{", 1)[0]
+    suffix = model.source.file.rsplit("}", 1)[-1]
+    candidates = [p for p in (home / "import").glob(f"{prefix}*{suffix}") if p.is_file()]
+    candidates += [p for p in (home / "data" / model.name).glob(f"*/raw/{prefix}*{suffix}") if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def _links(model: FlowModel, project, problem) -> None:  # noqa: ANN001
+    """A link's table is loaded by a flow of the project, or exists in the target database."""
+    loaded = {f.target.table: f for f in project.flows}
+    loaded[model.target.table] = model  # the flow itself, as edited
+    for index, link in enumerate(model.links):
+        provider = loaded.get(link.table)
+        if provider is not None:
+            if link.match not in provider.map:
+                problem(
+                    "link",
+                    link.field,
+                    f"matches {link.table}.{link.match}, which flow {provider.name} does not load",
+                    "links",
+                    index,
+                    "match",
+                )
+            continue
+        if not _table_has(project, link.table, link.match):
+            problem(
+                "link",
+                link.field,
+                f"table {link.table} is loaded by no flow of the project and the target database "
+                f"has no {link.table}.{link.match}",
+                "links",
+                index,
+                "table",
+            )
+
+
+def _table_has(project, table: str, column: str) -> bool:  # noqa: ANN001
+    """Whether the target database, if it answers, has the column; False when it does not."""
+    import sqlalchemy as sa
+
+    from etl_assets.resources import build_resources
+
+    try:
+        engine = build_resources(project.settings)["database"].engine()
+        with engine.connect() as conn:
+            return column in {c["name"] for c in sa.inspect(conn).get_columns(table)}
+    except Exception:  # no database at hand, or no such table: not provided
+        return False
+
+
+def _definitions(model: FlowModel, project, problem) -> None:  # noqa: ANN001
+    """The flow's Dagster definitions, built and resolved as the code location would (with
+    the environment's resources, which are not connected to)."""
+    import dagster as dg
+
+    from etl_assets.orchestration.component_tree import quiet_previews
+    from etl_assets.orchestration.factory import FlowRuntime, build_flow_defs
+    from etl_assets.resources import build_resources
+
+    settings = project.settings
+    try:
+        with quiet_previews():
+            runtime = FlowRuntime(timezone=settings.timezone, max_park_age=settings.max_park_age)
+            defs = dg.Definitions.merge(
+                build_flow_defs(model, runtime), dg.Definitions(resources=build_resources(settings))
+            )
+            dg.Definitions.validate_loadable(defs)
+    except Exception as exc:
+        problem("definitions", None, f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,161 @@
+"""A flow as an object: its declaration edited in memory, saved by ``Project.update_flow``.
+
+The attributes of the declaration (``name``, ``description``, ``source``, ``map``,
+``target``, ``dedupe``, ``links``, ``partitions``, ``schedule``, ``sensor``, ``warn_limit``,
+``blocking_checks``) are the flow model's own, read and set on the flow::
+
+    flow.description = "Suppliers from the ERP"
+    flow.map["email"] = Field.email(required=True)
+    flow.links.append(Link(field="parent_vat", column="parent_id", table="suppliers", match="vat_code"))
+    del flow.map["zip"]
+"""
+
+from __future__ import annotations
+
+from datetime import date as date_type
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from ruamel.yaml.comments import CommentedMap
+
+from etl_assets.model.flow import FlowModel, LinkSpec, MapField
+
+Link = LinkSpec
+
+
+class Field:
+    """Map fields by type: ``Field.email(required=True)``, ``Field.date("%d/%m/%Y")``,
+    ``Field.decimal(scale=2, source="REVENUE")``; any option of a map field as a keyword."""
+
+    @staticmethod
+    def of(type: str, **options: Any) -> MapField:  # noqa: A002 - the declaration's own key
+        return MapField(type=type, **options)
+
+    @classmethod
+    def string(cls, **options: Any) -> MapField:
+        return cls.of("String", **options)
+
+    @classmethod
+    def uppercase(cls, **options: Any) -> MapField:
+        return cls.of("UppercaseString", **options)
+
+    @classmethod
+    def titlecase(cls, **options: Any) -> MapField:
+        return cls.of("TitlecaseString", **options)
+
+    @classmethod
+    def integer(cls, **options: Any) -> MapField:
+        return cls.of("Integer", **options)
+
+    @classmethod
+    def decimal(cls, scale: int = 2, **options: Any) -> MapField:
+        return cls.of("Decimal", scale=scale, **options)
+
+    @classmethod
+    def date(cls, format: str = "%d/%m/%Y", **options: Any) -> MapField:  # noqa: A002
+        return cls.of("Date", format=format, **options)
+
+    @classmethod
+    def datetime(cls, format: str = "%d/%m/%Y %H:%M:%S", **options: Any) -> MapField:  # noqa: A002
+        return cls.of("DateTime", format=format, **options)
+
+    @classmethod
+    def email(cls, **options: Any) -> MapField:
+        return cls.of("Email", **options)
+
+    @classmethod
+    def url(cls, **options: Any) -> MapField:
+        return cls.of("URL", **options)
+
+    @classmethod
+    def phone(cls, **options: Any) -> MapField:
+        return cls.of("Phone", **options)
+
+    @classmethod
+    def choice(cls, choices: list[str], **options: Any) -> MapField:
+        return cls.of("Choice", choices=choices, **options)
+
+    @classmethod
+    def method(cls, method: str, **options: Any) -> MapField:
+        return cls.of("Method", method=method, **options)
+
+
+class Flow:
+    """One flow of a project: where it is declared, the document as written, and the model
+    the SDK edits."""
+
+    _own = ("project", "path", "document", "model", "packaged")
+
+    def __init__(
+        self, project: Any, path: Path, document: CommentedMap, model: FlowModel, packaged: bool
+    ) -> None:
+        """``project``: the ``Project`` the flow belongs to (its settings, its other flows)."""
+        object.__setattr__(self, "project", project)
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "document", document)
+        object.__setattr__(self, "model", model)
+        object.__setattr__(self, "packaged", packaged)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in FlowModel.model_fields:
+            return getattr(self.model, name)
+        raise AttributeError(f"a flow has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._own:
+            object.__setattr__(self, name, value)
+        elif name in FlowModel.model_fields:
+            setattr(self.model, name, value)
+        else:
+            raise AttributeError(
+                f"a flow has no attribute {name!r} (its keys: {', '.join(FlowModel.model_fields)})"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"Flow(name={self.model.name!r}, description={self.model.description!r}, path={str(self.path)!r})"
+        )
+
+    @property
+    def cadence(self) -> str:
+        """How often a partition comes: ``daily``, ``monthly`` or ``five_minutes``."""
+        return self.model.partitions.kind
+
+    def declaration(self) -> dict[str, Any]:
+        """The attributes as the file will hold them: what was written or set, and what was
+        changed in place since (``flow.links.append(...)``); defaults left unwritten."""
+        return declared(self.model)
+
+    def compile(self) -> Any:
+        """Everything a run would need, checked without running: a ``CompileResult``
+        (``sdk.compiling``)."""
+        return self.project.compile_flow(self)
+
+    def auto_arrange(self) -> None:
+        """The declaration in one canonical layout (``sdk.arrange``), saved by ``update_flow``."""
+        self.project.arrange_flow(self)
+
+
+def declared(model: BaseModel) -> dict[str, Any]:
+    """A model as a declaration: the fields set explicitly, and any other that differs from
+    its default (an edit in place does not mark a field as set), as plain YAML data."""
+    out = {}
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if name not in model.model_fields_set and value == info.get_default(call_default_factory=True):
+            continue
+        out[name] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return declared(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, date_type):
+        return value.isoformat()
+    return value

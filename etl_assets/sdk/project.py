@@ -1,0 +1,251 @@
+"""The flows of one installation, managed as objects (the DataStage / StreamSets SDK's verbs).
+
+``Project.open()`` reads the environment's settings; ``project.flows`` lists every flow (the
+package's samples and the client's, ``flows.dirs``); ``create_flow``, ``update_flow``,
+``duplicate_flow`` and ``delete_flow`` change the client's declarations on disk, validated
+first and written atomically, comments kept. The sample flows are read-only: they are the
+package's, and a wheel install must not be written into.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from etl_assets.model.declarations import (
+    DECLARATION,
+    DeclarationError,
+    FlowFile,
+    check_together,
+    declared_flows,
+)
+from etl_assets.model.flow import FlowModel, identifier_problem
+from etl_assets.sdk.arrange import arrange
+from etl_assets.sdk.compiling import CompileResult, compile_flow
+from etl_assets.sdk.documents import dump_document, load_document, merge_into, write_atomically
+from etl_assets.sdk.flow import Flow
+from etl_assets.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+STARTER = """# {name}: a flow created by etl_assets' SDK; edit the map and the target.
+type: etl_assets.orchestration.FlowComponent
+
+attributes:
+  name: {name}
+  description: {description}
+  source:
+    file: "{name}_{{start:%Y%m%d}}.csv"
+    folder: /outbound/{name}
+  map:
+    external_id: {{type: String, source: ID, required: true}}
+    name: {{type: String, source: NAME}}
+  target:
+    table: {name}
+    key: external_id
+"""
+
+
+class FlowList(list[Flow]):
+    """The flows of a project, with the seed's look-ups."""
+
+    def get_all(self, cadence: str | None = None, name: str | None = None) -> list[Flow]:
+        """The flows of a cadence (``daily``, ``monthly``, ``five_minutes``) and/or name."""
+        return [
+            f for f in self if (cadence is None or f.cadence == cadence) and (name is None or f.name == name)
+        ]
+
+    def get(self, name: str) -> Flow | None:
+        """The flow of that name; None when there is none."""
+        return next((f for f in self if f.name == name), None)
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What ``delete_flow`` removed, and what it left (the target table, the data)."""
+
+    flow: str
+    declaration: Path
+    remains: list[str]
+
+
+class FlowError(ValueError):
+    """A flow verb that cannot be done: the message says why and what to do."""
+
+
+class Project:
+    """One installation's flows, for one environment's settings."""
+
+    def __init__(self, settings: Settings, instance: dg.DagsterInstance | None = None) -> None:
+        self.settings = settings
+        self.instance = instance
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings | Path | str | None = None,
+        env: str | None = None,
+        instance: dg.DagsterInstance | None = None,
+    ) -> Project:
+        """The project of the settings file (default: ``ETL_SETTINGS``, else the package's) in
+        ``env`` (default: ``ETL_ENV``, else dev); ``instance`` (default: none) is asked about
+        runs before a flow is deleted."""
+        if not isinstance(settings, Settings):
+            settings = load_settings(env, Path(settings) if settings is not None else None)
+        return cls(settings, instance)
+
+    @property
+    def flows_dir(self) -> Path:
+        """Where new flows are written: the first of ``flows.dirs``."""
+        if not self.settings.flow_dirs:
+            raise FlowError("flows.dirs is empty in the settings: name a folder for the client's flows")
+        return self.settings.flow_dirs[0]
+
+    @property
+    def flows(self) -> FlowList:
+        """Every flow, read from disk now (samples first, then the client's)."""
+        return FlowList(self._flow(file) for file in declared_flows(self.settings.flow_dirs))
+
+    def _flow(self, file: FlowFile) -> Flow:
+        document = load_document(file.path.read_text(encoding="utf-8"))
+        model = FlowModel.model_validate(dict(document.get("attributes") or {}))
+        return Flow(self, file.path, document, model, file.packaged)
+
+    # -- the verbs ---------------------------------------------------------------------
+    def create_flow(
+        self, name: str, description: str | None = None, template: Flow | str | None = None
+    ) -> Flow:
+        """A new flow in ``flows_dir``: a copy of ``template`` (a flow or a flow's name; its
+        table renamed to ``name``, so the two never write one table by accident) or a starter
+        with two fields. Written at once; edit it and ``update_flow``."""
+        problem = identifier_problem("name", name)
+        if problem:
+            raise FlowError(problem)
+        flows = self.flows
+        if flows.get(name) is not None:
+            raise FlowError(f"a flow {name!r} exists already: {flows.get(name).path}")  # type: ignore[union-attr]
+        path = self.flows_dir / name / DECLARATION
+        if path.exists():
+            raise FlowError(f"{path} exists already (not a flow): move it away or pick another name")
+        if template is None:
+            document = load_document(
+                STARTER.format(name=name, description=description or f"{name}: describe it")
+            )
+        else:
+            source = flows.get(template) if isinstance(template, str) else template
+            if source is None:
+                names = ", ".join(f.name for f in flows)
+                raise FlowError(f"no flow {template!r} to start from (flows: {names})")
+            document = copy.deepcopy(source.document)
+            _rename(document, source.model, name, description)
+        flow = Flow(self, path, document, FlowModel.model_validate(dict(document["attributes"])), False)
+        return self._save(flow, new=True)
+
+    def duplicate_flow(self, flow: Flow, name: str, description: str | None = None) -> Flow:
+        """A copy of ``flow`` under ``name`` (its table renamed likewise), as it is saved."""
+        return self.create_flow(name, description if description is not None else flow.description, flow)
+
+    def update_flow(self, flow: Flow) -> Flow:
+        """Validate the flow as edited, then save it atomically, comments and order kept."""
+        if flow.packaged:
+            raise FlowError(
+                f"{flow.name} is a sample flow of the package ({flow.path}): duplicate it into "
+                f"{self.flows_dir} (duplicate_flow) and edit the copy"
+            )
+        return self._save(flow, new=False)
+
+    def _save(self, flow: Flow, new: bool) -> Flow:
+        try:
+            model = FlowModel.model_validate(flow.declaration())
+        except ValidationError as exc:
+            lines = [f"{'.'.join(map(str, e['loc'])) or 'attributes'}: {e['msg']}" for e in exc.errors()]
+            raise FlowError(f"flow {flow.model.name} not saved: " + "; ".join(lines)) from None
+        others = [f for f in declared_flows(self.settings.flow_dirs) if f.path != flow.path]
+        try:
+            check_together([*others, FlowFile(flow.path, model, False)])
+        except DeclarationError as exc:
+            raise FlowError(f"flow {model.name} not saved: {exc}") from None
+        merge_into(flow.document.setdefault("attributes", {}), flow.declaration())
+        if new and flow.path.parent.exists() and any(flow.path.parent.iterdir()):
+            raise FlowError(f"{flow.path.parent} is not empty: pick another name")
+        write_atomically(flow.path, dump_document(flow.document))
+        return flow
+
+    def delete_flow(self, flow: Flow, force: bool = False) -> Deleted:
+        """The flow's declaration removed; refused while a run of it is queued or running
+        (unless ``force``). The target table and the data under ETL_HOME are never touched:
+        ``remains`` says what is left, for whoever decides to drop it."""
+        if flow.packaged:
+            raise FlowError(f"{flow.name} is a sample flow of the package: it cannot be deleted")
+        active = self.active_runs(flow.name)
+        if active and not force:
+            raise FlowError(
+                f"{flow.name} has {len(active)} queued or running runs ({', '.join(active[:5])}): "
+                "wait for them, cancel them in the UI, or delete with force=True (--force)"
+            )
+        home = Path(self.settings.home)
+        remains = [f"table {flow.target.table} in the target database"] + [
+            str(home / folder / flow.name)
+            for folder in ("data", "errors", "backup")
+            if (home / folder / flow.name).exists()
+        ]
+        shutil.rmtree(flow.path.parent) if _only_declaration(flow.path.parent) else flow.path.unlink()
+        return Deleted(flow.name, flow.path, remains)
+
+    def compile_flow(self, flow: Flow) -> CompileResult:
+        """``flow.compile()``: see ``sdk.compiling``."""
+        return compile_flow(flow)
+
+    def arrange_flow(self, flow: Flow) -> None:
+        """``flow.auto_arrange()``: see ``sdk.arrange``."""
+        arrange(flow)
+
+    def active_runs(self, flow: str) -> list[str]:
+        """Ids of the flow's runs the instance holds as queued, starting or running."""
+        if self.instance is None:
+            return []
+        import dagster as dg
+
+        statuses = [
+            dg.DagsterRunStatus.QUEUED,
+            dg.DagsterRunStatus.NOT_STARTED,
+            dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED,
+            dg.DagsterRunStatus.CANCELING,
+        ]
+        runs = self.instance.get_runs(dg.RunsFilter(statuses=statuses))
+        prefix = f"{flow}_"
+        return [
+            run.run_id
+            for run in runs
+            if run.job_name.startswith(prefix)
+            or any(key.path[-1].startswith(prefix) for key in (run.asset_selection or ()))
+        ]
+
+
+def _rename(document, template: FlowModel, name: str, description: str | None) -> None:  # noqa: ANN001
+    """A template's copy under a new name: its table and self-links follow the name."""
+    attributes = document["attributes"]
+    attributes["name"] = name
+    if description is not None:
+        attributes["description"] = description
+    old_table = template.target.table
+    attributes["target"]["table"] = name
+    for link in attributes.get("links") or []:
+        if link.get("table") == old_table:
+            link["table"] = name
+    source = attributes.get("source") or {}
+    for key in ("file", "folder"):
+        if isinstance(source.get(key), str):
+            source[key] = source[key].replace(template.name, name)
+
+
+def _only_declaration(folder: Path) -> bool:
+    """A flow's folder that holds nothing but its declaration (and our temporary files)."""
+    return all(p.name == DECLARATION or p.name.endswith(".part") for p in folder.iterdir())
