@@ -6,18 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from etl_assets.sdk import Field, Project
 
 WriteSettings = Callable[[str], Path]
-
-
-@pytest.fixture
-def project(isolated_env: Path, write_settings: WriteSettings, monkeypatch: pytest.MonkeyPatch) -> Project:
-    write_settings("dev: {}\n")
-    monkeypatch.setenv("ETL_ENV", "dev")
-    return Project.open()
 
 
 def test_a_sound_flow_compiles_clean(project: Project) -> None:

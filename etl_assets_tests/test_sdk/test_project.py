@@ -36,13 +36,6 @@ attributes:
 """
 
 
-@pytest.fixture
-def project(isolated_env: Path, write_settings: WriteSettings, monkeypatch: pytest.MonkeyPatch) -> Project:
-    write_settings("dev: {}\n")
-    monkeypatch.setenv("ETL_ENV", "dev")
-    return Project.open()
-
-
 def test_the_samples_are_listed_and_looked_up(project: Project) -> None:
     assert [f.name for f in project.flows] == ["companies", "offers"]
     assert [f.name for f in project.flows.get_all(cadence="five_minutes")] == ["offers"]
