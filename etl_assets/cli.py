@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from etl_assets.resources import build_resources, test_connections
+from etl_assets.sdk import cli as flows_cli
 from etl_assets.settings import (
     ENVIRONMENTS,
     SecretError,
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=3, help="how many daily files, up to today (default 3)")
     demo.add_argument("--rows", type=int, default=40, help="good rows per file (default 40)")
     demo.add_argument("--to", type=Path, help="folder (default: ETL_HOME/import)")
+    flows_cli.add_parser(commands, env)
     return parser
 
 
@@ -158,6 +160,7 @@ COMMANDS = {
     "init-key": _init_key,
     "test-connections": _test_connections,
     "demo-data": _demo_data,
+    "flows": flows_cli.run,
 }
 
 

@@ -1,0 +1,165 @@
+"""``etl-assets flows ...``: the SDK's verbs from a shell, for consultants and CI.
+
+``list``, ``show``, ``create``, ``duplicate``, ``delete``, ``compile``, ``arrange``; ``--json``
+prints data for scripts. Exit status as the rest of the CLI: 0 done, 1 the work failed (a
+compile with errors, a delete refused), 2 a usage error (no such flow, a bad name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from etl_assets.sdk.flow import Flow
+from etl_assets.sdk.project import FlowError, Project
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def add_parser(commands: argparse._SubParsersAction, env: argparse.ArgumentParser) -> None:
+    """``flows`` and its verbs, beside the other commands."""
+    flows = commands.add_parser("flows", help="manage flows as data: list, show, create, compile, ...")
+    verbs = flows.add_subparsers(dest="verb", required=True, metavar="VERB")
+    common = argparse.ArgumentParser(add_help=False, parents=[env])
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    listing = verbs.add_parser("list", parents=[common], help="every flow: name, cadence, table, file")
+    listing.add_argument("--cadence", help="only daily, monthly or five_minutes flows")
+    verbs.add_parser("show", parents=[common], help="a flow's declaration").add_argument("name")
+    create = verbs.add_parser("create", parents=[common], help="a new flow in the first of flows.dirs")
+    create.add_argument("name")
+    create.add_argument("--template", help="an existing flow to start from (its table renamed)")
+    create.add_argument("--description")
+    duplicate = verbs.add_parser("duplicate", parents=[common], help="a copy of a flow under a new name")
+    duplicate.add_argument("name")
+    duplicate.add_argument("new_name")
+    duplicate.add_argument("--description")
+    delete = verbs.add_parser("delete", parents=[common], help="a client flow's declaration (data stays)")
+    delete.add_argument("name")
+    delete.add_argument("--force", action="store_true", help="even while runs of it are queued or running")
+    compile_ = verbs.add_parser("compile", parents=[common], help="check flows without running them")
+    compile_.add_argument("names", nargs="*")
+    compile_.add_argument("--all", action="store_true", help="every flow (what CI runs)")
+    verbs.add_parser("arrange", parents=[common], help="rewrite a flow in the canonical layout").add_argument(
+        "name"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """The verb, its output on stdout, a refusal as one line on stderr."""
+    try:
+        project = Project.open(env=args.env, instance=_instance() if args.verb == "delete" else None)
+        return VERBS[args.verb](project, args)
+    except FlowError as exc:
+        print(f"etl-assets: {exc}", file=sys.stderr)
+        return EXIT_FAILED if args.verb == "delete" else EXIT_USAGE
+
+
+def _instance() -> Any:
+    """The Dagster instance of DAGSTER_HOME, asked about active runs; None without one."""
+    import os
+
+    import dagster as dg
+
+    return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+
+
+def _described(flow: Flow) -> dict[str, object]:
+    return {
+        "name": flow.name,
+        "cadence": flow.cadence,
+        "table": flow.target.table,
+        "file": str(flow.path),
+        "packaged": flow.packaged,
+        "description": flow.description,
+    }
+
+
+def _named(project: Project, name: str) -> Flow:
+    flow = project.flows.get(name)
+    if flow is None:
+        raise FlowError(f"no flow {name!r} (etl-assets flows list shows them)")
+    return flow
+
+
+def _print(args: argparse.Namespace, data: object, text: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else text)
+
+
+def _list(project: Project, args: argparse.Namespace) -> int:
+    flows = project.flows.get_all(cadence=args.cadence)
+    lines = [f"{f.name:<20} {f.cadence:<13} {f.target.table:<20} {f.path}" for f in flows]
+    _print(args, [_described(f) for f in flows], "\n".join(lines))
+    return EXIT_OK
+
+
+def _show(project: Project, args: argparse.Namespace) -> int:
+    flow = _named(project, args.name)
+    _print(
+        args, {**_described(flow), "declaration": flow.declaration()}, flow.path.read_text(encoding="utf-8")
+    )
+    return EXIT_OK
+
+
+def _create(project: Project, args: argparse.Namespace) -> int:
+    flow = project.create_flow(args.name, args.description, args.template)
+    _print(args, _described(flow), f"created {flow.name}: {flow.path}")
+    return EXIT_OK
+
+
+def _duplicate(project: Project, args: argparse.Namespace) -> int:
+    flow = project.duplicate_flow(_named(project, args.name), args.new_name, args.description)
+    _print(args, _described(flow), f"created {flow.name} from {args.name}: {flow.path}")
+    return EXIT_OK
+
+
+def _delete(project: Project, args: argparse.Namespace) -> int:
+    deleted = project.delete_flow(_named(project, args.name), force=args.force)
+    text = "\n".join([f"deleted {deleted.flow}: {deleted.declaration}", "left in place:"])
+    text += "".join(f"\n  {r}" for r in deleted.remains)
+    _print(
+        args,
+        {"flow": deleted.flow, "declaration": str(deleted.declaration), "remains": deleted.remains},
+        text,
+    )
+    return EXIT_OK
+
+
+def _compile(project: Project, args: argparse.Namespace) -> int:
+    if not args.all and not args.names:
+        raise FlowError("name the flows to compile, or --all")
+    flows = list(project.flows) if args.all else [_named(project, n) for n in args.names]
+    results = [flow.compile() for flow in flows]
+    lines = [
+        f"{r.flow}: {'ok' if r.ok else 'FAILED'}" + "".join(f"\n  {p}" for p in r.problems) for r in results
+    ]
+    data = [
+        {
+            "flow": r.flow,
+            "ok": r.ok,
+            "problems": [{**p.__dict__, "file": str(p.file) if p.file else None} for p in r.problems],
+        }
+        for r in results
+    ]
+    _print(args, data, "\n".join(lines))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _arrange(project: Project, args: argparse.Namespace) -> int:
+    flow = _named(project, args.name)
+    flow.auto_arrange()
+    project.update_flow(flow)
+    _print(args, _described(flow), f"arranged {flow.name}: {flow.path}")
+    return EXIT_OK
+
+
+VERBS = {
+    "list": _list,
+    "show": _show,
+    "create": _create,
+    "duplicate": _duplicate,
+    "delete": _delete,
+    "compile": _compile,
+    "arrange": _arrange,
+}
