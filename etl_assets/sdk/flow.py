@@ -132,6 +132,14 @@ class Flow:
         (``sdk.compiling``)."""
         return self.project.compile_flow(self)
 
+    def history(self) -> list[Any]:
+        """The flow's saved declarations, oldest first (``sdk.revisions.Revision``)."""
+        return self.project.flow_history(self)
+
+    def diff(self, first: int, second: int) -> str:
+        """A unified diff of two revisions of the declaration."""
+        return self.project.flow_diff(self, first, second)
+
     def auto_arrange(self) -> None:
         """The declaration in one canonical layout (``sdk.arrange``), saved by ``update_flow``."""
         self.project.arrange_flow(self)

@@ -10,8 +10,8 @@ package's, and a wheel install must not be written into.
 from __future__ import annotations
 
 import copy
-import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ from etl_assets.model.declarations import (
     declared_flows,
 )
 from etl_assets.model.flow import FlowModel, identifier_problem
+from etl_assets.sdk import revisions
 from etl_assets.sdk.arrange import arrange
 from etl_assets.sdk.compiling import CompileResult, compile_flow
 from etl_assets.sdk.documents import dump_document, load_document, merge_into, write_atomically
@@ -34,6 +35,7 @@ from etl_assets.settings import Settings, load_settings
 if TYPE_CHECKING:
     import dagster as dg
 
+DELETED = ".deleted"  # a deleted flow's folder, kept: <flows dir>/.deleted/<flow>_<UTC time>
 STARTER = """# {name}: a flow created by etl_assets' SDK; edit the map and the target.
 type: etl_assets.orchestration.FlowComponent
 
@@ -174,11 +176,39 @@ class Project:
         merge_into(flow.document.setdefault("attributes", {}), flow.declaration())
         if new and flow.path.parent.exists() and any(flow.path.parent.iterdir()):
             raise FlowError(f"{flow.path.parent} is not empty: pick another name")
-        write_atomically(flow.path, dump_document(flow.document))
+        text = dump_document(flow.document)
+        revisions.record(flow.path, text)  # the one before it (or a hand edit) is kept too
+        write_atomically(flow.path, text)
         return flow
 
+    def rollback_flow(self, flow: Flow, revision: int) -> Flow:
+        """The flow as revision ``revision`` declared it, saved again as a new revision."""
+        try:
+            text = revisions.revision(flow.path, revision).text()
+        except LookupError as exc:
+            raise FlowError(str(exc)) from None
+        document = load_document(text)
+        restored = Flow(
+            self, flow.path, document, FlowModel.model_validate(dict(document["attributes"])), False
+        )
+        self._save(restored, new=False)
+        flow.document, flow.model = restored.document, restored.model
+        return flow
+
+    def flow_history(self, flow: Flow) -> list[revisions.Revision]:
+        """``flow.history()``: its saved declarations, oldest first."""
+        return revisions.history(flow.path)
+
+    def flow_diff(self, flow: Flow, first: int, second: int) -> str:
+        """``flow.diff(a, b)``: a unified diff of two revisions."""
+        try:
+            return revisions.diff(flow.path, first, second)
+        except LookupError as exc:
+            raise FlowError(str(exc)) from None
+
     def delete_flow(self, flow: Flow, force: bool = False) -> Deleted:
-        """The flow's declaration removed; refused while a run of it is queued or running
+        """The flow's declaration taken out of the code location (its folder moved to
+        ``.deleted/``, revisions and all); refused while a run of it is queued or running
         (unless ``force``). The target table and the data under ETL_HOME are never touched:
         ``remains`` says what is left, for whoever decides to drop it."""
         if flow.packaged:
@@ -195,8 +225,10 @@ class Project:
             for folder in ("data", "errors", "backup")
             if (home / folder / flow.name).exists()
         ]
-        shutil.rmtree(flow.path.parent) if _only_declaration(flow.path.parent) else flow.path.unlink()
-        return Deleted(flow.name, flow.path, remains)
+        kept = flow.path.parent.parent / DELETED / f"{flow.name}_{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        kept.parent.mkdir(exist_ok=True)
+        flow.path.parent.rename(kept)  # its declaration and revisions, out of the code location's sight
+        return Deleted(flow.name, flow.path, [*remains, f"its declaration and revisions: {kept}"])
 
     def compile_flow(self, flow: Flow) -> CompileResult:
         """``flow.compile()``: see ``sdk.compiling``."""
@@ -244,8 +276,3 @@ def _rename(document, template: FlowModel, name: str, description: str | None) -
     for key in ("file", "folder"):
         if isinstance(source.get(key), str):
             source[key] = source[key].replace(template.name, name)
-
-
-def _only_declaration(folder: Path) -> bool:
-    """A flow's folder that holds nothing but its declaration (and our temporary files)."""
-    return all(p.name == DECLARATION or p.name.endswith(".part") for p in folder.iterdir())

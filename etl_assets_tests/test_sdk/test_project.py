@@ -51,7 +51,7 @@ def test_a_flow_created_from_a_template_is_written_and_built(project: Project, i
         "suppliers",
         "suppliers_{start:%Y%m%d}.csv",
     )
-    assert [p.name for p in flow.path.parent.iterdir()] == ["defs.yaml"]  # no temporary file left
+    assert sorted(p.name for p in flow.path.parent.iterdir()) == ["defs.yaml", "revisions"]  # nothing partial
     again = Project.open().flows.get("suppliers")
     assert again is not None and again.description == "Suppliers from the ERP"
     assert build_definitions(load_settings("dev")).resolve_job_def("suppliers_job")
@@ -128,9 +128,39 @@ def test_delete_waits_for_active_runs_and_leaves_the_data(project: Project, isol
         assert flow.path.exists()
         deleted = busy.delete_flow(flow, force=True)
     assert not flow.path.parent.exists()
+    (kept,) = (isolated_env / "flows" / ".deleted").iterdir()
+    assert kept.name.startswith("suppliers_") and (kept / "defs.yaml").is_file()
     assert deleted.remains == [
         "table suppliers in the target database",
         str(isolated_env / "data" / "suppliers"),
+        f"its declaration and revisions: {kept}",
     ]
     assert (isolated_env / "data" / "suppliers" / "2026-01-15").is_dir()
     assert project.flows.get("suppliers") is None
+    defs = build_definitions(load_settings("dev"))  # .deleted is not loaded
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {"companies_job"}
+    assert "suppliers_job" not in {j.name for j in defs.resolve_all_job_defs()}
+
+
+def test_every_save_is_a_revision_with_history_diff_and_rollback(project: Project) -> None:
+    flow = project.create_flow("suppliers", template="companies")
+    flow.warn_limit = 3
+    project.update_flow(flow)
+    path = flow.path
+    path.write_text(path.read_text().replace("hour: 6", "hour: 7"))  # a hand edit between saves
+    flow = project.flows.get("suppliers")
+    assert flow is not None
+    flow.map["website"] = Field.url()
+    project.update_flow(flow)
+    assert [r.number for r in flow.history()] == [1, 2, 3, 4]
+    assert "-  warn_limit: 10\n+  warn_limit: 3\n" in flow.diff(1, 2)
+    assert "-    hour: 6\n+    hour: 7\n" in flow.diff(2, 3)  # the hand edit, kept
+    added = [line for line in flow.diff(3, 4).splitlines() if line.startswith("+")]
+    assert added == ["+++ revision 4", "+    website: {type: URL}"]
+
+    project.rollback_flow(flow, 1)
+    assert [r.number for r in flow.history()] == [1, 2, 3, 4, 5]
+    assert path.read_text() == flow.history()[0].text()
+    assert (flow.warn_limit, "website" in flow.map) == (10, False)
+    with pytest.raises(FlowError, match=r"no revision 9 \(revisions: \[1, 2, 3, 4, 5\]\)"):
+        project.rollback_flow(flow, 9)
