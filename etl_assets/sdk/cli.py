@@ -1,6 +1,7 @@
 """``etl-assets flows ...``: the SDK's verbs from a shell, for consultants and CI.
 
-``list``, ``show``, ``create``, ``duplicate``, ``delete``, ``compile``, ``arrange``; ``--json``
+``list``, ``show``, ``create``, ``duplicate``, ``delete``, ``compile``, ``arrange``, ``history``,
+``diff``, ``rollback``; ``--json``
 prints data for scripts. Exit status as the rest of the CLI: 0 done, 1 the work failed (a
 compile with errors, a delete refused), 2 a usage error (no such flow, a bad name).
 """
@@ -44,6 +45,14 @@ def add_parser(commands: argparse._SubParsersAction, env: argparse.ArgumentParse
     verbs.add_parser("arrange", parents=[common], help="rewrite a flow in the canonical layout").add_argument(
         "name"
     )
+    verbs.add_parser("history", parents=[common], help="a flow's saved revisions").add_argument("name")
+    diff = verbs.add_parser("diff", parents=[common], help="a unified diff of two revisions")
+    diff.add_argument("name")
+    diff.add_argument("first", type=int)
+    diff.add_argument("second", type=int)
+    rollback = verbs.add_parser("rollback", parents=[common], help="save an old revision again")
+    rollback.add_argument("name")
+    rollback.add_argument("revision", type=int)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,6 +163,36 @@ def _arrange(project: Project, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _history(project: Project, args: argparse.Namespace) -> int:
+    revisions = _named(project, args.name).history()
+    data = [
+        {"revision": r.number, "saved_at": r.saved_at.isoformat(), "file": str(r.path)} for r in revisions
+    ]
+    _print(
+        args,
+        data,
+        "\n".join(f"{r.number:>4}  {r.saved_at:%Y-%m-%d %H:%M:%S} UTC  {r.path}" for r in revisions),
+    )
+    return EXIT_OK
+
+
+def _diff(project: Project, args: argparse.Namespace) -> int:
+    text = _named(project, args.name).diff(args.first, args.second)
+    _print(args, {"diff": text}, text.rstrip("\n"))
+    return EXIT_OK
+
+
+def _rollback(project: Project, args: argparse.Namespace) -> int:
+    flow = project.rollback_flow(_named(project, args.name), args.revision)
+    newest = flow.history()[-1].number
+    _print(
+        args,
+        {**_described(flow), "revision": newest},
+        f"{flow.name}: revision {args.revision} saved as {newest}",
+    )
+    return EXIT_OK
+
+
 VERBS = {
     "list": _list,
     "show": _show,
@@ -162,4 +201,7 @@ VERBS = {
     "delete": _delete,
     "compile": _compile,
     "arrange": _arrange,
+    "history": _history,
+    "diff": _diff,
+    "rollback": _rollback,
 }
