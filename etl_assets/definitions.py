@@ -45,7 +45,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         max_park_age=settings.max_park_age,
         report_recipients=settings.mail.report_recipients,
     )
-    files = declared_flows(settings.flow_dirs)
+    files = [f for f in declared_flows(settings.flow_dirs) if f.flow.environment in (None, settings.env)]
     return dg.Definitions.merge(
         build_component_defs(PROJECT_ROOT, DEFS_DIR, components),
         build_flow_file_defs([f for f in files if not f.packaged], components),

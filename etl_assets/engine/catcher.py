@@ -188,8 +188,9 @@ def append_parked(path: Path, expired: pl.DataFrame, delimiter: str, partition_k
     return CaughtErrors("link", partition_key, rows.tail(expired.height), path)
 
 
-def check_result(caught: list[CaughtErrors], warn_limit: int, rows_in: int) -> Verdict:
-    """Pass with no rejected row; WARN up to ``warn_limit``; ERROR above it."""
+def check_result(caught: list[CaughtErrors], warn_limit: int | None, rows_in: int) -> Verdict:
+    """Pass with no rejected row; WARN up to ``warn_limit`` (every count when None); ERROR
+    above it."""
     rejected = sum(c.count for c in caught)
     files = [str(c.path) for c in caught if c.path]
     metadata: dict[str, object] = {
@@ -204,10 +205,14 @@ def check_result(caught: list[CaughtErrors], warn_limit: int, rows_in: int) -> V
     return Verdict(
         check_name=CHECK_NAME,
         passed=rejected == 0,
-        severity="WARN" if rejected <= warn_limit else "ERROR",
+        severity="WARN" if warn_limit is None or rejected <= warn_limit else "ERROR",
         metadata=metadata,
-        description=f"{rejected} rows rejected (warn up to {warn_limit})" if rejected else "no row rejected",
+        description=f"{rejected} rows rejected ({limit_text(warn_limit)})" if rejected else "no row rejected",
     )
+
+
+def limit_text(warn_limit: int | None) -> str:
+    return "warn, no limit" if warn_limit is None else f"warn up to {warn_limit}"
 
 
 def preview(caught: list[CaughtErrors]) -> Markdown | None:

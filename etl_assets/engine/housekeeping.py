@@ -14,7 +14,7 @@ from typing import Literal
 
 from etl_assets.engine.deliveries import backups_of, delivered_name, file_sha256
 from etl_assets.engine.partition_keys import partition_key_for_file
-from etl_assets.engine.staging import PartitionStage
+from etl_assets.engine.staging import PartitionStage, partition_dir_name
 from etl_assets.model.flow import STEPS, FlowModel
 from etl_assets.resources.files import FilesResource
 from etl_assets.resources.folders import FoldersResource
@@ -33,6 +33,8 @@ class HousekeepingReport:
     unaccounted: list[str] = field(default_factory=list)
     not_backed_up: list[str] = field(default_factory=list)  # expired deliveries kept: no backup
     refused_names: list[str] = field(default_factory=list)  # file names never used (names.py)
+    deleted_runs: list[str] = field(default_factory=list)  # past their flow's retention
+    retired_partitions: list[str] = field(default_factory=list)  # "<flow> <key>": files removed
 
     def summary(self) -> dict[str, int]:
         return {
@@ -43,6 +45,8 @@ class HousekeepingReport:
             "unaccounted_files_left": len(self.unaccounted),
             "deliveries_kept_not_backed_up": len(self.not_backed_up),
             "refused_file_names": len(self.refused_names),
+            "deleted_runs": len(self.deleted_runs),
+            "retired_partitions": len(self.retired_partitions),
         }
 
 
@@ -172,6 +176,26 @@ def _backed_up_delivery(
         return True
     flow, name = delivery
     return in_backup(flow, name, file_sha256(path), folders)
+
+
+def retire_partitions(
+    flow: FlowModel, keys: list[str], folders: FoldersResource, report: HousekeepingReport
+) -> None:
+    """The staged data and error files of partitions whose last run left the instance (the
+    flow's ``retention``); a delivery whose bytes are not under ``backup/`` stays, counted."""
+    by_name = {flow.name: flow}
+    for key in keys:
+        for folder in ("data", "errors"):
+            root = folders.path(folder, flow.name, partition_dir_name(key))  # type: ignore[arg-type]
+            for path in sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []:
+                relative = path.relative_to(folders.path(folder))  # type: ignore[arg-type]
+                if folder == "data" and not _backed_up_delivery(path, relative, by_name, folders):
+                    report.not_backed_up.append(str(path))
+                else:
+                    path.unlink()
+            if root.is_dir():
+                _remove_empty_dirs(root.parent)
+        report.retired_partitions.append(f"{flow.name} {key}")
 
 
 def _remove_empty_dirs(root: Path) -> None:

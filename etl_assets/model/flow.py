@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
+from etl_assets.settings.models import Environment
+
 FieldType = Literal[
     "String",
     "UppercaseString",
@@ -190,6 +192,22 @@ class SensorSpec(StrictModel):
     minimum_interval_seconds: int = Field(30, ge=5, description="how often the folder is listed")
 
 
+class RunRetention(StrictModel):
+    """How long housekeeping keeps a flow's runs in the Dagster instance, and the staged data
+    and error files of their partitions with them: by age or by count, never both."""
+
+    days: int | None = Field(None, ge=1, description="runs older than this are deleted")
+    amount: int | None = Field(None, ge=1, description="only the newest N runs are kept")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> RunRetention:
+        if self.days is not None and self.amount is not None:
+            raise ValueError("retention: days or amount, never both (unset one of them)")
+        if self.days is None and self.amount is None:
+            raise ValueError("retention: give days or amount")
+        return self
+
+
 class FlowModel(StrictModel):
     """A whole flow: the factory turns it into extract, transform, load and link assets."""
 
@@ -203,7 +221,13 @@ class FlowModel(StrictModel):
     partitions: PartitionSpec = Field(default_factory=PartitionSpec)
     schedule: ScheduleSpec | None = Field(default_factory=ScheduleSpec)
     sensor: SensorSpec | None = Field(None, description="runs requested as files arrive")
-    warn_limit: int = Field(10, ge=0, description="rejected rows up to this only warn")
+    warn_limit: int | None = Field(
+        10, ge=0, description="rejected rows up to this only warn; null: rejected rows never fail"
+    )
+    environment: Environment | None = Field(
+        None, description="the one environment this flow is built in (null: every environment)"
+    )
+    retention: RunRetention | None = Field(None, description="runs housekeeping keeps (null: all)")
     blocking_checks: list[Step] = Field(
         default_factory=lambda: ["transform"], description="steps whose failing check stops the run"
     )

@@ -45,7 +45,7 @@ def build_flow_defs(flow: FlowModel, runtime: FlowRuntime) -> dg.Definitions:
             name, asset=keys[step], partitions_def=partitions, blocking=blocking, description=description
         )
 
-    rejected = f"rejected rows: pass with none, warn up to {flow.warn_limit}, fail above"
+    rejected = f"rejected rows: pass with none, {catcher.limit_text(flow.warn_limit)}, fail above"
     checks = [
         check("extract", "schema_drift", "columns not in the map"),
         check("extract", "source_unchanged", "same bytes as before"),

@@ -1,10 +1,13 @@
 """The daily ``housekeeping`` job: tidy the SFTP folders and ETL_HOME, report every file."""
 
+from datetime import UTC, datetime
+
 import dagster as dg
 
-from etl_assets.engine.housekeeping import HousekeepingReport, remove_expired, tidy_sources
+from etl_assets.engine.housekeeping import HousekeepingReport, remove_expired, retire_partitions, tidy_sources
 from etl_assets.engine.run_email import send_kept_emails
 from etl_assets.model.flow import FlowModel
+from etl_assets.orchestration.run_retention import retire
 from etl_assets.resources import FilesResource, FoldersResource, MailerResource
 from etl_assets.settings.models import HousekeepingSettings
 
@@ -21,6 +24,11 @@ def housekeeping_defs(
         report = HousekeepingReport()
         tidy_sources(flows, files, folders, settings.processed, report)
         remove_expired(flows, folders, dict(settings.retention_days), report)
+        now = datetime.now(UTC)
+        for flow in flows:
+            runs, partitions = retire(context.instance, flow, timezone, now)
+            report.deleted_runs += runs
+            retire_partitions(flow, partitions, folders, report)
         for kept in send_kept_emails(mailer, folders):
             context.log.info(f"sent a kept e-mail: {kept}")
         for path in report.archived:
@@ -40,6 +48,8 @@ def housekeeping_defs(
                 "removed": dg.MetadataValue.json(report.removed),
                 "unaccounted": dg.MetadataValue.json(report.unaccounted),
                 "refused_names": dg.MetadataValue.json(report.refused_names),
+                "deleted_runs": dg.MetadataValue.json(report.deleted_runs),
+                "retired_partitions": dg.MetadataValue.json(report.retired_partitions),
             },
         )
 

@@ -19,7 +19,8 @@ from typing import Any
 from pydantic import BaseModel
 from ruamel.yaml.comments import CommentedMap
 
-from etl_assets.model.flow import FlowModel, LinkSpec, MapField
+from etl_assets.model.flow import FlowModel, LinkSpec, MapField, RunRetention
+from etl_assets.settings.models import ENVIRONMENTS
 
 Link = LinkSpec
 
@@ -81,6 +82,66 @@ class Field:
         return cls.of("Method", method=method, **options)
 
 
+class Configuration:
+    """A flow's runtime settings (the StreamSets SDK's ``pipeline.configuration``), on the
+    flow's own keys: ``environment`` (the one environment it is built in, or None),
+    ``warn_limit`` (an int > 0, or None: rejected rows never fail), ``retention_days`` or
+    ``retention_amount`` (the runs housekeeping keeps; never both)."""
+
+    def __init__(self, model: FlowModel) -> None:
+        self._model = model
+
+    @property
+    def environment(self) -> str | None:
+        return self._model.environment
+
+    @environment.setter
+    def environment(self, value: str | None) -> None:
+        if value not in (None, *ENVIRONMENTS):
+            raise ValueError(f"environment {value!r}: one of {', '.join(ENVIRONMENTS)}, or None")
+        self._model.environment = value  # type: ignore[assignment]
+
+    @property
+    def warn_limit(self) -> int | None:
+        return self._model.warn_limit
+
+    @warn_limit.setter
+    def warn_limit(self, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise ValueError(f"warn_limit {value!r}: an int > 0, or None (rejected rows never fail)")
+        self._model.warn_limit = value
+
+    @property
+    def retention_days(self) -> int | None:
+        return self._model.retention.days if self._model.retention else None
+
+    @retention_days.setter
+    def retention_days(self, value: int | None) -> None:
+        self._retention(value, self.retention_amount, "retention_days", "retention_amount")
+
+    @property
+    def retention_amount(self) -> int | None:
+        return self._model.retention.amount if self._model.retention else None
+
+    @retention_amount.setter
+    def retention_amount(self, value: int | None) -> None:
+        self._retention(value, self.retention_days, "retention_amount", "retention_days")
+
+    def _retention(self, value: int | None, other: int | None, name: str, other_name: str) -> None:
+        if value is not None and other is not None:
+            raise ValueError(f"{name} and {other_name}: never both; set {other_name} to None first")
+        days, amount = (value, other) if name == "retention_days" else (other, value)
+        self._model.retention = (
+            None if days is None and amount is None else RunRetention(days=days, amount=amount)
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Configuration(environment={self.environment!r}, warn_limit={self.warn_limit!r}, "
+            f"retention_days={self.retention_days!r}, retention_amount={self.retention_amount!r})"
+        )
+
+
 class Flow:
     """One flow of a project: where it is declared, the document as written, and the model
     the SDK edits."""
@@ -116,6 +177,11 @@ class Flow:
         return (
             f"Flow(name={self.model.name!r}, description={self.model.description!r}, path={str(self.path)!r})"
         )
+
+    @property
+    def configuration(self) -> Configuration:
+        """The flow's runtime settings: ``flow.configuration.retention_days = 30``."""
+        return Configuration(self.model)
 
     @property
     def cadence(self) -> str:
