@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import sqlalchemy as sa
 
-from etl_assets.engine import catcher, deliveries
+from etl_assets.engine import catcher, deliveries, drift
 from etl_assets.engine.catcher import CaughtErrors, Verdict
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE
 from etl_assets.engine.deliveries import DeliveryChange
@@ -146,6 +146,8 @@ class FlowSteps:
         with self.stage(key).lock():
             before = previous_sha256(self.flow, start, self.stage(key))
             result = extract_partition(self.flow, key, start, files, self.folders)
+            if self.flow.schema_drift == "freeze" and result.extra_columns:
+                raise SourceFileError(result.file, drift.frozen_fault(self.flow, result.extra_columns))
             changed = None
             if before and before != result.sha256:
                 changed = f"{result.file}: sha256 {before[:12]}... -> {result.sha256[:12]}..."
@@ -159,7 +161,8 @@ class FlowSteps:
             return self._transform(key, stage)
 
     def _transform(self, key: str, stage: PartitionStage) -> TransformOutcome:
-        result = transform_stage(self.flow, self.staged(key, "extract.parquet"), stage.dir)
+        flow = drift.evolved(self.flow, self.staged(key, "extract.parquet"))
+        result = transform_stage(flow, self.staged(key, "extract.parquet"), stage.dir)
         caught = catcher.catch_staged(
             "transform",
             key,
@@ -200,7 +203,8 @@ class FlowSteps:
             engine.begin() as conn,
         ):
             lock_partition(conn, self.flow.name, key)
-            loaded = load_stage(conn, self.flow, good, response, bulk=bulk)
+            flow = drift.evolved(self.flow, self.stage(key).file("extract.parquet"))
+            loaded = load_stage(conn, flow, good, response, bulk=bulk)
             record_load(conn, self.flow.name, key, loaded.rows_in)
         return loaded
 

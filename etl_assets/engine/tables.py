@@ -61,9 +61,27 @@ def ensure_table(conn: sa.Connection, flow: FlowModel) -> sa.Table:
     column types the database has."""
     table = target_table(flow)
     table.metadata.create_all(conn, checkfirst=True)
+    if flow.schema_drift == "evolve":
+        add_missing_columns(conn, table)
     if conn.dialect.name == "postgresql":
         as_found(conn, table)
     return table
+
+
+def add_missing_columns(conn: sa.Connection, table: sa.Table) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` for each column of ``table`` the database's lacks (a flow
+    that evolves with its source), in the caller's transaction; the names added."""
+    found = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+    preparer = conn.dialect.identifier_preparer
+    added = []
+    for column in table.columns:
+        if column.name not in found:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(
+                f"ALTER TABLE {preparer.quote(table.name)} ADD COLUMN {preparer.quote(column.name)} {kind}"
+            )
+            added.append(column.name)
+    return added
 
 
 def as_found(conn: sa.Connection, table: sa.Table) -> None:

@@ -228,6 +228,11 @@ class FlowModel(StrictModel):
         None, description="the one environment this flow is built in (null: every environment)"
     )
     retention: RunRetention | None = Field(None, description="runs housekeeping keeps (null: all)")
+    schema_drift: Literal["keep", "evolve", "freeze"] = Field(
+        "keep",
+        description="a source column not in the map: kept in staging and reported (keep), added to "
+        "the target with an inferred type (evolve), or the file fails (freeze)",
+    )
     blocking_checks: list[Step] = Field(
         default_factory=lambda: ["transform"], description="steps whose failing check stops the run"
     )
