@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from etl_assets.model.flow import FlowModel
+from etl_assets.model.parameters import FlowParameters, ParameterError, read_sets, resolved
 
 FLOW_TYPE = "etl_assets.orchestration.FlowComponent"
 DECLARATION = "defs.yaml"
@@ -56,12 +57,19 @@ def is_flow_document(document: dict) -> bool:
     return str(document.get("type", "")).endswith(".FlowComponent")
 
 
-def read_flow(path: Path, text: str | None = None) -> FlowModel:
-    """The flow a declaration holds, validated; each fault with its file, line and key."""
+def read_flow(path: Path, text: str | None = None, run: FlowParameters | None = None) -> FlowModel:
+    """The flow a declaration holds, its parameters resolved (with a run's choices on top),
+    validated; each fault with its file, line and key."""
     text = path.read_text(encoding="utf-8") if text is None else text
     document = read_document(path, text)
     try:
-        return FlowModel.model_validate(document.get("attributes") or {})
+        attributes = resolved(document.get("attributes") or {}, read_sets(path.parents[1]), run)
+    except ParameterError as exc:
+        where, _, message = str(exc).partition(": ")
+        loc = ["attributes", *(int(p) if p.isdigit() else p for p in where.split("."))]
+        raise DeclarationError(f"{path}:{line_of(yaml.compose(text), loc)}: {where}: {message}") from None
+    try:
+        return FlowModel.model_validate(attributes)
     except ValidationError as exc:
         root = yaml.compose(text)
         lines = []

@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
+from etl_assets.model.parameters import FlowParameters
 from etl_assets.settings.models import Environment
 
 FieldType = Literal[
@@ -228,6 +229,9 @@ class FlowModel(StrictModel):
         None, description="the one environment this flow is built in (null: every environment)"
     )
     retention: RunRetention | None = Field(None, description="runs housekeeping keeps (null: all)")
+    parameters: FlowParameters | None = Field(
+        None, description="runtime parameters: value_sets, overrides, local (see model/parameters.py)"
+    )
     schema_drift: Literal["keep", "evolve", "freeze"] = Field(
         "keep",
         description="a source column not in the map: kept in staging and reported (keep), added to "

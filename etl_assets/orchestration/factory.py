@@ -19,6 +19,7 @@ from etl_assets.orchestration.flow_run import FlowRun, FlowRuntime, Resources
 from etl_assets.orchestration.jobs import flow_jobs
 from etl_assets.orchestration.parking import parking_defs
 from etl_assets.orchestration.partitions import partitions_def
+from etl_assets.orchestration.run_parameters import FlowRunConfig, Reparameterise, flow_for_run
 from etl_assets.orchestration.sensors import catch_up_schedule, file_sensor
 from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource, MailerResource
 
@@ -33,8 +34,11 @@ STEP_DESCRIPTIONS = {
 STEP_KINDS = {"extract": {"sftp", "polars"}, "transform": {"polars"}, "load": {"sql"}, "link": {"sql"}}
 
 
-def build_flow_defs(flow: FlowModel, runtime: FlowRuntime) -> dg.Definitions:
-    """Assets, checks, job and schedule of one flow."""
+def build_flow_defs(
+    flow: FlowModel, runtime: FlowRuntime, reparameterise: Reparameterise | None = None
+) -> dg.Definitions:
+    """Assets, checks, job and schedule of one flow; ``reparameterise`` builds the flow anew
+    with a run's parameters (its run config), for a flow declared with them."""
     partitions = partitions_def(flow, runtime.timezone)
     run_flow = FlowRun(flow, partitions, runtime)
     keys = run_flow.keys
@@ -79,12 +83,15 @@ def build_flow_defs(flow: FlowModel, runtime: FlowRuntime) -> dg.Definitions:
     )
     def steps(
         context: dg.AssetExecutionContext,
+        config: FlowRunConfig,
         files: FilesResource,
         folders: FoldersResource,
         mailer: MailerResource,
         database: DatabaseResource,
     ):  # no return annotation: Dagster reads one as the outputs' types
-        run_flow(context, Resources(files, folders, mailer, database))
+        this_run = flow_for_run(flow, config, reparameterise)
+        runner = run_flow if this_run is flow else FlowRun(this_run, partitions, runtime)
+        runner(context, Resources(files, folders, mailer, database))
         # a generator that yields no output: each (step, partition) was logged as it landed
         yield from ()
 

@@ -4,11 +4,13 @@ The component's schema is our own pydantic FlowModel (``extra="forbid"``), so a 
 or type in a flow's YAML is reported with the file, line and dotted key.
 """
 
+from functools import partial
+
 import dagster as dg
 from dagster.components.component_scaffolding import scaffold_component
 from pydantic import BaseModel
 
-from etl_assets.model.declarations import FlowFile
+from etl_assets.model.declarations import FlowFile, read_flow
 from etl_assets.model.flow import FlowModel, MapField, SourceSpec, TargetSpec
 from etl_assets.orchestration.component_tree import ComponentSettings, component_settings, quiet_previews
 from etl_assets.orchestration.factory import FlowRuntime, build_flow_defs
@@ -63,4 +65,6 @@ def build_flow_file_defs(files: list[FlowFile], settings: ComponentSettings) -> 
     build them (a component tree only reaches the package's own ``defs/``)."""
     runtime = FlowRuntime(timezone=settings.timezone, max_park_age=settings.max_park_age)
     with quiet_previews():
-        return dg.Definitions.merge(*(build_flow_defs(file.flow, runtime) for file in files))
+        return dg.Definitions.merge(
+            *(build_flow_defs(file.flow, runtime, partial(read_flow, file.path, None)) for file in files)
+        )

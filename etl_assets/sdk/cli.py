@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from typing import Any
 
+from etl_assets.model.declarations import DeclarationError
+from etl_assets.sdk.archive import ArchiveError, export_flows, import_flows
 from etl_assets.sdk.flow import Flow
 from etl_assets.sdk.project import FlowError, Project
 
@@ -53,6 +56,17 @@ def add_parser(commands: argparse._SubParsersAction, env: argparse.ArgumentParse
     rollback = verbs.add_parser("rollback", parents=[common], help="save an old revision again")
     rollback.add_argument("name")
     rollback.add_argument("revision", type=int)
+    export = verbs.add_parser("export", parents=[common], help="a ZIP of flows for another installation")
+    export.add_argument("names", nargs="+")
+    export.add_argument("--to", help="the ZIP file or a folder (default: ETL_HOME/export/flows_<time>.zip)")
+    import_ = verbs.add_parser("import", parents=[common], help="flows from an exported ZIP")
+    import_.add_argument("file")
+    import_.add_argument(
+        "--conflict", choices=["skip", "rename", "replace"], default="skip", help="a flow of that name exists"
+    )
+    import_.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    import_.add_argument("--import-only", action="store_true", help="do not compile the imported flows")
+    import_.add_argument("--continue", action="store_true", dest="keep_going", help="go on after a failure")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     except FlowError as exc:
         print(f"etl-assets: {exc}", file=sys.stderr)
         return EXIT_FAILED if args.verb == "delete" else EXIT_USAGE
+    except DeclarationError as exc:  # a declaration that does not load: compile's finding
+        print(f"etl-assets: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _instance() -> Any:
@@ -193,6 +210,43 @@ def _rollback(project: Project, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export(project: Project, args: argparse.Namespace) -> int:
+    flows = [_named(project, n) for n in args.names]
+    try:
+        path = export_flows(project, flows, args.to)
+    except ArchiveError as exc:
+        print(f"etl-assets: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    with zipfile.ZipFile(path) as archive:
+        placeholders = json.loads(archive.read("manifest.json"))["placeholders"]
+    lines = [f"exported {', '.join(f.name for f in flows)}: {path}"]
+    lines += ["placeholders the importing installation must fill:"] if placeholders else []
+    lines += [f"  {p['placeholder']}  ({p['why']})" for p in placeholders]
+    _print(args, {"file": str(path), "flows": args.names, "placeholders": placeholders}, "\n".join(lines))
+    return EXIT_OK
+
+
+def _import(project: Project, args: argparse.Namespace) -> int:
+    try:
+        response = import_flows(
+            project,
+            args.file,
+            on_failure="continue" if args.keep_going else "stop",
+            conflict_resolution=args.conflict,
+            import_only=args.import_only,
+            dry_run=args.dry_run,
+        )
+    except ArchiveError as exc:
+        print(f"etl-assets: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    lines = [str(o) for o in response.outcomes]
+    lines += ["placeholders to fill (compile fails until they are):"] if response.placeholders else []
+    lines += [f"  {p}" for p in response.placeholders]
+    lines.append(f"import {'plan' if response.dry_run else 'status'}: {response.status}")
+    _print(args, response.as_dict(), "\n".join(lines))
+    return EXIT_OK if response.status == "completed" else EXIT_FAILED
+
+
 VERBS = {
     "list": _list,
     "show": _show,
@@ -204,4 +258,6 @@ VERBS = {
     "history": _history,
     "diff": _diff,
     "rollback": _rollback,
+    "export": _export,
+    "import": _import,
 }

@@ -12,6 +12,7 @@ it has one, the declaration's file and line.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,12 +28,15 @@ from etl_assets.model.flow import FlowModel
 from etl_assets.sdk.documents import dump_document, merge_into
 
 Severity = Literal["error", "warning"]
+# What an export writes in place of a secret (sdk.archive): the new installation fills it in.
+PLACEHOLDER = re.compile(r"\$\{secret:([A-Za-z0-9_.\-]+)\}")
+PLACEHOLDER_STAGE = "placeholder"
 
 
 @dataclass(frozen=True)
 class Problem:
     flow: str
-    stage: str  # declaration, extract, transform, link, definitions
+    stage: str  # declaration, placeholder, extract, transform, link, definitions
     field: str | None
     message: str
     file: Path | None = None
@@ -92,11 +96,31 @@ def compile_flow(flow: Any) -> CompileResult:
             loc = error["loc"]
             problem("declaration", ".".join(map(str, loc)) or None, error["msg"], *loc)
         return result
+    _placeholders(flow.declaration(), problem)
     _fields(model, problem)
     _header(model, flow.project, problem)
     _links(model, flow.project, problem)
     _definitions(model, flow.project, problem)
     return result
+
+
+def _placeholders(value: Any, problem, loc: tuple[object, ...] = ()) -> None:  # noqa: ANN001
+    """A secret an export left as ``${secret:...}`` and nobody filled in yet: a run would use
+    the placeholder's text as the value, so it is an error until it is replaced."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            _placeholders(child, problem, (*loc, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            _placeholders(child, problem, (*loc, index))
+    elif isinstance(value, str) and PLACEHOLDER.search(value):
+        problem(
+            PLACEHOLDER_STAGE,
+            ".".join(map(str, loc)),
+            f"{value} is a placeholder an export left for a secret: fill it with an enc: token "
+            "(etl-assets encrypt-password)",
+            *loc,
+        )
 
 
 def _fields(model: FlowModel, problem) -> None:  # noqa: ANN001 - the closure above

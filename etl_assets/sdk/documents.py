@@ -56,22 +56,29 @@ def write_atomically(path: Path, text: str) -> None:
         partial.unlink(missing_ok=True)
 
 
-def merge_into(target: CommentedMap, new: dict[str, Any]) -> None:
+def merge_into(target: CommentedMap, new: dict[str, Any], baseline: dict[str, Any] | None = None) -> None:
     """``target`` made equal to ``new`` in place: keys ``new`` lacks removed, changed values
     replaced, unchanged ones (their comments, quoting and style) left as they are, new keys
-    appended in the style of their neighbours."""
+    appended in the style of their neighbours. Where ``new`` equals ``baseline`` (the values
+    as read, parameters resolved) the document keeps what it holds: a ``${param}`` stays."""
     for key in [k for k in target if k not in new]:
         del target[key]
     for key, value in new.items():
+        before = baseline.get(key, _ABSENT) if baseline is not None else _ABSENT
+        if key in target and before is not _ABSENT and before == value:
+            continue
         if key in target:
-            target[key] = _merged(target[key], value)
+            target[key] = _merged(target[key], value, before if isinstance(before, dict) else None)
         else:
             target[key] = _styled(value, _flow_style_of(target))
 
 
-def _merged(old: Any, new: Any) -> Any:
+_ABSENT = object()
+
+
+def _merged(old: Any, new: Any, baseline: dict[str, Any] | None = None) -> Any:
     if isinstance(old, CommentedMap) and isinstance(new, dict):
-        merge_into(old, new)
+        merge_into(old, new, baseline)
         return old
     if isinstance(old, CommentedSeq) and isinstance(new, list):
         style = _flow_style_of(old)

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from ruamel.yaml.comments import CommentedMap
 
 from etl_assets.model.flow import FlowModel, LinkSpec, MapField, RunRetention
+from etl_assets.model.parameters import FlowParameters, Scalar
 from etl_assets.settings.models import ENVIRONMENTS
 
 Link = LinkSpec
@@ -146,7 +147,7 @@ class Flow:
     """One flow of a project: where it is declared, the document as written, and the model
     the SDK edits."""
 
-    _own = ("project", "path", "document", "model", "packaged")
+    _own = ("project", "path", "document", "model", "packaged", "baseline")
 
     def __init__(
         self, project: Any, path: Path, document: CommentedMap, model: FlowModel, packaged: bool
@@ -157,6 +158,8 @@ class Flow:
         object.__setattr__(self, "document", document)
         object.__setattr__(self, "model", model)
         object.__setattr__(self, "packaged", packaged)
+        # the values as read (parameters resolved): a save keeps the document's ${...} where unchanged
+        object.__setattr__(self, "baseline", declared(model))
 
     def __getattr__(self, name: str) -> Any:
         if name in FlowModel.model_fields:
@@ -197,6 +200,26 @@ class Flow:
         """Everything a run would need, checked without running: a ``CompileResult``
         (``sdk.compiling``)."""
         return self.project.compile_flow(self)
+
+    # -- runtime parameters (model/parameters.py) -----------------------------------------
+    def _parameters(self) -> FlowParameters:
+        if self.model.parameters is None:
+            self.model.parameters = FlowParameters()
+        return self.model.parameters
+
+    def set_runtime_value_set(self, parameter_set_name: str, value_set_name: str) -> None:
+        """Use the value set ``value_set_name`` of ``parameters/<parameter_set_name>.yaml``."""
+        self._parameters().value_sets[parameter_set_name] = value_set_name
+
+    def set_runtime_parameter_value(
+        self, parameter_set_name: str, parameter_name: str, value: Scalar
+    ) -> None:
+        """One value of a parameter set, for this flow only."""
+        self._parameters().overrides.setdefault(parameter_set_name, {})[parameter_name] = value
+
+    def set_runtime_local_parameter(self, name: str, value: Scalar) -> None:
+        """A parameter of this flow alone, named ``${name}`` in its declaration."""
+        self._parameters().local[name] = value
 
     def history(self) -> list[Any]:
         """The flow's saved declarations, oldest first (``sdk.revisions.Revision``)."""

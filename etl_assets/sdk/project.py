@@ -25,11 +25,14 @@ from etl_assets.model.declarations import (
     declared_flows,
 )
 from etl_assets.model.flow import FlowModel, identifier_problem
+from etl_assets.model.parameters import ParameterError, read_sets, resolved
 from etl_assets.sdk import revisions
+from etl_assets.sdk.archive import ArchiveVerbs
 from etl_assets.sdk.arrange import arrange
 from etl_assets.sdk.compiling import CompileResult, compile_flow
 from etl_assets.sdk.documents import dump_document, load_document, merge_into, write_atomically
 from etl_assets.sdk.flow import Flow
+from etl_assets.sdk.naming import rename
 from etl_assets.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -81,8 +84,8 @@ class FlowError(ValueError):
     """A flow verb that cannot be done: the message says why and what to do."""
 
 
-class Project:
-    """One installation's flows, for one environment's settings."""
+class Project(ArchiveVerbs):
+    """One installation's flows, for one environment's settings (export and import: ``ArchiveVerbs``)."""
 
     def __init__(self, settings: Settings, instance: dg.DagsterInstance | None = None) -> None:
         self.settings = settings
@@ -115,9 +118,9 @@ class Project:
         return FlowList(self._flow(file) for file in declared_flows(self.settings.flow_dirs))
 
     def _flow(self, file: FlowFile) -> Flow:
+        """The flow as declared (its document) and as it runs (``file.flow``: parameters resolved)."""
         document = load_document(file.path.read_text(encoding="utf-8"))
-        model = FlowModel.model_validate(dict(document.get("attributes") or {}))
-        return Flow(self, file.path, document, model, file.packaged)
+        return Flow(self, file.path, document, file.flow.model_copy(deep=True), file.packaged)
 
     # -- the verbs ---------------------------------------------------------------------
     def create_flow(
@@ -145,8 +148,8 @@ class Project:
                 names = ", ".join(f.name for f in flows)
                 raise FlowError(f"no flow {template!r} to start from (flows: {names})")
             document = copy.deepcopy(source.document)
-            _rename(document, source.model, name, description)
-        flow = Flow(self, path, document, FlowModel.model_validate(dict(document["attributes"])), False)
+            rename(document, source.model, name, description)
+        flow = Flow(self, path, document, _model_of(document, path), False)
         return self._save(flow, new=True)
 
     def duplicate_flow(self, flow: Flow, name: str, description: str | None = None) -> Flow:
@@ -173,12 +176,19 @@ class Project:
             check_together([*others, FlowFile(flow.path, model, False)])
         except DeclarationError as exc:
             raise FlowError(f"flow {model.name} not saved: {exc}") from None
-        merge_into(flow.document.setdefault("attributes", {}), flow.declaration())
+        candidate = copy.deepcopy(flow.document)
+        merge_into(candidate.setdefault("attributes", {}), flow.declaration(), flow.baseline)
+        try:  # the declaration as it will be read again: its parameters must all be known
+            resolved(dict(candidate["attributes"]), read_sets(flow.path.parents[1]))
+        except ParameterError as exc:
+            raise FlowError(f"flow {model.name} not saved: {exc}") from None
+        flow.document = candidate
         if new and flow.path.parent.exists() and any(flow.path.parent.iterdir()):
             raise FlowError(f"{flow.path.parent} is not empty: pick another name")
         text = dump_document(flow.document)
         revisions.record(flow.path, text)  # the one before it (or a hand edit) is kept too
         write_atomically(flow.path, text)
+        flow.baseline = flow.declaration()
         return flow
 
     def rollback_flow(self, flow: Flow, revision: int) -> Flow:
@@ -188,9 +198,7 @@ class Project:
         except LookupError as exc:
             raise FlowError(str(exc)) from None
         document = load_document(text)
-        restored = Flow(
-            self, flow.path, document, FlowModel.model_validate(dict(document["attributes"])), False
-        )
+        restored = Flow(self, flow.path, document, _model_of(document, flow.path), False)
         self._save(restored, new=False)
         flow.document, flow.model = restored.document, restored.model
         return flow
@@ -261,18 +269,9 @@ class Project:
         ]
 
 
-def _rename(document, template: FlowModel, name: str, description: str | None) -> None:  # noqa: ANN001
-    """A template's copy under a new name: its table and self-links follow the name."""
-    attributes = document["attributes"]
-    attributes["name"] = name
-    if description is not None:
-        attributes["description"] = description
-    old_table = template.target.table
-    attributes["target"]["table"] = name
-    for link in attributes.get("links") or []:
-        if link.get("table") == old_table:
-            link["table"] = name
-    source = attributes.get("source") or {}
-    for key in ("file", "folder"):
-        if isinstance(source.get(key), str):
-            source[key] = source[key].replace(template.name, name)
+def _model_of(document, path: Path) -> FlowModel:  # noqa: ANN001 - a round-trip document
+    """The flow a document declares at ``path``, its parameters resolved."""
+    try:
+        return FlowModel.model_validate(resolved(dict(document["attributes"]), read_sets(path.parents[1])))
+    except ParameterError as exc:
+        raise FlowError(f"{path}: {exc}") from None
