@@ -178,4 +178,5 @@ def test_two_backfills_of_one_partition_run_one_after_the_other(isolated_env: Pa
     assert {(x["key"], x["limit"]) for x in limits} == {
         ("dagster/partition", 1),
         ("dagster/asset_partition_range_start", 1),
+        ("dagster/backfill", 2),
     }

@@ -11,6 +11,10 @@ from etl_assets.engine.partition_keys import partition_key_for_file
 from etl_assets.model.flow import FlowModel
 from etl_assets.resources.files import FilesResource
 
+# a file that arrived goes before a backfill's queued chunks: the run queue takes the highest
+# dagster/priority first (FIFO among equals), so a 5-minute flow is not held for a backfill
+ARRIVAL_PRIORITY = {"dagster/priority": "10"}
+
 
 def file_sensor(
     flow: FlowModel, job: dg.UnresolvedAssetJobDefinition, partitions: dg.TimeWindowPartitionsDefinition
@@ -52,7 +56,9 @@ def file_sensor(
             if seen.get(remote.name) == size:
                 requests.append(
                     dg.RunRequest(
-                        run_key=f"{remote.name}:{remote.size}:{int(remote.mtime)}", partition_key=key
+                        run_key=f"{remote.name}:{remote.size}:{int(remote.mtime)}",
+                        partition_key=key,
+                        tags=ARRIVAL_PRIORITY,
                     )
                 )
                 done[remote.name] = key
@@ -117,7 +123,9 @@ def catch_up_schedule(
             if partitions.has_partition_key(key):
                 requests.append(
                     dg.RunRequest(
-                        run_key=f"{remote.name}:{remote.size}:{int(remote.mtime)}", partition_key=key
+                        run_key=f"{remote.name}:{remote.size}:{int(remote.mtime)}",
+                        partition_key=key,
+                        tags=ARRIVAL_PRIORITY,
                     )
                 )
         return requests or dg.SkipReason("every file in the folder has been extracted")

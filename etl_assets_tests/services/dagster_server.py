@@ -348,6 +348,12 @@ class DagsterServer:
             f"dagster on {self.url} not ready within {timeout:.0f} s: {state}\n{self._logs_tail()}"
         )
 
+    def process_ids(self) -> list[int]:
+        """Every live process of the server tree: the webserver, the daemon and what they
+        started (code servers, run workers), for a test or benchmark that measures them."""
+        roots = [p.pid for p in self._procs.values() if p.poll() is None]
+        return roots + _descendants(roots)
+
     def stop(self) -> None:
         """SIGINT (the Ctrl-C both expect) to each group, up to 20 s, then SIGKILL the groups
         and any descendant that left them; close the logs. Safe to call twice."""

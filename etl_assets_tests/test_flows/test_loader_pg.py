@@ -157,3 +157,26 @@ def test_a_stored_hash_from_another_version_is_replaced_not_counted_as_a_change(
         assert response["action"].to_list() == ["updated", "updated", "unchanged"]
         assert dict(conn.execute(sa.text("select external_id, etl_row_hash from accounts")).all()) == hashes
     engine.dispose()
+
+
+def test_an_older_row_loaded_after_a_newer_one_does_not_overwrite_it(
+    postgres: PostgresServer, pg_database: str
+) -> None:
+    """Partitions load out of order (a backfill's chunks side by side): with ``dedupe.latest_by``
+    the row with the latest ``updated_at`` stays, whichever day loaded last."""
+    from datetime import datetime
+
+    def dated(name: str, when: datetime) -> pl.DataFrame:
+        return rows("C1", name=name).with_columns(pl.lit(when).cast(pl.Datetime("us")).alias("updated_at"))
+
+    engine = sa.create_engine(postgres.url(pg_database))
+    with engine.begin() as conn:
+        upsert_partition(conn, FLOW, dated("Del giorno 18", datetime(2026, 10, 18, 9)))
+    with engine.begin() as conn:
+        stale = upsert_partition(conn, FLOW, dated("Del giorno 17", datetime(2026, 10, 17, 9)))
+        assert stale.get_column("action").to_list() == ["unchanged"]
+    with engine.begin() as conn:
+        newer = upsert_partition(conn, FLOW, dated("Del giorno 19", datetime(2026, 10, 19, 9)))
+        assert newer.get_column("action").to_list() == ["updated"]
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select name from accounts")).scalar_one() == "Del giorno 19"

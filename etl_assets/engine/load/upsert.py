@@ -238,6 +238,11 @@ class PartitionUpsert:
             changed = sa.or_(
                 *(table.c[c].is_distinct_from(insert.excluded[c]) for c in self.flow.map if c != key)
             )
+            latest = self.flow.dedupe.latest_by
+            if latest:  # partitions may load out of order (a backfill's chunks): the latest row wins
+                changed = sa.and_(
+                    changed, sa.or_(table.c[latest].is_(None), insert.excluded[latest] >= table.c[latest])
+                )
             upsert = insert.on_conflict_do_update(
                 index_elements=[key],
                 set_={c: insert.excluded[c] for c in columns if c != key},
@@ -255,12 +260,15 @@ class PartitionUpsert:
         differed (written by another version of the hash): the next re-load skips them
         again without comparing. Rows it updated carry the new hash already."""
         table = self.table
-        self.conn.execute(
+        update = (
             sa.update(table)
             .where(table.c[self.flow.target.key] == staging.c[self.flow.target.key])
             .where(table.c[ETL_ROW_HASH].is_distinct_from(staging.c[ETL_ROW_HASH]))
-            .values({ETL_ROW_HASH: staging.c[ETL_ROW_HASH]})
         )
+        latest = self.flow.dedupe.latest_by
+        if latest:  # an older row left unwritten is not the stored row: its hash is not the row's
+            update = update.where(table.c[latest].is_not_distinct_from(staging.c[latest]))
+        self.conn.execute(update.values({ETL_ROW_HASH: staging.c[ETL_ROW_HASH]}))
 
     def finish(self) -> None:
         """Build the indexes a first load dropped (a duplicate key fails here, and the
