@@ -9,6 +9,7 @@ touching Python. A declaration's fault names its file and the line of the key at
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,8 +103,19 @@ def flow_files(folder: Path, packaged: bool = False) -> list[FlowFile]:
     found = []
     for path in sorted(folder.glob(f"*/{DECLARATION}")) if folder.is_dir() else []:
         if is_flow_document(read_document(path)):
+            if not packaged:
+                importable(path.parent)
             found.append(FlowFile(path, read_flow(path), packaged))
     return found
+
+
+def importable(flow_folder: Path) -> None:
+    """A client flow's ``Method`` modules sit beside its declaration (``<flow>/<module>.py``,
+    named ``module:function``): its folder is where they are imported from. Module names
+    are one namespace for the code location: two flows' modules need two names."""
+    where = str(flow_folder)
+    if where not in sys.path:
+        sys.path.append(where)
 
 
 def check_together(files: list[FlowFile]) -> None:
