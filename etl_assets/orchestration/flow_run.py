@@ -138,9 +138,9 @@ class FlowRun:
                     state.failures[key] = failure
         except _LastingFault as fault:
             state.failures[fault.key] = str(fault)
-            report.send(state.ran, state.failures, self.parked_files(state), state.news)
+            self.send_report(context, report, state, resources.folders)
             raise dg.Failure(description=str(fault), allow_retries=False) from fault.__cause__
-        report.send(state.ran, state.failures, self.parked_files(state), state.news)
+        self.send_report(context, report, state, resources.folders)
         if state.failures:
             lines = [f"{key}: {line}" for key, line in state.failures.items()]
             good = len(context.partition_keys) - len(state.failures)
@@ -179,6 +179,24 @@ class FlowRun:
                 return outcome.failure
         return None
 
+    def send_report(
+        self, context: dg.AssetExecutionContext, report: RunReport, state: RunState, folders: FoldersResource
+    ) -> None:
+        """The run's e-mail. One it cannot prepare because a folder refuses writes (a full disk,
+        a read-only mount) fails the run with the partitions' lines and that folder's, at once:
+        a retry would meet the same folder, and a library's error names no folder."""
+        try:
+            report.send(state.ran, state.failures, self.parked_files(state), state.news)
+        except Exception as exc:
+            fault = folders.write_fault(exc)
+            if fault is None:
+                raise
+            context.log.exception(f"{self.flow.name}: the run's e-mail could not be prepared")
+            lines = [f"{key}: {line}" for key, line in state.failures.items()]
+            raise dg.Failure(
+                description="; ".join([*lines, f"run e-mail not sent: {fault}"]), allow_retries=False
+            ) from exc
+
     @staticmethod
     def refuse_if_stopped(step: str, key: str, selected: list[str], steps: FlowSteps) -> None:
         """A step run without the earlier step whose blocking check stopped the partition (a
@@ -215,8 +233,17 @@ class FlowRun:
                 return self.load(key, steps, resources.database, state)
             return self.link(key, steps, resources.database, state)
         except (SourceFileError, ConnectorError) as exc:
-            raise StepFailed(str(exc)) from None  # it names the file or the connector
+            # it names the file or the connector; a download the local disk refused, the folder
+            fault = resources.folders.write_fault(exc)
+            if fault is not None:
+                context.log.error(f"{self.flow.name} {key} {step}: {exc}")
+                raise StepFailed(f"{step}: {fault}") from None
+            raise StepFailed(str(exc)) from None
         except Exception as exc:
+            fault = resources.folders.write_fault(exc)  # a full or read-only folder under ETL_HOME
+            if fault is not None:
+                context.log.exception(f"{self.flow.name} {key} {step} failed")
+                raise StepFailed(f"{step}: {fault}") from exc
             if step not in ("load", "link") or not is_connection_fault(exc):
                 context.log.exception(f"{self.flow.name} {key} {step} failed")
                 raise StepFailed(f"{step}: {type(exc).__name__}: {exc}") from exc

@@ -86,12 +86,13 @@ def transform_stage(flow: FlowModel, extract_path: Path, out_dir: Path) -> Trans
     without them.
     """
     good_path = out_dir / "transform.parquet"
+    first_pass = out_dir / "transform_first_pass.parquet"  # before duplicates are taken out
     scratch = out_dir / "transform_groups.parquet"
     failed_path = out_dir / "transform_failed.parquet"
     rows_in = 0
     try:
         with (
-            StagedWriter(good_path) as good,
+            StagedWriter(first_pass) as good,
             StagedWriter(scratch) as groups,
             StagedWriter(failed_path, REJECTED_SCHEMA) as failed,
         ):
@@ -102,19 +103,22 @@ def transform_stage(flow: FlowModel, extract_path: Path, out_dir: Path) -> Trans
                 failed.write(mapped.filter(~passed).select(LINE, ERROR_FIELD, ERROR_REASON))
                 groups.write(batch_groups)
                 rows_in += batch.height
-        collapsed, losers = _duplicates(flow, extract_path, good_path, scratch, rows_in)
+        collapsed, losers = _duplicates(flow, extract_path, first_pass, scratch, rows_in)
         rejected_path = out_dir / "transform_rejected.parquet"
+        with StagedWriter(out_dir / "transform_collapsed.parquet", COLLAPSED_SCHEMA) as written:
+            written.write(collapsed)
+        # transform.parquet comes last, and only whole: a step killed before it leaves none
         if collapsed.height or losers.height:
             excluded = pl.concat([collapsed.get_column(LINE), losers.get_column(LINE)]).implode()
-            good_rows = _rewrite_without(good_path, excluded)
             rejected_rows = _write_rejected(rejected_path, failed_path, collapsed.get_column(LINE), losers)
+            good_rows = _rewrite_without(first_pass, good_path, excluded)
         else:  # nothing to take out or merge in: the staged failures are the rejected rows
             good_rows, rejected_rows = good.rows, failed.rows
             failed_path.replace(rejected_path)
+            first_pass.replace(good_path)
     finally:
-        scratch.unlink(missing_ok=True)
-        failed_path.unlink(missing_ok=True)
-    collapsed.write_parquet(out_dir / "transform_collapsed.parquet")
+        for scratch_file in (scratch, failed_path, first_pass):
+            scratch_file.unlink(missing_ok=True)
     return Transformed(good_rows=good_rows, rejected_rows=rejected_rows, collapsed=collapsed, rows_in=rows_in)
 
 
@@ -178,16 +182,11 @@ def _duplicates(
     return collapsed.cast(COLLAPSED_SCHEMA), losers.cast(REJECTED_SCHEMA)
 
 
-def _rewrite_without(path: Path, lines: pl.Series) -> int:
-    """Write ``path`` again, batch for batch, without these lines; the rows left."""
-    previous = path.with_name(path.name + ".before")
-    path.replace(previous)
-    try:
-        with StagedWriter(path) as writer:
-            for batch in read_batches(previous):
-                writer.write(batch.filter(~pl.col(LINE).is_in(lines)))
-    finally:
-        previous.unlink(missing_ok=True)
+def _rewrite_without(source: Path, path: Path, lines: pl.Series) -> int:
+    """``source`` written to ``path``, batch for batch, without these lines; the rows left."""
+    with StagedWriter(path) as writer:
+        for batch in read_batches(source):
+            writer.write(batch.filter(~pl.col(LINE).is_in(lines)))
     return writer.rows
 
 
