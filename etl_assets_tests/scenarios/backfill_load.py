@@ -292,6 +292,19 @@ def sensor_ticks(dagster: DagsterServer, sensor: str) -> list[dict[str, Any]]:
     return result["sensorState"]["ticks"]
 
 
+def wait_sensor_run(instance: dg.DagsterInstance, timeout: float) -> None:
+    """Until the offers sensor has requested a run (its first tick after the daemon started)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = instance.get_run_records(
+            dg.RunsFilter(tags={"dagster/sensor_name": "offers_file_sensor"}), limit=1
+        )
+        if runs:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the offers sensor requested no run within {timeout:.0f} s of the daemon's start")
+
+
 def target_state(dsn: str) -> tuple[tuple[int, int], int, dict[str, str]]:
     """(count(*), count(distinct external_id)) of accounts; companies rows of
     etl_partition_loads; each key's name."""
@@ -328,10 +341,13 @@ def run_backfill_load(
         for _ in range(scenario.offers_before):
             dropper.drop()
         dropper.start()
+        # the daemon first, until the sensor has asked for a run: its ticks (every 30 s) then
+        # fall inside the backfill, which waits for the backfill daemon's next tick (30 s) too
+        dagster.start_daemon()
+        wait_sensor_run(instance, timeout=max(120.0, scenario.timeout_s / 4))
         launched_at, started = time.time(), time.monotonic()
         try:
             backfill_id = dagster.launch_backfill(scenario.keys, ASSETS)
-            dagster.start_daemon()
             backfill = dagster.wait_backfill(backfill_id, timeout=scenario.timeout_s, poll=0.5)
             wall_s = time.monotonic() - started
         finally:
