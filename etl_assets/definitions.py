@@ -67,10 +67,10 @@ def defs() -> dg.Definitions:
     """Built once per settings and flow files: Dagster asks again for every run and step it
     reconstructs (six times in one CLI materialization, ~0.7 s each here)."""
     settings = current_settings()
-    folders = [DEFS_DIR, *settings.flow_dirs]
-    declared = tuple(
-        sorted((str(p), p.stat().st_mtime_ns) for d in folders if d.is_dir() for p in d.rglob("*.yaml"))
-    )
+    # <flow>/defs.yaml and parameters/<set>.yaml, one level down: not the revisions, which
+    # grow with every save
+    files = [p for d in (DEFS_DIR, *settings.flow_dirs) for p in d.glob("*/*.yaml")]
+    declared = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in files))
     key = (settings.model_dump_json(), declared)  # content, not identity: ids get reused
     if key not in _built:
         _built.clear()
