@@ -28,11 +28,17 @@ class ReportFiles:
     marked_characters: int = 0  # characters a worksheet cannot hold, written as MARK
 
 
+BINDS = ("start", "end")  # the bind parameters a run gives the query (compile checks the query's)
+
+
+def window_binds(start: datetime, end: datetime) -> dict[str, datetime]:
+    """The query's parameters for ``[start, end)``: naive local times, as the tables hold them."""
+    return dict(zip(BINDS, (start.replace(tzinfo=None), end.replace(tzinfo=None)), strict=True))
+
+
 def run_query(conn: sa.Connection, report: ReportModel, start: datetime, end: datetime) -> pl.DataFrame:
-    """The query's rows for ``[start, end)`` (naive local times, as the tables hold them)."""
-    result = conn.execute(
-        sa.text(report.query), {"start": start.replace(tzinfo=None), "end": end.replace(tzinfo=None)}
-    )
+    """The query's rows for ``[start, end)``."""
+    result = conn.execute(sa.text(report.query), window_binds(start, end))
     columns = list(result.keys())
     return pl.DataFrame(
         [tuple(row) for row in result], schema=columns, orient="row", infer_schema_length=None

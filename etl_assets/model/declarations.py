@@ -5,6 +5,8 @@ FlowComponent`` and the flow's ``attributes``. The three sample flows sit in the
 ``defs/``; a client's flows sit in the folders the settings name (``flows.dirs``), outside
 the installed package, so a wheel install works and a consultant adds a flow without
 touching Python. A declaration's fault names its file and the line of the key at fault.
+Reports (``type: etl_assets.orchestration.ReportComponent``) sit in the package's ``defs/``
+too: the code location's component tree loads them from there only.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from etl_assets.model.flow import FlowModel
 from etl_assets.model.parameters import FlowParameters, ParameterError, read_sets, resolved
 
 FLOW_TYPE = "etl_assets.orchestration.FlowComponent"
+REPORT_TYPE = "etl_assets.orchestration.ReportComponent"
 DECLARATION = "defs.yaml"
 PACKAGED_FLOWS = Path(__file__).resolve().parents[1] / "defs"  # the sample flows, read-only
 
@@ -56,6 +59,17 @@ def read_document(path: Path, text: str | None = None) -> dict:
 
 def is_flow_document(document: dict) -> bool:
     return str(document.get("type", "")).endswith(".FlowComponent")
+
+
+def is_report_document(document: dict) -> bool:
+    return str(document.get("type", "")).endswith(".ReportComponent")
+
+
+def report_declarations(folder: Path = PACKAGED_FLOWS) -> list[Path]:
+    """The reports' declarations under ``folder`` (``<folder>/<report>/defs.yaml``), unvalidated:
+    compiling one is what says what is wrong with it."""
+    paths = sorted(folder.glob(f"*/{DECLARATION}")) if folder.is_dir() else []
+    return [path for path in paths if is_report_document(read_document(path))]
 
 
 def read_flow(path: Path, text: str | None = None, run: FlowParameters | None = None) -> FlowModel:

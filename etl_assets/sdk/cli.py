@@ -2,7 +2,8 @@
 
 ``list``, ``show``, ``create``, ``duplicate``, ``delete``, ``compile``, ``arrange``, ``history``,
 ``diff``, ``rollback``; ``--json``
-prints data for scripts. Exit status as the rest of the CLI: 0 done, 1 the work failed (a
+prints data for scripts; ``compile`` takes reports' names too, and ``--all`` compiles every
+flow and every report. Exit status as the rest of the CLI: 0 done, 1 the work failed (a
 compile with errors, a delete refused), 2 a usage error (no such flow, a bad name).
 """
 
@@ -18,6 +19,7 @@ from etl_assets.model.declarations import DeclarationError
 from etl_assets.sdk.archive import ArchiveError, export_flows, import_flows
 from etl_assets.sdk.flow import Flow
 from etl_assets.sdk.project import FlowError, Project
+from etl_assets.sdk.report import Report
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -42,9 +44,9 @@ def add_parser(commands: argparse._SubParsersAction, env: argparse.ArgumentParse
     delete = verbs.add_parser("delete", parents=[common], help="a client flow's declaration (data stays)")
     delete.add_argument("name")
     delete.add_argument("--force", action="store_true", help="even while runs of it are queued or running")
-    compile_ = verbs.add_parser("compile", parents=[common], help="check flows without running them")
-    compile_.add_argument("names", nargs="*")
-    compile_.add_argument("--all", action="store_true", help="every flow (what CI runs)")
+    compile_ = verbs.add_parser("compile", parents=[common], help="check flows and reports without running")
+    compile_.add_argument("names", nargs="*", help="flows' or reports' names")
+    compile_.add_argument("--all", action="store_true", help="every flow and report (what CI runs)")
     verbs.add_parser("arrange", parents=[common], help="rewrite a flow in the canonical layout").add_argument(
         "name"
     )
@@ -152,17 +154,34 @@ def _delete(project: Project, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _compilable(project: Project, name: str) -> Flow | Report:
+    """The flow of that name, else the report."""
+    found = project.flows.get(name) or project.reports.get(name)
+    if found is None:
+        reports = ", ".join(r.name for r in project.reports) or "none"
+        raise FlowError(
+            f"no flow or report {name!r} (etl-assets flows list shows the flows; reports: {reports})"
+        )
+    return found
+
+
 def _compile(project: Project, args: argparse.Namespace) -> int:
     if not args.all and not args.names:
-        raise FlowError("name the flows to compile, or --all")
-    flows = list(project.flows) if args.all else [_named(project, n) for n in args.names]
-    results = [flow.compile() for flow in flows]
+        raise FlowError("name the flows or reports to compile, or --all")
+    if args.all:
+        compilable: list[Flow | Report] = [*project.flows, *project.reports]
+    else:
+        compilable = [_compilable(project, n) for n in args.names]
+    results = [each.compile() for each in compilable]
     lines = [
-        f"{r.flow}: {'ok' if r.ok else 'FAILED'}" + "".join(f"\n  {p}" for p in r.problems) for r in results
+        f"{r.flow}{' (report)' if r.kind == 'report' else ''}: {'ok' if r.ok else 'FAILED'}"
+        + "".join(f"\n  {p}" for p in r.problems)
+        for r in results
     ]
     data = [
         {
             "flow": r.flow,
+            "kind": r.kind,
             "ok": r.ok,
             "problems": [{**p.__dict__, "file": str(p.file) if p.file else None} for p in r.problems],
         }

@@ -6,16 +6,18 @@ declared source columns; the flow's Dagster definitions build; and every column 
 reads is provided by the stage before it (map sources by the source file's header when a
 file is at hand, link fields and the dedupe key by the map, a link's table by a flow of the
 project or the target database). Each problem names the flow, the stage, the field and, where
-it has one, the declaration's file and line.
+it has one, the declaration's file and line. Reports compile likewise (``sdk.report_compiling``),
+into the same ``CompileResult``.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 import yaml
@@ -27,6 +29,11 @@ from etl_assets.model.declarations import line_of
 from etl_assets.model.flow import FlowModel
 from etl_assets.sdk.documents import dump_document, merge_into
 
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from etl_assets.settings import Settings
+
 Severity = Literal["error", "warning"]
 # What an export writes in place of a secret (sdk.archive): the new installation fills it in.
 PLACEHOLDER = re.compile(r"\$\{secret:([A-Za-z0-9_.\-]+)\}")
@@ -35,8 +42,8 @@ PLACEHOLDER_STAGE = "placeholder"
 
 @dataclass(frozen=True)
 class Problem:
-    flow: str
-    stage: str  # declaration, placeholder, extract, transform, link, definitions
+    flow: str  # the flow's name, or the report's
+    stage: str  # declaration, placeholder, extract, transform, link, query, definitions
     field: str | None
     message: str
     file: Path | None = None
@@ -51,10 +58,11 @@ class Problem:
 
 @dataclass
 class CompileResult:
-    """A flow's compile: its problems (none: it would run)."""
+    """A flow's (or a report's) compile: its problems (none: it would run)."""
 
     flow: str
     problems: list[Problem] = field(default_factory=list)
+    kind: Literal["flow", "report"] = "flow"
 
     @property
     def ok(self) -> bool:
@@ -63,6 +71,22 @@ class CompileResult:
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "error"]
+
+
+class Findings:
+    """``problem(stage, field, message, *loc)``: a problem of one compile, pointed at the line of
+    the declaration's key at ``loc`` (under ``attributes``)."""
+
+    def __init__(self, result: CompileResult, path: Path | None, line: Callable[..., int]) -> None:
+        self.result, self.path, self.line = result, path, line
+
+    def __call__(
+        self, stage: str, field_name: str | None, message: str, *loc: object, severity: Severity = "error"
+    ) -> None:
+        line = self.line(*loc) if loc else None
+        self.result.problems.append(
+            Problem(self.result.flow, stage, field_name, message, self.path, line, severity)
+        )
 
 
 class _Lines:
@@ -80,15 +104,8 @@ class _Lines:
 
 def compile_flow(flow: Any) -> CompileResult:
     lines = _Lines(flow)
-    name = flow.model.name
-    result = CompileResult(name)
-
-    def problem(
-        stage: str, field_name: str | None, message: str, *loc: object, severity: Severity = "error"
-    ) -> None:
-        line = lines.of(*loc) if loc else None
-        result.problems.append(Problem(name, stage, field_name, message, lines.path, line, severity))
-
+    result = CompileResult(flow.model.name)
+    problem = Findings(result, lines.path, lines.of)
     try:
         model = FlowModel.model_validate(flow.declaration())
     except ValidationError as exc:
@@ -221,21 +238,29 @@ def _table_has(project, table: str, column: str) -> bool:  # noqa: ANN001
 
 
 def _definitions(model: FlowModel, project, problem) -> None:  # noqa: ANN001
-    """The flow's Dagster definitions, built and resolved as the code location would (with
-    the environment's resources, which are not connected to)."""
+    """The flow's Dagster definitions (see ``check_definitions``)."""
+    from etl_assets.orchestration.factory import FlowRuntime, build_flow_defs
+
+    settings = project.settings
+
+    def build() -> dg.Definitions:
+        runtime = FlowRuntime(timezone=settings.timezone, max_park_age=settings.max_park_age)
+        return build_flow_defs(model, runtime)
+
+    check_definitions(build, settings, problem)
+
+
+def check_definitions(build: Callable[[], dg.Definitions], settings: Settings, problem: Findings) -> None:
+    """A flow's or report's Dagster definitions, built and resolved as the code location would
+    (with the environment's resources, which are not connected to)."""
     import dagster as dg
 
     from etl_assets.orchestration.component_tree import quiet_previews
-    from etl_assets.orchestration.factory import FlowRuntime, build_flow_defs
     from etl_assets.resources import build_resources
 
-    settings = project.settings
     try:
         with quiet_previews():
-            runtime = FlowRuntime(timezone=settings.timezone, max_park_age=settings.max_park_age)
-            defs = dg.Definitions.merge(
-                build_flow_defs(model, runtime), dg.Definitions(resources=build_resources(settings))
-            )
+            defs = dg.Definitions.merge(build(), dg.Definitions(resources=build_resources(settings)))
             dg.Definitions.validate_loadable(defs)
     except Exception as exc:
         problem("definitions", None, f"{type(exc).__name__}: {exc}")

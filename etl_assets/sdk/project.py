@@ -4,7 +4,9 @@
 package's samples and the client's, ``flows.dirs``); ``create_flow``, ``update_flow``,
 ``duplicate_flow`` and ``delete_flow`` change the client's declarations on disk, validated
 first and written atomically, comments kept. The sample flows are read-only: they are the
-package's, and a wheel install must not be written into.
+package's, and a wheel install must not be written into. ``project.reports`` lists the
+package's reports (``defs/``, where the code location loads them from); ``compile_report``
+checks one as ``compile_flow`` checks a flow.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from etl_assets.model.declarations import (
     FlowFile,
     check_together,
     declared_flows,
+    report_declarations,
 )
 from etl_assets.model.flow import FlowModel, identifier_problem
 from etl_assets.model.parameters import ParameterError, read_sets, resolved
@@ -33,6 +36,8 @@ from etl_assets.sdk.compiling import CompileResult, compile_flow
 from etl_assets.sdk.documents import dump_document, load_document, merge_into, write_atomically
 from etl_assets.sdk.flow import Flow
 from etl_assets.sdk.naming import rename
+from etl_assets.sdk.report import Report, ReportList
+from etl_assets.sdk.report_compiling import compile_report
 from etl_assets.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -116,6 +121,11 @@ class Project(ArchiveVerbs):
     def flows(self) -> FlowList:
         """Every flow, read from disk now (samples first, then the client's)."""
         return FlowList(self._flow(file) for file in declared_flows(self.settings.flow_dirs))
+
+    @property
+    def reports(self) -> ReportList:
+        """Every report of the code location (the package's ``defs/``), read from disk now."""
+        return ReportList(Report(self, path) for path in report_declarations())
 
     def _flow(self, file: FlowFile) -> Flow:
         """The flow as declared (its document) and as it runs (``file.flow``: parameters resolved)."""
@@ -241,6 +251,16 @@ class Project(ArchiveVerbs):
     def compile_flow(self, flow: Flow) -> CompileResult:
         """``flow.compile()``: see ``sdk.compiling``."""
         return compile_flow(flow)
+
+    def compile_report(self, report: Report | str) -> CompileResult:
+        """``report.compile()``: see ``sdk.report_compiling``; a report or a report's name."""
+        if isinstance(report, str):
+            found = self.reports.get(report)
+            if found is None:
+                names = ", ".join(r.name for r in self.reports) or "none"
+                raise FlowError(f"no report {report!r} (reports: {names})")
+            report = found
+        return compile_report(report)
 
     def arrange_flow(self, flow: Flow) -> None:
         """``flow.auto_arrange()``: see ``sdk.arrange``."""

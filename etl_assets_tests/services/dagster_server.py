@@ -153,6 +153,42 @@ query AssetPartitionStatus($assetKey: AssetKeyInput!) {
 }
 """
 
+# The UI's "Reload definitions" (a code location's row, or the location's page), then what it
+# polls until the location is loaded again, and the load error it shows.
+RELOAD_LOCATION = """
+mutation ReloadRepositoryLocation($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) {
+    __typename
+    ... on WorkspaceLocationEntry { name }
+    ... on Error { message }
+  }
+}
+"""
+LOCATION_STATUSES = """
+query LocationStatuses {
+  locationStatusesOrError {
+    __typename
+    ... on WorkspaceLocationStatusEntries { entries { name loadStatus updateTimestamp versionKey } }
+    ... on PythonError { message }
+  }
+}
+"""
+LOCATION_ENTRY = """
+query LocationEntry($name: String!) {
+  workspaceLocationEntryOrError(name: $name) {
+    __typename
+    ... on WorkspaceLocationEntry {
+      loadStatus
+      locationOrLoadError {
+        __typename
+        ... on PythonError { message errorChain { error { message } } }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
 
 class GraphQLError(RuntimeError):
     """The webserver answered with `errors`, or a result of an error type."""
@@ -403,6 +439,38 @@ class DagsterServer:
         if body.get("errors"):
             raise GraphQLError(json.dumps(body["errors"], indent=1)[:4000])
         return body["data"]
+
+    def _location_status(self, name: str) -> dict[str, Any]:
+        result = self.graphql(LOCATION_STATUSES)["locationStatusesOrError"]
+        if result["__typename"] != "WorkspaceLocationStatusEntries":
+            raise GraphQLError(f"locationStatusesOrError: {json.dumps(result)[:4000]}")
+        entry = next((e for e in result["entries"] if e["name"] == name), None)
+        if entry is None:
+            raise GraphQLError(f"no code location {name!r}: {[e['name'] for e in result['entries']]}")
+        return entry
+
+    def reload_location(self, name: str, timeout: float = READY_TIMEOUT_S) -> str | None:
+        """The UI's "Reload definitions" of code location `name`: once it is loaded again (its
+        status LOADED, updated after the click), None, or the load error the UI shows (each
+        message of the error's chain, one after the other)."""
+        before = self._location_status(name)["updateTimestamp"]
+        result = self.graphql(RELOAD_LOCATION, {"name": name})["reloadRepositoryLocation"]
+        if result["__typename"] != "WorkspaceLocationEntry":
+            raise GraphQLError(f"reloadRepositoryLocation({name}): {json.dumps(result)[:4000]}")
+        deadline = time.monotonic() + timeout
+        status = self._location_status(name)
+        while status["loadStatus"] != "LOADED" or status["updateTimestamp"] <= before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} not loaded again within {timeout:.0f} s: {status}")
+            time.sleep(0.2)
+            status = self._location_status(name)
+        entry = self.graphql(LOCATION_ENTRY, {"name": name})["workspaceLocationEntryOrError"]
+        if entry["__typename"] != "WorkspaceLocationEntry":
+            raise GraphQLError(f"workspaceLocationEntryOrError({name}): {json.dumps(entry)[:4000]}")
+        error = entry["locationOrLoadError"] or {}
+        if error.get("__typename") != "PythonError":
+            return None
+        return "\n".join([error["message"], *(link["error"]["message"] for link in error["errorChain"])])
 
     def launch_backfill(self, partition_names: list[str], asset_keys: list[str]) -> str:
         """The UI's "Launch backfill" of `partition_names` for `asset_keys`; the backfill id."""

@@ -100,9 +100,22 @@ def test_usage_errors_exit_2_with_one_line(flows: Shell) -> None:
     missing = flows("compile", "nope")
     assert (missing.returncode, missing.stderr) == (
         2,
-        "etl-assets: no flow 'nope' (etl-assets flows list shows them)\n",
+        "etl-assets: no flow or report 'nope' (etl-assets flows list shows the flows; reports: kpi_report)\n",
     )
     bad = flows("create", "Bad-Name")
     assert bad.returncode == 2 and "is not an identifier" in bad.stderr
     sample = flows("delete", "companies")
     assert sample.returncode == 1 and "is a sample flow of the package: it cannot be deleted" in sample.stderr
+
+
+def test_compile_all_covers_the_reports(flows: Shell) -> None:
+    compiled = flows("compile", "--all", "--json")
+    assert compiled.returncode == 0
+    results = {(r["flow"], r["kind"]): r for r in json.loads(compiled.stdout)}
+    assert list(results) == [("companies", "flow"), ("offers", "flow"), ("kpi_report", "report")]
+    (warning,) = results[("kpi_report", "report")]["problems"]  # dev: no SQLite file yet
+    assert (warning["stage"], warning["severity"]) == ("query", "warning")
+    assert warning["message"].endswith("the query was checked against the flows' declarations only")
+
+    one = flows("compile", "kpi_report")
+    assert one.returncode == 0 and one.stdout.startswith("kpi_report (report): ok\n  ")

@@ -1,12 +1,22 @@
 """``flow.compile()``: what a run would need, checked without running; each problem with its
-flow, stage, field, file and line. ``flow.auto_arrange()``: one canonical layout."""
+flow, stage, field, file and line. ``report.compile()``: a report's declaration, its binds and
+its query's tables, checked by a real PostgreSQL when one answers. ``flow.auto_arrange()``: one
+canonical layout."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from etl_assets.sdk import Field, Project
+import pytest
+import sqlalchemy as sa
+
+from etl_assets.engine.tables import ensure_table
+from etl_assets.model.declarations import PACKAGED_FLOWS
+from etl_assets.sdk import Field, Problem, Project, Report
+from etl_assets.sdk.sql_names import tables_named
+from etl_assets_tests.services import PostgresServer
+from etl_assets_tests.services._net import free_port
 
 WriteSettings = Callable[[str], Path]
 
@@ -96,3 +106,155 @@ attributes:
         "  target: {table: partners, key: external_id}",
         "  warn_limit: 3",
     ]
+
+
+# -- reports ---------------------------------------------------------------------------
+KPI_REPORT = PACKAGED_FLOWS / "kpi_report" / "defs.yaml"
+
+
+def edited_report(project: Project, folder: Path, old: str, new: str) -> Report:
+    """The package's kpi_report with one edit, declared in ``folder`` (read as the package's are)."""
+    text = KPI_REPORT.read_text(encoding="utf-8")
+    assert old in text
+    path = folder / "kpi_edited" / "defs.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return Report(project, path)
+
+
+def line_at(problem: Problem) -> str:
+    assert problem.file is not None and problem.line is not None
+    return problem.file.read_text(encoding="utf-8").splitlines()[problem.line - 1].strip()
+
+
+def database_settings(host: str, port: int, database: str, password: str = "") -> str:
+    secret = f", password: {password}" if password else ""
+    return (
+        f"dev:\n  database: {{driver: postgresql, host: {host}, port: {port}, database: {database}, "
+        f"user: postgres{secret}, connect_timeout: 2}}\n"
+    )
+
+
+@pytest.fixture
+def pg_project(
+    project: Project,
+    postgres: PostgresServer,
+    pg_database: str,
+    write_settings: WriteSettings,
+    encrypt_password: Callable[[str], str],
+) -> Project:
+    """The project on a PostgreSQL database holding the flows' tables, as their loads create them."""
+    password = encrypt_password(postgres.password)
+    write_settings(database_settings(postgres.host, postgres.port, pg_database, password))
+    engine = sa.create_engine(postgres.url(pg_database))
+    with engine.begin() as conn:
+        for flow in project.flows:
+            ensure_table(conn, flow.model)
+    engine.dispose()
+    return Project.open()
+
+
+def test_the_kpi_report_compiles_clean_against_the_flows_tables(pg_project: Project) -> None:
+    (report,) = pg_project.reports
+    assert report.name == "kpi_report"
+    result = pg_project.compile_report("kpi_report")
+    assert (result.kind, result.ok, result.problems) == ("report", True, [])
+
+
+def test_before_the_flows_have_loaded_their_tables_the_database_is_not_asked(
+    project: Project,
+    postgres: PostgresServer,
+    pg_database: str,
+    write_settings: WriteSettings,
+    encrypt_password: Callable[[str], str],
+) -> None:
+    password = encrypt_password(postgres.password)
+    write_settings(database_settings(postgres.host, postgres.port, pg_database, password))
+    (warning,) = Project.open().compile_report("kpi_report").problems
+    assert (warning.severity, warning.message) == (
+        "warning",
+        "the target database has no offers (loaded by flow offers), accounts (loaded by flow companies) "
+        "yet: the query was checked against the declarations only; compile again once they have loaded",
+    )
+
+
+def test_a_report_naming_an_unknown_table_is_an_error_at_its_query(
+    pg_project: Project, tmp_path: Path
+) -> None:
+    report = edited_report(pg_project, tmp_path, "join accounts a", "join public.nowhere a")
+    (problem,) = report.compile().problems  # the database is not asked about the query itself
+    assert (problem.stage, problem.severity, problem.file) == ("query", "error", report.path)
+    assert line_at(problem) == "query: |"
+    assert problem.message == (
+        "reads table public.nowhere (query line 4), which no flow or report of the project loads and "
+        "the target database does not have it: fix the name, or add the flow that loads it"
+    )
+    assert str(problem).startswith(f"{report.path}:{problem.line}: error: kpi_report query: ")
+
+
+def test_the_target_database_checks_columns_and_types(
+    pg_project: Project, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    column = edited_report(pg_project, tmp_path / "column", "sum(o.amount)", "sum(o.amout)").compile()
+    (problem,) = column.errors
+    assert line_at(problem) == "query: |"
+    assert problem.message == (
+        "the target database refuses the query: column o.amout does not exist "
+        '(hint: Perhaps you meant to reference the column "o.amount".)'
+    )
+    typed = edited_report(pg_project, tmp_path / "type", "where o.", "where o.status >= 1 and o.").compile()
+    (mismatch,) = typed.errors
+    assert "operator does not exist: text >= integer" in mismatch.message
+    token = pg_project.settings.database.password
+    assert token and all(s not in str(p) for s in (token, postgres.password) for p in (problem, mismatch))
+
+
+def test_the_tables_a_query_names() -> None:
+    query = """with recent as (select * from public.offers where status is distinct from 'x from y')
+select extract(year from r.created_at), g -- from comments
+from recent r, lateral (select * from "Sales"."Targets" t) s, generate_series(1, 3) g
+left join accounts a using (id)
+where r.id in (select offer_id from offer_notes)"""
+    assert [(str(t), t.line) for t in tables_named(query)] == [
+        ("public.offers", 1),
+        ("Sales.Targets", 3),
+        ("accounts", 4),
+        ("offer_notes", 5),
+    ]
+
+
+def test_without_a_database_the_tables_are_checked_against_the_flows(
+    project: Project, write_settings: WriteSettings, tmp_path: Path
+) -> None:
+    write_settings(database_settings("127.0.0.1", free_port(), "etl"))  # nothing listens there
+    project = Project.open()
+    (warning,) = project.compile_report("kpi_report").problems
+    assert warning.severity == "warning" and warning.message.startswith(
+        "the target database did not answer ("
+    )
+    assert warning.message.endswith("): the query was checked against the flows' declarations only")
+
+    result = edited_report(project, tmp_path, "from offers o", "from offer o").compile()
+    assert [(p.severity, p.message) for p in result.problems] == [
+        (
+            "error",
+            "reads table offer (query line 3), which no flow or report of the project loads (the target "
+            "database did not answer, so it was not looked for there): fix the name, or add the flow that "
+            "loads it",
+        ),
+        ("warning", warning.message),
+    ]
+
+
+def test_a_report_binds_what_a_run_binds_and_validates(project: Project, tmp_path: Path) -> None:
+    binds = edited_report(project, tmp_path / "binds", ">= :start", ">= :since").compile()
+    assert [p.message for p in binds.errors] == [
+        "binds :since, which a run does not give it (a run binds :start and :end): write the value into "
+        "the query or use the partition's window",
+        "does not use :start: every partition would read the same rows; filter on the partition's "
+        "window, e.g. created_at >= :start and created_at < :end",
+    ]
+    bad = edited_report(project, tmp_path / "bad", "table: kpi_monthly", "table: kpi-monthly").compile()
+    (problem,) = bad.problems
+    assert (problem.stage, problem.field, line_at(problem)) == ("declaration", "table", "table: kpi-monthly")
+    assert "should match pattern" in problem.message
