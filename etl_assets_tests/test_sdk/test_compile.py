@@ -135,6 +135,17 @@ def database_settings(host: str, port: int, database: str, password: str = "") -
     )
 
 
+def _settings_on(
+    postgres: PostgresServer,
+    pg_database: str,
+    write_settings: WriteSettings,
+    encrypt_password: Callable[[str], str],
+) -> None:
+    """The settings' target database: ``pg_database``, its password an enc: token."""
+    password = encrypt_password(postgres.password)
+    write_settings(database_settings(postgres.host, postgres.port, pg_database, password))
+
+
 @pytest.fixture
 def pg_project(
     project: Project,
@@ -144,8 +155,7 @@ def pg_project(
     encrypt_password: Callable[[str], str],
 ) -> Project:
     """The project on a PostgreSQL database holding the flows' tables, as their loads create them."""
-    password = encrypt_password(postgres.password)
-    write_settings(database_settings(postgres.host, postgres.port, pg_database, password))
+    _settings_on(postgres, pg_database, write_settings, encrypt_password)
     engine = sa.create_engine(postgres.url(pg_database))
     with engine.begin() as conn:
         for flow in project.flows:
@@ -168,8 +178,7 @@ def test_before_the_flows_have_loaded_their_tables_the_database_is_not_asked(
     write_settings: WriteSettings,
     encrypt_password: Callable[[str], str],
 ) -> None:
-    password = encrypt_password(postgres.password)
-    write_settings(database_settings(postgres.host, postgres.port, pg_database, password))
+    _settings_on(postgres, pg_database, write_settings, encrypt_password)
     (warning,) = Project.open().compile_report("kpi_report").problems
     assert (warning.severity, warning.message) == (
         "warning",
