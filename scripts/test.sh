@@ -16,4 +16,6 @@ if [ ${#need[@]} -gt 0 ]; then
         exit 2
     fi
 fi
-exec .venv/bin/pytest "$@"
+# Two workers, a test file each at a time (a module's fixtures stay in one process); each
+# worker starts its own PostgreSQL, sshd and SMTP server. ETL_TEST_WORKERS=0 runs in one process.
+exec .venv/bin/pytest -n "${ETL_TEST_WORKERS:-2}" --dist loadfile "$@"

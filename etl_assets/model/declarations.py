@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from etl_assets.model.flow import FlowModel
-from etl_assets.model.parameters import FlowParameters, ParameterError, read_sets, resolved
+from etl_assets.model.parameters import FlowParameters, ParameterError, ParameterSet, read_sets, resolved
 
 FLOW_TYPE = "etl_assets.orchestration.FlowComponent"
 REPORT_TYPE = "etl_assets.orchestration.ReportComponent"
@@ -72,13 +72,20 @@ def report_declarations(folder: Path = PACKAGED_FLOWS) -> list[Path]:
     return [path for path in paths if is_report_document(read_document(path))]
 
 
-def read_flow(path: Path, text: str | None = None, run: FlowParameters | None = None) -> FlowModel:
+def read_flow(
+    path: Path,
+    text: str | None = None,
+    run: FlowParameters | None = None,
+    sets: dict[str, ParameterSet] | None = None,
+) -> FlowModel:
     """The flow a declaration holds, its parameters resolved (with a run's choices on top),
-    validated; each fault with its file, line and key."""
+    validated; each fault with its file, line and key. ``sets``: the parameter sets it will
+    run with, when they are not (yet) the ones beside it (an import's)."""
     text = path.read_text(encoding="utf-8") if text is None else text
     document = read_document(path, text)
+    sets = read_sets(path.parents[1]) if sets is None else sets
     try:
-        attributes = resolved(document.get("attributes") or {}, read_sets(path.parents[1]), run)
+        attributes = resolved(document.get("attributes") or {}, sets, run)
     except ParameterError as exc:
         where, _, message = str(exc).partition(": ")
         loc = ["attributes", *(int(p) if p.isdigit() else p for p in where.split("."))]

@@ -22,7 +22,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from etl_assets.model.parameters import FlowParameters
+from etl_assets.model.parameters import FlowParameters, Scalar
+from etl_assets.model.tokens import token_problems
 from etl_assets.settings.models import Environment
 
 FieldType = Literal[
@@ -100,6 +101,11 @@ class MapField(StrictModel):
     format: str | None = Field(None, description="Date/DateTime: strptime format, e.g. %d/%m/%Y")
     choices: list[str] | None = Field(None, description="Choice: the allowed values")
     method: str | None = Field(None, description="Method: 'module:function' taking and returning a pl.Expr")
+    options: dict[str, Scalar] | None = Field(
+        None,
+        description="Method: keyword arguments of its function, function(expr, **options); an enc: token "
+        "here (and only here) is decrypted right before the call",
+    )
     scale: int = Field(2, ge=0, le=12, description="Decimal: digits after the decimal comma")
     max_length: int | None = Field(None, ge=1, description="longest value accepted")
 
@@ -111,6 +117,8 @@ class MapField(StrictModel):
             raise ValueError("Choice needs choices")
         if self.type == "Method" and (not self.method or ":" not in self.method):
             raise ValueError("Method needs method: 'module:function'")
+        if self.options is not None and self.type != "Method":
+            raise ValueError(f"options are a Method's keyword arguments: a {self.type} field takes none")
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
@@ -187,6 +195,15 @@ class ScheduleSpec(StrictModel):
     day_of_month: int | None = Field(None, ge=1, le=28)
 
 
+class FlowScheduleSpec(ScheduleSpec):
+    """A flow's schedule, and the runtime parameters its runs take (the schedule's config)."""
+
+    parameters: FlowParameters | None = Field(
+        None,
+        description="value_sets / overrides / local of the scheduled runs (launched runs pick theirs)",
+    )
+
+
 class SensorSpec(StrictModel):
     """Start a run when the partition's file has arrived and stopped growing."""
 
@@ -220,7 +237,7 @@ class FlowModel(StrictModel):
     dedupe: DedupeSpec = Field(default_factory=DedupeSpec)
     links: list[LinkSpec] = Field(default_factory=list)
     partitions: PartitionSpec = Field(default_factory=PartitionSpec)
-    schedule: ScheduleSpec | None = Field(default_factory=ScheduleSpec)
+    schedule: FlowScheduleSpec | None = Field(default_factory=FlowScheduleSpec)
     sensor: SensorSpec | None = Field(None, description="runs requested as files arrive")
     warn_limit: int | None = Field(
         10, ge=0, description="rejected rows up to this only warn; null: rejected rows never fail"
@@ -246,15 +263,14 @@ class FlowModel(StrictModel):
     def _identifiers(cls, data: Any) -> Any:
         """Every table, column and flow name checked before anything else, each error at its
         own key (``target.table``, ``links.0.match``, ``map.<name>``), naming the value."""
-        errors = [
-            # a plain value_error: Dagster rebuilds the errors with their source line, and
-            # knows pydantic's own error types only
-            InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": ValueError(message)})
-            for loc, value, message in _name_problems(data)
-        ]
-        if errors:
-            raise ValidationError.from_exception_data(cls.__name__, errors)
-        return data
+        return _refused(cls.__name__, data, _name_problems(data))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tokens(cls, data: Any) -> Any:
+        """An enc: token outside a Method's options (model/tokens.py), at its key; the token
+        itself is not repeated."""
+        return _refused(cls.__name__, data, [(loc, None, message) for loc, message in token_problems(data)])
 
     @model_validator(mode="after")
     def _references(self) -> FlowModel:
@@ -296,6 +312,19 @@ class FlowModel(StrictModel):
 
     def asset_name(self, step: str) -> str:
         return f"{self.name}_{step}"
+
+
+def _refused(title: str, data: Any, problems: list[tuple[tuple[str | int, ...], Any, str]]) -> Any:
+    """``data`` as it is, or a ValidationError with one error at each problem's key."""
+    errors = [
+        # a plain value_error: Dagster rebuilds the errors with their source line, and
+        # knows pydantic's own error types only
+        InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": ValueError(message)})
+        for loc, value, message in problems
+    ]
+    if errors:
+        raise ValidationError.from_exception_data(title, errors)
+    return data
 
 
 def _part(data: Any, key: str) -> Any:

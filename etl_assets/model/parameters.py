@@ -12,7 +12,11 @@ local parameter of the flow) in any value; the flow's ``parameters`` pick a valu
 (``value_sets``), override single values (``overrides``) and hold the local ones (``local``).
 A value that is a parameter and nothing else takes the parameter's type (``warn_limit: ${warn}``
 is an int). A parameter never holds a secret in clear: a parameter whose name says password,
-secret or token must be an ``enc:`` token, decrypted where it is used.
+secret, token, salt, API key, private key or credential must be an ``enc:`` token (or the
+placeholder an export left in its place, ``${secret:...}``: compile fails until it is filled). A
+token has one place of use, a ``Method``'s ``options`` (``options: {salt: "${site.hash_salt}"}``),
+decrypted right before the function is called (engine/transform/maps.py); anywhere else in a
+declaration it is refused (model/tokens.py), so it never becomes literal text in a table.
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Scalar = str | int | float | bool | None
 REFERENCE = re.compile(r"\$\{([a-z][a-z0-9_]*)(?:\.([a-z][a-z0-9_]*))?\}")
-SECRET_NAME = re.compile(r"password|passwd|secret|token", re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"pass(?:w|phrase)|pwd|secret|token|salt|api_?key|private_?key|credential", re.IGNORECASE
+)
+# What an export writes in place of a secret (sdk.archive): the new installation fills it in.
+PLACEHOLDER = re.compile(r"\$\{secret:([A-Za-z0-9_.\-]+)\}")
 FOLDER = "parameters"
 
 
@@ -107,6 +115,14 @@ def references(attributes: dict[str, Any]) -> set[str]:
     return found
 
 
+def sets_named(attributes: dict[str, Any]) -> set[str]:
+    """The parameter sets a declaration uses: those its ``${set.param}`` name, and those its
+    ``parameters.value_sets`` pick from (what an export carries with it)."""
+    named = {r.split(".", 1)[0] for r in references(attributes) if "." in r}
+    chosen = (attributes.get("parameters") or {}).get("value_sets") or {}
+    return named | set(chosen)
+
+
 def _values(chosen: FlowParameters, sets: dict[str, ParameterSet]) -> dict[str, Scalar]:
     values: dict[str, Scalar] = dict(chosen.local)
     for name, parameter_set in sets.items():
@@ -157,7 +173,7 @@ def _no_clear_secrets(chosen: FlowParameters, sets: dict[str, ParameterSet]) -> 
     ]
     for where, value in found:
         if SECRET_NAME.search(where.rsplit(".", 1)[-1]) and not (
-            isinstance(value, str) and value.startswith("enc:")
+            isinstance(value, str) and (value.startswith("enc:") or PLACEHOLDER.fullmatch(value))
         ):
             raise ParameterError(
                 f"{where}: a secret in clear; store an enc: token (etl-assets encrypt-password)"

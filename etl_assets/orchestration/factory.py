@@ -19,7 +19,13 @@ from etl_assets.orchestration.flow_run import FlowRun, FlowRuntime, Resources
 from etl_assets.orchestration.jobs import flow_jobs
 from etl_assets.orchestration.parking import parking_defs
 from etl_assets.orchestration.partitions import partitions_def
-from etl_assets.orchestration.run_parameters import FlowRunConfig, Reparameterise, flow_for_run
+from etl_assets.orchestration.run_parameters import (
+    FlowRunConfig,
+    Reparameterise,
+    check_schedule_parameters,
+    flow_for_run,
+    steps_op,
+)
 from etl_assets.orchestration.sensors import catch_up_schedule, file_sensor
 from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource, MailerResource
 
@@ -39,6 +45,7 @@ def build_flow_defs(
 ) -> dg.Definitions:
     """Assets, checks, job and schedule of one flow; ``reparameterise`` builds the flow anew
     with a run's parameters (its run config), for a flow declared with them."""
+    check_schedule_parameters(flow, reparameterise)
     partitions = partitions_def(flow, runtime.timezone)
     run_flow = FlowRun(flow, partitions, runtime)
     keys = run_flow.keys
@@ -71,7 +78,7 @@ def build_flow_defs(
     ]
 
     @dg.multi_asset(
-        name=f"{flow.name}_steps",
+        name=steps_op(flow),
         specs=specs,
         check_specs=checks,
         can_subset=True,

@@ -71,5 +71,5 @@ def flow_jobs(
         ),
         rerun_schedule(f"{flow.name}_nightly_schedule", NIGHTLY_CRON, nightly, keys["extract"], timezone),
     ]
-    main = schedule_for(flow, full)
+    main = schedule_for(flow, full, timezone)
     return [full, refresh, nightly], ([main] if main else []) + schedules

@@ -30,6 +30,22 @@ class FlowRunConfig(dg.Config):
         return FlowParameters(value_sets=self.value_sets, overrides=self.overrides, local=self.local)  # type: ignore[arg-type]
 
 
+def steps_op(flow: FlowModel) -> str:
+    """The op whose config carries a run's parameters: the flow's one multi-asset."""
+    return f"{flow.name}_steps"
+
+
+def run_config_for(flow: FlowModel, parameters: FlowParameters) -> dict:
+    """The run config choosing ``parameters``, as the launchpad would send it (values as text,
+    which the declaration's types read back)."""
+    config = {
+        "value_sets": dict(parameters.value_sets),
+        "overrides": {s: {k: str(v) for k, v in kv.items()} for s, kv in parameters.overrides.items()},
+        "local": {k: str(v) for k, v in parameters.local.items()},
+    }
+    return {"ops": {steps_op(flow): {"config": config}}}
+
+
 def flow_for_run(flow: FlowModel, config: FlowRunConfig, reparameterise: Reparameterise | None) -> FlowModel:
     """The flow as this run's parameters make it (the declared one without any)."""
     chosen = config.chosen()
@@ -53,3 +69,16 @@ def flow_for_run(flow: FlowModel, config: FlowRunConfig, reparameterise: Reparam
             allow_retries=False,
         )
     return run_flow
+
+
+def check_schedule_parameters(flow: FlowModel, reparameterise: Reparameterise | None) -> None:
+    """The schedule's parameters tried as its runs will take them: a fault fails the load,
+    naming the flow, rather than every scheduled run."""
+    spec = flow.schedule
+    if spec is None or spec.parameters is None:
+        return
+    config = run_config_for(flow, spec.parameters)["ops"][steps_op(flow)]["config"]
+    try:
+        flow_for_run(flow, FlowRunConfig(**config), reparameterise)
+    except dg.Failure as exc:
+        raise ValueError(f"{flow.name} schedule.parameters: {exc.description}") from None

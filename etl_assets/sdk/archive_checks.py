@@ -1,11 +1,13 @@
-"""An archive of flows read as untrusted input, and the rule that keeps secrets out of one.
+"""An archive of flows read as untrusted input (the rule that keeps secrets out of one is
+``archive_secrets``).
 
 A ZIP handed over by someone else may try to write outside the flows folder (``../``,
 absolute paths, symbolic links), to exhaust the disk (a size or ratio bomb), to smuggle in
 files the manifest does not vouch for, or to make a flow run code that did not travel with it
 (a ``Method`` naming any module). ``read_archive`` checks every entry from the ZIP's headers
-first, then its bytes against the manifest, then each declaration against the flow model,
-and raises ``ArchiveError`` naming the entry before the caller writes anything.
+first, then its bytes against the manifest, then each parameter set (``parameters/<set>.yaml``)
+against the parameter set model and each declaration against the flow model, and raises
+``ArchiveError`` naming the entry before the caller writes anything.
 """
 
 from __future__ import annotations
@@ -16,53 +18,39 @@ import keyword
 import re
 import stat
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from etl_assets.model.declarations import DECLARATION, DeclarationError, is_flow_document, read_document
 from etl_assets.model.declarations import read_flow as read_declaration
-from etl_assets.model.flow import FlowModel, is_identifier
-from etl_assets.sdk.compiling import PLACEHOLDER
+from etl_assets.model.flow import IDENTIFIER_RULE, FlowModel, is_identifier
+from etl_assets.model.parameters import FOLDER as SETS
+from etl_assets.model.parameters import (
+    ParameterError,
+    ParameterSet,
+    read_sets,
+    resolved,
+    sets_named,
+)
 
 FORMAT = "etl_assets.flows"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-ROOT = "flows"  # flows/<flow>/defs.yaml and flows/<flow>/<module>.py
+ROOT = "flows"  # flows/<flow>/defs.yaml and flows/<flow>/<module>.py; SETS: parameters/<set>.yaml
 PACKAGE = "etl_assets"  # a Method of the package's own travels with the package, not the archive
 MAX_TOTAL_BYTES = 50 * 1024 * 1024  # uncompressed, every entry together
 MAX_RATIO = 100  # uncompressed / compressed, per entry and overall (text deflates ~5x)
 RATIO_FLOOR = 64 * 1024  # below this a high ratio is a short repetitive file, not a bomb
 MAX_ENTRIES = 2000
 MAX_MANIFEST_BYTES = 1024 * 1024
-# A key whose plain value is taken for a secret; a field named so has its default taken too.
-SECRET_KEY = re.compile(r"passw|passphrase|pwd|secret|token|api_?key|private_?key|credential", re.IGNORECASE)
-ENC_TOKEN = re.compile(r"enc:[A-Za-z0-9_\-]{16,}")
-SECRET_PREFIXES = ("enc:", "plain:")
-UNFILLED = "a placeholder not filled yet"
 
 
 class ArchiveError(ValueError):
     """An archive refused (or an export that cannot be made): the message names the entry."""
-
-
-@dataclass(frozen=True)
-class Placeholder:
-    """A secret an export left out: where it was, and the text standing in for it."""
-
-    flow: str
-    path: str  # dotted, under the declaration's attributes: map.api_key.default
-    placeholder: str  # ${secret:<flow>.<path>}
-    why: str
-
-    def __str__(self) -> str:
-        return f"{self.placeholder}  ({self.flow} {self.path}: {self.why})"
-
-    def as_dict(self) -> dict[str, str]:
-        return {"flow": self.flow, "path": self.path, "placeholder": self.placeholder, "why": self.why}
 
 
 @dataclass(frozen=True)
@@ -74,6 +62,17 @@ class ArchivedFlow:
     text: str
     model: FlowModel
     modules: dict[str, bytes]  # path under the flow's folder (rules.py) -> content
+    parameter_sets: frozenset[str] = frozenset()  # the sets its declaration uses
+
+
+@dataclass(frozen=True)
+class ArchivedSet:
+    """One parameter set of an archive, checked: its file's text and its model."""
+
+    name: str
+    entry: str  # parameters/<name>.yaml
+    text: str
+    model: ParameterSet
 
 
 @dataclass(frozen=True)
@@ -81,61 +80,7 @@ class Archive:
     source: Path
     manifest: dict[str, Any]
     flows: list[ArchivedFlow]
-
-
-# -- secrets -----------------------------------------------------------------------------
-def _secret(key: object, parent: object, value: object) -> str | None:
-    """Why a scalar is taken for a secret; None when it is not one."""
-    if not isinstance(value, str) or not value or PLACEHOLDER.fullmatch(value):
-        return None
-    if value.startswith(SECRET_PREFIXES) or ENC_TOKEN.search(value):
-        return "an enc: token"
-    if isinstance(key, str) and SECRET_KEY.search(key):
-        return "a plain value under a key named like a secret"
-    if key == "default" and isinstance(parent, str) and SECRET_KEY.search(parent):
-        return "the plain default of a field named like a secret"
-    return None
-
-
-def _scalars(
-    node: Any, path: tuple[Any, ...] = (), parent: object = None
-) -> Iterator[tuple[Any, tuple, Any]]:
-    """(container, path, parent key) of every scalar in a document, for reading or replacing."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, value in list(items):
-        if isinstance(value, dict | list):
-            yield from _scalars(value, (*path, key), key)
-        else:
-            yield node, (*path, key), parent
-
-
-def _dotted(path: tuple[Any, ...]) -> str:
-    return ".".join(map(str, path[1:] if path[:1] == ("attributes",) else path))
-
-
-def redact(document: Any, flow: str) -> list[Placeholder]:
-    """Every secret of a declaration replaced, in place, by a named placeholder; the
-    placeholders (those left by an earlier export as well) listed."""
-    found = []
-    for container, path, parent in _scalars(document):
-        value, dotted = container[path[-1]], _dotted(path)
-        why = _secret(path[-1], parent, value)
-        if why:
-            container[path[-1]] = f"${{secret:{flow}.{dotted}}}"
-            found.append(Placeholder(flow, dotted, container[path[-1]], why))
-        elif isinstance(value, str) and PLACEHOLDER.search(value):
-            found.append(Placeholder(flow, dotted, value, UNFILLED))
-    return found
-
-
-def placeholders_in(document: Any, flow: str) -> list[Placeholder]:
-    """The placeholders still standing in a declaration: what the installation must fill."""
-    return [
-        Placeholder(flow, _dotted(path), match.group(0), "to fill with an enc: token")
-        for container, path, _ in _scalars(document)
-        if isinstance(container[path[-1]], str)
-        for match in PLACEHOLDER.finditer(container[path[-1]])
-    ]
+    parameter_sets: list[ArchivedSet]
 
 
 # -- Method modules ----------------------------------------------------------------------
@@ -276,12 +221,66 @@ def _no_aliases(source: Path, entry: str, text: str) -> None:
     """YAML anchors and aliases refused: nested, a few lines expand to billions of nodes."""
     try:
         if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
-            raise _refuse(source, entry, "uses YAML aliases (*name): write the declaration out")
+            raise _refuse(source, entry, "uses YAML aliases (*name): write the values out in full")
     except yaml.YAMLError:
         return  # read_document reports it, with its line
 
 
-def _flow(source: Path, name: str, data: dict[str, bytes], flows_dir: Path) -> ArchivedFlow:
+def _set_names(source: Path, manifest: dict[str, Any], data: dict[str, bytes]) -> list[str]:
+    """The manifest's parameter sets, each ``parameters/<set>.yaml`` one of them."""
+    listed = manifest.get("parameter_sets", [])
+    names: list[str] = []
+    for item in listed if isinstance(listed, list) else [None]:
+        name = item.get("name") if isinstance(item, dict) else None
+        if not is_identifier(name) or name in names:
+            raise _refuse(source, MANIFEST, f"parameter set {name!r} is not a set's name, or is listed twice")
+        names.append(name)
+    for entry in (e for e in data if e.split("/")[0] == SETS):
+        stem = entry[len(SETS) + 1 : -len(".yaml")] if entry.endswith(".yaml") else None
+        if not is_identifier(stem):
+            raise _refuse(source, entry, f"a parameter set is {SETS}/<set>.yaml, <set> {IDENTIFIER_RULE}")
+        if stem not in names:
+            raise _refuse(source, entry, "a parameter set the manifest's parameter_sets does not list")
+    return names
+
+
+def _set(source: Path, name: str, data: dict[str, bytes]) -> ArchivedSet:
+    """One parameter set, as ``model/parameters.py`` reads it, its secrets not in clear."""
+    entry = f"{SETS}/{name}.yaml"
+    if entry not in data:
+        raise _refuse(source, entry, f"missing: the manifest lists parameter set {name}")
+    try:
+        text = data[entry].decode("utf-8")
+        _no_aliases(source, entry, text)
+        model = ParameterSet.model_validate(yaml.safe_load(text) or {})
+        resolved({}, {name: model})  # its default is one of its value sets, no secret in clear
+    except UnicodeDecodeError:
+        raise _refuse(source, entry, "not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        raise _refuse(source, entry, f"not valid YAML: {line}{getattr(exc, 'problem', exc)}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the set'}: {e['msg']}" for e in exc.errors())
+        raise _refuse(source, entry, f"not a parameter set ({problems})") from None
+    except ParameterError as exc:
+        raise _refuse(source, entry, str(exc).replace(f"{SETS}/{name}.yaml ", "")) from None
+    return ArchivedSet(name, entry, text, model)
+
+
+def run_with(flows_dir: Path, archived: list[ArchivedSet], replace: bool) -> dict[str, ParameterSet]:
+    """The parameter sets the archive's flows will run with in ``flows_dir``: the installation's,
+    and the archive's for those it lacks (for every one, when ``replace``)."""
+    try:
+        here = read_sets(flows_dir)
+    except ParameterError as exc:
+        raise ArchiveError(f"{exc}: fix the installation's parameter set, then import") from None
+    return {**here, **{s.name: s.model for s in archived if replace or s.name not in here}}
+
+
+def _flow(
+    source: Path, name: str, data: dict[str, bytes], flows_dir: Path, sets: dict[str, ParameterSet]
+) -> ArchivedFlow:
     entry = f"{ROOT}/{name}/{DECLARATION}"
     here = flows_dir / name / DECLARATION  # its parameters resolve with the sets it will run with
     if entry not in data:
@@ -289,11 +288,12 @@ def _flow(source: Path, name: str, data: dict[str, bytes], flows_dir: Path) -> A
     try:
         text = data[entry].decode("utf-8")
         _no_aliases(source, entry, text)
-        if not is_flow_document(read_document(Path(entry), text)):
+        document = read_document(Path(entry), text)
+        if not is_flow_document(document):
             raise _refuse(
                 source, entry, "not a flow declaration (type: etl_assets.orchestration.FlowComponent)"
             )
-        model = read_declaration(here, text)
+        model = read_declaration(here, text, sets=sets)
     except UnicodeDecodeError:
         raise _refuse(source, entry, "not UTF-8 text") from None
     except DeclarationError as exc:
@@ -325,13 +325,21 @@ def _flow(source: Path, name: str, data: dict[str, bytes], flows_dir: Path) -> A
             blob.decode("utf-8")
         except UnicodeDecodeError:
             raise _refuse(source, prefix + path, "not UTF-8 text") from None
-    return ArchivedFlow(name, entry, text, model, modules)
+    used = frozenset(sets_named(document.get("attributes") or {}))
+    return ArchivedFlow(name, entry, text, model, modules, used)
 
 
-def read_archive(source: Path, flows_dir: Path) -> Archive:
-    """The archive's flows, once every check has passed; ``ArchiveError`` naming the entry else.
-    Each declaration is validated as it would be read in ``flows_dir`` (its parameter sets)."""
+def read_archive(source: Path, flows_dir: Path, replace_sets: bool = False) -> Archive:
+    """The archive's flows and parameter sets, once every check has passed; ``ArchiveError``
+    naming the entry else. Each declaration is validated as it would be read in ``flows_dir``,
+    with the sets it will run with there (``run_with``)."""
     data = _entries(source)
     manifest = _manifest(source, data)
-    names = _flow_names(source, manifest, data)
-    return Archive(source, manifest, [_flow(source, name, data, flows_dir) for name in names])
+    archived = [_set(source, name, data) for name in _set_names(source, manifest, data)]
+    flow_entries = {e: b for e, b in data.items() if e.split("/")[0] != SETS}
+    names = _flow_names(source, manifest, flow_entries)
+    sets = run_with(flows_dir, archived, replace_sets)
+    flows = [_flow(source, name, flow_entries, flows_dir, sets) for name in names]
+    for unused in (s for s in archived if not any(s.name in f.parameter_sets for f in flows)):
+        raise _refuse(source, unused.entry, "a parameter set no flow of the archive uses")
+    return Archive(source, manifest, flows, archived)

@@ -3,7 +3,8 @@
 The attributes in the flow model's order (name, description, source, map, target, ...); the
 map's fields in the order of the source file's header when a file is at hand (else as they
 are); each map field and link on one line (``{type: String, required: true}``), their keys in
-the field model's order; two-space indentation. Comments stay with the key they annotate.
+the field model's order (a Method's ``options`` after its ``method``); two-space indentation.
+Comments stay with the key they annotate, and a ``${parameter}`` stays a reference.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from etl_assets.model.flow import (
     DedupeSpec,
     FlowModel,
+    FlowScheduleSpec,
     LinkSpec,
     MapField,
     PartitionSpec,
-    ScheduleSpec,
     SensorSpec,
     SourceSpec,
     TargetSpec,
 )
+from etl_assets.model.parameters import read_sets, resolved
 from etl_assets.sdk.compiling import sample_file
 from etl_assets.sdk.documents import dump_document, merge_into
 
@@ -34,14 +36,14 @@ NESTED = {
     "target": TargetSpec,
     "dedupe": DedupeSpec,
     "partitions": PartitionSpec,
-    "schedule": ScheduleSpec,
+    "schedule": FlowScheduleSpec,
     "sensor": SensorSpec,
 }
 
 
 def arrange(flow: Any) -> None:
     attributes = flow.document.setdefault("attributes", CommentedMap())
-    merge_into(attributes, flow.declaration())
+    merge_into(attributes, flow.declaration(), flow.baseline)  # a ${parameter} stays as written
     expected = flow.declaration()
     if isinstance(attributes.get("map"), CommentedMap):
         _comments_to_keys(attributes["map"], indent=4, one_line=True)
@@ -60,7 +62,9 @@ def arrange(flow: Any) -> None:
     if isinstance(attributes.get("links"), CommentedSeq):
         for index, link in enumerate(attributes["links"]):
             attributes["links"][index] = _one_line(link, list(LinkSpec.model_fields))
-    arranged = yaml.safe_load(dump_document(flow.document))["attributes"]
+    arranged = resolved(
+        yaml.safe_load(dump_document(flow.document))["attributes"], read_sets(flow.path.parents[1])
+    )
     if FlowModel.model_validate(arranged) != FlowModel.model_validate(expected):
         raise ValueError(f"{flow.name}: the arranged declaration would not say the same: not arranged")
     flow.model = FlowModel.model_validate(flow.declaration())

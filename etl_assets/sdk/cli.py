@@ -66,6 +66,13 @@ def add_parser(commands: argparse._SubParsersAction, env: argparse.ArgumentParse
     import_.add_argument(
         "--conflict", choices=["skip", "rename", "replace"], default="skip", help="a flow of that name exists"
     )
+    import_.add_argument(
+        "--replace-mode",
+        choices=["soft", "hard"],
+        default="soft",
+        help="with --conflict replace: soft keeps the old declaration as a revision and its modules; "
+        "hard moves the old folder to .deleted/ and writes the flow fresh",
+    )
     import_.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     import_.add_argument("--import-only", action="store_true", help="do not compile the imported flows")
     import_.add_argument("--continue", action="store_true", dest="keep_going", help="go on after a failure")
@@ -74,7 +81,8 @@ def add_parser(commands: argparse._SubParsersAction, env: argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """The verb, its output on stdout, a refusal as one line on stderr."""
     try:
-        project = Project.open(env=args.env, instance=_instance() if args.verb == "delete" else None)
+        asks_runs = args.verb == "delete" or getattr(args, "replace_mode", None) == "hard"  # moves a folder
+        project = Project.open(env=args.env, instance=_instance() if asks_runs else None)
         return VERBS[args.verb](project, args)
     except FlowError as exc:
         print(f"etl-assets: {exc}", file=sys.stderr)
@@ -252,13 +260,14 @@ def _import(project: Project, args: argparse.Namespace) -> int:
             args.file,
             on_failure="continue" if args.keep_going else "stop",
             conflict_resolution=args.conflict,
+            replace_mode=args.replace_mode,
             import_only=args.import_only,
             dry_run=args.dry_run,
         )
     except ArchiveError as exc:
         print(f"etl-assets: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    lines = [str(o) for o in response.outcomes]
+    lines = [str(o) for o in response.outcomes] + [str(s) for s in response.parameter_sets]
     lines += ["placeholders to fill (compile fails until they are):"] if response.placeholders else []
     lines += [f"  {p}" for p in response.placeholders]
     lines.append(f"import {'plan' if response.dry_run else 'status'}: {response.status}")

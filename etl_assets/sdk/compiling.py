@@ -13,7 +13,7 @@ into the same ``CompileResult``.
 from __future__ import annotations
 
 import copy
-import re
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +24,12 @@ import yaml
 from pydantic import ValidationError
 
 from etl_assets.engine.columns import LINE, SOURCE_FILE
-from etl_assets.engine.transform.maps import compile_field
+from etl_assets.engine.transform.maps import compile_field, load_method, told_without
 from etl_assets.model.declarations import line_of
-from etl_assets.model.flow import FlowModel
+from etl_assets.model.flow import FlowModel, MapField
+from etl_assets.model.parameters import FOLDER, PLACEHOLDER
 from etl_assets.sdk.documents import dump_document, merge_into
+from etl_assets.settings.secrets import SecretError
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -35,8 +37,6 @@ if TYPE_CHECKING:
     from etl_assets.settings import Settings
 
 Severity = Literal["error", "warning"]
-# What an export writes in place of a secret (sdk.archive): the new installation fills it in.
-PLACEHOLDER = re.compile(r"\$\{secret:([A-Za-z0-9_.\-]+)\}")
 PLACEHOLDER_STAGE = "placeholder"
 
 
@@ -130,29 +130,65 @@ def _placeholders(value: Any, problem, loc: tuple[object, ...] = ()) -> None:  #
     elif isinstance(value, list):
         for index, child in enumerate(value):
             _placeholders(child, problem, (*loc, index))
-    elif isinstance(value, str) and PLACEHOLDER.search(value):
+    elif isinstance(value, str) and (found := PLACEHOLDER.search(value)):
+        owner, _, rest = found.group(1).partition(".")
+        where = f" in {FOLDER}/{rest.split('.', 1)[0]}.yaml" if owner == FOLDER and rest else ""
         problem(
             PLACEHOLDER_STAGE,
             ".".join(map(str, loc)),
-            f"{value} is a placeholder an export left for a secret: fill it with an enc: token "
+            f"{value} is a placeholder an export left for a secret: fill it{where} with an enc: token "
             "(etl-assets encrypt-password)",
             *loc,
         )
 
 
 def _fields(model: FlowModel, problem) -> None:  # noqa: ANN001 - the closure above
-    """Every map field's expressions, evaluated on an empty frame of the source columns."""
+    """Every map field's expressions, evaluated on an empty frame of the source columns (a
+    Method's with its options decrypted, as a run would; a fault is told without them)."""
     sources = {model.source_column(n) for n in model.map}
     empty = pl.DataFrame(schema={**dict.fromkeys(sources, pl.String), LINE: pl.Int64, SOURCE_FILE: pl.String})
     for name, spec in model.map.items():
+        if spec.type == "Method" and not _options_fit(name, spec, problem):
+            continue
         try:
-            compiled = compile_field(name, spec, model.source_column(name), present=True)
+            compiled = compile_field(name, spec, model.source_column(name), present=True, flow=model.name)
             typed = empty.lazy().select(pl.col(LINE), compiled.raw).with_columns(compiled.value)
             checks = [c.alias(f"_c{i}") for i, (c, _) in enumerate(compiled.errors)]
             reasons = [r.alias(f"_r{i}") for i, (_, r) in enumerate(compiled.errors)]
-            typed.select(*checks, *reasons).collect()
+            with told_without(compiled.secrets):
+                typed.select(*checks, *reasons).collect()
+        except SecretError as exc:  # names the flow, field and option; never the value
+            problem("transform", name, str(exc), "map", name, "options")
         except Exception as exc:  # any fault of the field's own expression is the finding
             problem("transform", name, f"does not compile: {type(exc).__name__}: {exc}", "map", name)
+
+
+def _options_fit(name: str, spec: MapField, problem) -> bool:  # noqa: ANN001
+    """A Method's options bound against its function's signature (``function(expr, **options)``):
+    an unknown or a missing option is named, with the options the function takes. Only names
+    are compared: nothing is decrypted for this."""
+    assert spec.method is not None
+    try:
+        signature = inspect.signature(load_method(spec.method))
+    except Exception:  # not importable, not a function: compiling the field says so
+        return True
+    options = spec.options or {}
+    try:
+        signature.bind(None, **options)
+    except TypeError as exc:
+        takes = list(signature.parameters.values())[1:]  # after the expression
+        names = {p.name for p in takes if p.kind is not p.POSITIONAL_ONLY}
+        unknown = [o for o in options if o not in names]
+        if any(p.kind is p.VAR_KEYWORD for p in takes) or not unknown:
+            reason = f"options of {spec.method}: {exc}"
+        else:
+            reason = f"option {', '.join(unknown)}: {spec.method} takes no such option"
+        line = ("map", name, "options", unknown[0]) if unknown else ("map", name, "options")
+        problem(
+            "transform", name, f"{reason} (its options: {', '.join(p.name for p in takes) or 'none'})", *line
+        )
+        return False
+    return True
 
 
 def _header(model: FlowModel, project, problem) -> None:  # noqa: ANN001

@@ -4,13 +4,15 @@ The SDK edits a flow as plain data (its FlowModel) and writes back only what cha
 the round-trip YAML document it read, so a hand-written ``defs.yaml`` keeps its comments and
 layout, and two saves of one flow diff only where the flow changed. Files are replaced
 atomically (a temporary file in the same folder, then a rename): a reader never sees half
-a declaration.
+a declaration. A folder's files can be taken (``snapshot``) and put back as they were
+(``restore``): how an import undoes what it wrote.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,47 @@ def write_atomically(path: Path, text: str) -> None:
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def snapshot(folder: Path) -> dict[str, bytes] | None:
+    """A folder's files (small: a declaration, its revisions and modules); None if absent."""
+    if not folder.exists():
+        return None
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def restore(folder: Path, before: dict[str, bytes] | None) -> None:
+    """The folder as it was: gone if it was not there, else its files and only those."""
+    if before is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
+        relative = str(path.relative_to(folder))
+        if path.is_file() and relative not in before:
+            path.unlink()
+        elif (
+            path.is_dir()
+            and not any(path.iterdir())
+            and not any(k.startswith(f"{relative}/") for k in before)
+        ):
+            path.rmdir()
+    for relative, blob in before.items():
+        path = folder / relative
+        if not path.is_file() or path.read_bytes() != blob:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(blob)
+
+
+def absent(*folders: Path) -> list[Path]:
+    """The folders of ``folders`` not there yet: the ones an undo removes again (``prune``)."""
+    return [f for f in folders if not f.exists()]
+
+
+def prune(folders: list[Path]) -> None:
+    """Each of ``folders`` removed if it is empty, the deepest first."""
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def merge_into(target: CommentedMap, new: dict[str, Any], baseline: dict[str, Any] | None = None) -> None:

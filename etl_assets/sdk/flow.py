@@ -28,59 +28,64 @@ Link = LinkSpec
 
 class Field:
     """Map fields by type: ``Field.email(required=True)``, ``Field.date("%d/%m/%Y")``,
-    ``Field.decimal(scale=2, source="REVENUE")``; any option of a map field as a keyword."""
+    ``Field.decimal(scale=2, source="REVENUE")``; any key of a map field as a keyword."""
 
     @staticmethod
-    def of(type: str, **options: Any) -> MapField:  # noqa: A002 - the declaration's own key
-        return MapField(type=type, **options)
+    def of(type: str, **keys: Any) -> MapField:  # noqa: A002 - the declaration's own key
+        return MapField(type=type, **keys)
 
     @classmethod
-    def string(cls, **options: Any) -> MapField:
-        return cls.of("String", **options)
+    def string(cls, **keys: Any) -> MapField:
+        return cls.of("String", **keys)
 
     @classmethod
-    def uppercase(cls, **options: Any) -> MapField:
-        return cls.of("UppercaseString", **options)
+    def uppercase(cls, **keys: Any) -> MapField:
+        return cls.of("UppercaseString", **keys)
 
     @classmethod
-    def titlecase(cls, **options: Any) -> MapField:
-        return cls.of("TitlecaseString", **options)
+    def titlecase(cls, **keys: Any) -> MapField:
+        return cls.of("TitlecaseString", **keys)
 
     @classmethod
-    def integer(cls, **options: Any) -> MapField:
-        return cls.of("Integer", **options)
+    def integer(cls, **keys: Any) -> MapField:
+        return cls.of("Integer", **keys)
 
     @classmethod
-    def decimal(cls, scale: int = 2, **options: Any) -> MapField:
-        return cls.of("Decimal", scale=scale, **options)
+    def decimal(cls, scale: int = 2, **keys: Any) -> MapField:
+        return cls.of("Decimal", scale=scale, **keys)
 
     @classmethod
-    def date(cls, format: str = "%d/%m/%Y", **options: Any) -> MapField:  # noqa: A002
-        return cls.of("Date", format=format, **options)
+    def date(cls, format: str = "%d/%m/%Y", **keys: Any) -> MapField:  # noqa: A002
+        return cls.of("Date", format=format, **keys)
 
     @classmethod
-    def datetime(cls, format: str = "%d/%m/%Y %H:%M:%S", **options: Any) -> MapField:  # noqa: A002
-        return cls.of("DateTime", format=format, **options)
+    def datetime(cls, format: str = "%d/%m/%Y %H:%M:%S", **keys: Any) -> MapField:  # noqa: A002
+        return cls.of("DateTime", format=format, **keys)
 
     @classmethod
-    def email(cls, **options: Any) -> MapField:
-        return cls.of("Email", **options)
+    def email(cls, **keys: Any) -> MapField:
+        return cls.of("Email", **keys)
 
     @classmethod
-    def url(cls, **options: Any) -> MapField:
-        return cls.of("URL", **options)
+    def url(cls, **keys: Any) -> MapField:
+        return cls.of("URL", **keys)
 
     @classmethod
-    def phone(cls, **options: Any) -> MapField:
-        return cls.of("Phone", **options)
+    def phone(cls, **keys: Any) -> MapField:
+        return cls.of("Phone", **keys)
 
     @classmethod
-    def choice(cls, choices: list[str], **options: Any) -> MapField:
-        return cls.of("Choice", choices=choices, **options)
+    def choice(cls, choices: list[str], **keys: Any) -> MapField:
+        return cls.of("Choice", choices=choices, **keys)
 
     @classmethod
-    def method(cls, method: str, **options: Any) -> MapField:
-        return cls.of("Method", method=method, **options)
+    def method(cls, method: str, options: dict[str, Scalar] | None = None, **keys: Any) -> MapField:
+        """``Field.method("rules:pseudonymise", source="EMAIL", options={"salt": "${site.hash_salt}"})``:
+        ``options`` are the function's keyword arguments; an ``enc:`` token among them is
+        decrypted right before the call, never stored in clear."""
+        if options is not None:
+            keys["options"] = options
+        return cls.of("Method", method=method, **keys)
 
 
 class Configuration:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +42,7 @@ from etl_assets.settings import Settings, load_settings
 if TYPE_CHECKING:
     import dagster as dg
 
-DELETED = ".deleted"  # a deleted flow's folder, kept: <flows dir>/.deleted/<flow>_<UTC time>
+DELETED = revisions.DELETED  # a deleted flow's folder, kept: <flows dir>/.deleted/<flow>_<UTC time>
 STARTER = """# {name}: a flow created by etl_assets' SDK; edit the map and the target.
 type: etl_assets.orchestration.FlowComponent
 
@@ -83,6 +82,7 @@ class Deleted:
     flow: str
     declaration: Path
     remains: list[str]
+    kept: Path  # where its folder went (.deleted/<flow>_<UTC time>)
 
 
 class FlowError(ValueError):
@@ -243,10 +243,10 @@ class Project(ArchiveVerbs):
             for folder in ("data", "errors", "backup")
             if (home / folder / flow.name).exists()
         ]
-        kept = flow.path.parent.parent / DELETED / f"{flow.name}_{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        kept = revisions.aside(flow.path.parent)
         kept.parent.mkdir(exist_ok=True)
         flow.path.parent.rename(kept)  # its declaration and revisions, out of the code location's sight
-        return Deleted(flow.name, flow.path, [*remains, f"its declaration and revisions: {kept}"])
+        return Deleted(flow.name, flow.path, [*remains, f"its declaration and revisions: {kept}"], kept)
 
     def compile_flow(self, flow: Flow) -> CompileResult:
         """``flow.compile()``: see ``sdk.compiling``."""

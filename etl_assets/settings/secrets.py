@@ -9,11 +9,14 @@ the value cannot reach Dagster's resource config, run metadata or the UI.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
 ENC_PREFIX = "enc:"
+# A token inside a longer text (pasted into a value, or a parameter substituted into one).
+ENC_TOKEN = re.compile(r"enc:[A-Za-z0-9_\-]{16,}")
 # A plain dev password is replaced by a reference ("plain:database.password"); the value
 # stays in this process's memory; another process (a run worker) loads the settings file
 # itself when it builds the definitions, which fills its own. Resource config never holds
@@ -83,6 +86,12 @@ def is_encrypted(value: str) -> bool:
     return value.startswith(ENC_PREFIX)
 
 
+def holds_token(value: str) -> bool:
+    """True for a token, or a text with one inside: where a token may not stand, a token
+    pasted or substituted into a longer text is one too."""
+    return is_encrypted(value) or ENC_TOKEN.search(value) is not None
+
+
 def _plain_value(setting: str) -> str:
     try:
         return _PLAIN_VALUES[setting]
@@ -98,7 +107,10 @@ def decrypt(token: str, setting: str = "secret") -> str:
     if token.startswith(PLAIN_PREFIX):
         return _plain_value(token[len(PLAIN_PREFIX) :])
     if token.startswith(ENC_PREFIX):
-        fernet, body = Fernet(load_key()), token[len(ENC_PREFIX) :]
+        try:
+            fernet, body = Fernet(load_key()), token[len(ENC_PREFIX) :]
+        except SecretError as exc:  # no key at hand: say which secret needed it
+            raise SecretError(f"{setting}: {exc}") from None
     else:
         raise SecretError(f"{setting}: not an encrypted token")
     try:
@@ -106,5 +118,6 @@ def decrypt(token: str, setting: str = "secret") -> str:
     except InvalidToken:
         raise SecretError(
             f"{setting}: the token cannot be decrypted with the current key "
-            "(encrypted with another key, or damaged)"
+            "(encrypted with another key, or damaged): encrypt it again with this installation's key "
+            "(etl-assets encrypt-password)"
         ) from None

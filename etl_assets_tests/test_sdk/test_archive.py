@@ -12,57 +12,18 @@ import io
 import json
 import os
 import re
-import sys
 import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from etl_assets.cli import main
-from etl_assets.sdk import Field, Project
+from etl_assets.sdk import Field
 from etl_assets.sdk.archive import ArchiveError, export_flow
-from etl_assets.sdk.archive_checks import redact
+from etl_assets.sdk.archive_secrets import redact
 from etl_assets.sdk.documents import load_document
-from etl_assets.settings import load_settings
-
-RULES = "supplier_rules"  # a Method module beside the suppliers flow
-RULES_SOURCE = '"""Rules of the suppliers flow."""\n\nimport polars as pl\n\n\ndef reverse(raw: pl.Expr) -> pl.Expr:\n    return raw.str.reverse()\n'
-
-
-@dataclass
-class Homes:
-    """Two installations: ``source`` (ETL_HOME of the test) and ``target`` (a fresh home)."""
-
-    source: Project
-    target: Project
-    tmp: Path
-
-    @property
-    def target_home(self) -> Path:
-        return Path(self.target.settings.home)
-
-    def supplier(self, name: str = "suppliers", **edits: object) -> None:
-        flow = self.source.create_flow(name, template="companies")
-        for key, value in edits.items():
-            setattr(flow, key, value)
-        self.source.update_flow(flow)
-
-
-@pytest.fixture
-def homes(
-    isolated_env: Path,
-    tmp_path: Path,
-    write_settings: Callable[[str], Path],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Homes]:
-    write_settings("dev: {}\n")
-    monkeypatch.setenv("ETL_ENV", "dev")
-    settings = load_settings("dev")
-    other = settings.model_copy(update={"home": str(tmp_path / "home_b")})
-    yield Homes(Project(settings), Project(other), tmp_path)
-    sys.modules.pop(RULES, None)  # the Method module the target imported while compiling
+from etl_assets_tests.test_sdk.conftest import RULES, RULES_SOURCE, Homes
 
 
 def tree(root: Path) -> dict[str, bytes | None]:
@@ -412,7 +373,8 @@ def test_an_export_never_carries_a_secret(homes: Homes, encrypt_password: Callab
     homes.supplier()
     flow = homes.source.flows.get("suppliers")
     assert flow is not None
-    flow.map["api_key"] = Field.string(default=token)
+    (flow.path.parent / f"{RULES}.py").write_text(RULES_SOURCE, encoding="utf-8")
+    flow.map["api_key"] = Field.method(f"{RULES}:tagged", source="NAME", options={"tag": token})
     flow.map["smtp_password"] = Field.string(default="hunter2-plain")
     homes.source.update_flow(flow)
     path = homes.source.export_flows(["suppliers"], homes.tmp / "secrets.zip")
@@ -423,7 +385,7 @@ def test_an_export_never_carries_a_secret(homes: Homes, encrypt_password: Callab
             assert secret.encode() not in blob
     manifest = json.loads(entries(path)["manifest.json"])
     assert [(p["placeholder"], p["why"]) for p in manifest["placeholders"]] == [
-        ("${secret:suppliers.map.api_key.default}", "an enc: token"),
+        ("${secret:suppliers.map.api_key.options.tag}", "an enc: token"),
         ("${secret:suppliers.map.smtp_password.default}", "the plain default of a field named like a secret"),
     ]
 
@@ -431,22 +393,22 @@ def test_an_export_never_carries_a_secret(homes: Homes, encrypt_password: Callab
     (outcome,) = response.outcomes
     assert (
         outcome.outcome == "created"
-        and "placeholders to fill: ${secret:suppliers.map.api_key.default}" in outcome.reason
+        and "placeholders to fill: ${secret:suppliers.map.api_key.options.tag}" in outcome.reason
     )
     assert [str(p) for p in response.placeholders] == [
-        "${secret:suppliers.map.api_key.default}  (suppliers map.api_key.default: to fill with an enc: token)",
+        "${secret:suppliers.map.api_key.options.tag}  (suppliers map.api_key.options.tag: to fill with an enc: token)",
         "${secret:suppliers.map.smtp_password.default}  (suppliers map.smtp_password.default: to fill with an enc: token)",
     ]
     (imported,) = response.imported_flows(load=True)
     result = imported.compile()
     assert [(p.stage, p.field) for p in result.errors] == [
-        ("placeholder", "map.api_key.default"),
+        ("placeholder", "map.api_key.options.tag"),
         ("placeholder", "map.smtp_password.default"),
     ]
     lines = imported.path.read_text(encoding="utf-8").splitlines()
     assert "api_key:" in lines[result.errors[0].line - 1]  # type: ignore[operator]
-    imported.map["api_key"].default = encrypt_password("the-new-sites-key")
-    imported.map["smtp_password"].default = encrypt_password("the-new-sites-password")
+    imported.map["api_key"].options = {"tag": encrypt_password("the-new-sites-key")}
+    imported.map["smtp_password"].default = "none"  # a default is text: a token may not stand there
     homes.target.update_flow(imported)
     assert imported.compile().ok and response.refresh().placeholders == []
 

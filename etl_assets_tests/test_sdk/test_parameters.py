@@ -1,9 +1,12 @@
 """Runtime parameters: parameter sets with value sets beside the flows, local parameters, the
-SDK's setters, a run's choice through its run config (the launchpad), and the faults named."""
+SDK's setters, a run's choice through its run config (the launchpad) or its schedule's, and the
+faults named."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
@@ -20,6 +23,7 @@ values:
   roma: {folder: /outbound/roma, warn: 0}
 """
 BAD_ROW = "C1;IT00000000001;Ditta;;;;IT;;;;;;31/02/2019;14/01/2026 10:00:00"  # a bad date: 1 rejected
+ROME = ZoneInfo("Europe/Rome")  # the settings' timezone
 GOOD_ROW = "C2;IT00000000002;Ditta Due;;;;IT;;;;;;;14/01/2026 10:00:00"
 
 
@@ -104,3 +108,57 @@ def test_a_run_picks_its_value_set_through_its_run_config(
             partition_key="2026-01-15", instance=instance, run_config=table, raise_on_error=False
         )
         assert "run config: " in str(refused.failure_data_for_node("suppliers_steps").error)  # type: ignore[union-attr]
+
+
+def test_the_schedule_s_runs_carry_its_parameters_and_a_launched_run_its_own(
+    project: Project, parameterised: Path, isolated_env: Path
+) -> None:
+    """``schedule.parameters``: the tick's run request holds them as run config (roma: warn up
+    to 0, the bad row fails the run); the job launched without config keeps milano's 5. The
+    06:00 tick asks for today's partition, as the package's daily schedules do."""
+    text = parameterised.read_text().replace("hour: 6", "hour: 6\n    parameters: {value_sets: {site: roma}}")
+    parameterised.write_text(text)
+    (isolated_env / "import").mkdir(exist_ok=True)
+    (isolated_env / "import" / "suppliers_20260116.csv").write_bytes(companies_csv(GOOD_ROW, BAD_ROW))
+    definitions = build_definitions(load_settings("dev"))
+    schedule = definitions.resolve_schedule_def("suppliers_schedule")
+    job = definitions.resolve_job_def("suppliers_job")
+    with dg.instance_for_test() as instance:
+        tick = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 1, 16, 6, 0, tzinfo=ROME),
+            repository_def=definitions.get_repository_def(),
+        )
+        (request,) = schedule.evaluate_tick(tick).run_requests or []
+        assert (request.partition_key, request.run_config) == (
+            "2026-01-16",
+            {
+                "ops": {
+                    "suppliers_steps": {
+                        "config": {"value_sets": {"site": "roma"}, "overrides": {}, "local": {}}
+                    }
+                }
+            },
+        )
+        scheduled = job.execute_in_process(
+            partition_key=request.partition_key,
+            run_config=request.run_config,
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert "1 rows rejected (warn up to 0)" in str(
+            scheduled.failure_data_for_node("suppliers_steps").error
+        )  # type: ignore[union-attr]
+        assert job.execute_in_process(partition_key="2026-01-16", instance=instance).success
+
+
+def test_a_schedule_naming_an_unknown_value_set_fails_the_load(project: Project, parameterised: Path) -> None:
+    text = parameterised.read_text().replace(
+        "hour: 6", "hour: 6\n    parameters: {value_sets: {site: napoli}}"
+    )
+    parameterised.write_text(text)
+    with pytest.raises(
+        ValueError,
+        match=r"suppliers schedule.parameters: run config: .*defs.yaml:\d+: parameter set site: no value set 'napoli'",
+    ):
+        build_definitions(load_settings("dev"))

@@ -2,18 +2,27 @@
 
 Each field yields a typed value and an error condition with its reason; a row's first
 error (in map order) rejects it, naming the source column and the reason.
+
+A ``Method`` field calls ``function(expr, **options)``. An option that is an ``enc:`` token is
+decrypted here, right before the call, and nowhere else: the flow's model, its Dagster
+metadata and every file keep the token; a fault raised by the function or by the plan built
+from it is told with the clear values left out.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
 from etl_assets.model.flow import FlowModel, MapField
+from etl_assets.model.parameters import Scalar
+from etl_assets.resources.errors import redact
+from etl_assets.settings.secrets import decrypt, is_encrypted
 
 EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$"
 URL_RE = r"^(?i)https?://[^\s/$.?#][^\s]*$"
@@ -36,6 +45,12 @@ class CompiledField:
     raw: pl.Expr  # named raw_column(name)
     value: pl.Expr  # named name
     errors: list[tuple[pl.Expr, pl.Expr]]  # (condition, reason)
+    # the clear values of a Method's decrypted options, for messages to leave out
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
+class MethodError(ValueError):
+    """A fault of a Method whose options held a secret, told without its clear value."""
 
 
 def raw_column(name: str) -> str:
@@ -60,7 +75,8 @@ def _reason(prefix: str, raw: pl.Expr) -> pl.Expr:
     return pl.concat_str([pl.lit(f"{prefix}: '"), raw, pl.lit("'")])
 
 
-def _load_method(path: str) -> Callable[[pl.Expr], pl.Expr]:
+def load_method(path: str) -> Callable[..., pl.Expr]:
+    """The function a Method names (``module:function``)."""
     module, _, name = path.partition(":")
     function = getattr(importlib.import_module(module), name, None)
     if not callable(function):
@@ -68,8 +84,43 @@ def _load_method(path: str) -> Callable[[pl.Expr], pl.Expr]:
     return function
 
 
-def compile_field(name: str, spec: MapField, source: str, present: bool) -> CompiledField:
-    """The raw and value expressions and the ordered error conditions of one field."""
+def revealed_options(spec: MapField, where: str) -> tuple[dict[str, Scalar], tuple[str, ...]]:
+    """A Method's options for the call, each ``enc:`` token decrypted, and the clear values
+    revealed. A token that cannot be decrypted is a SecretError naming ``where`` (the flow and
+    field) and the option, never the value."""
+    options: dict[str, Scalar] = {}
+    revealed: list[str] = []
+    for option, value in (spec.options or {}).items():
+        if isinstance(value, str) and is_encrypted(value):
+            value = decrypt(value, f"{where} option {option}")
+            revealed.append(value)
+        options[option] = value
+    return options, tuple(revealed)
+
+
+@contextmanager
+def told_without(secrets: Sequence[str]) -> Iterator[None]:
+    """A fault raised inside, raised again with these values left out of its message and its
+    cause dropped (a traceback would print the cause's message)."""
+    try:
+        yield
+    except Exception as exc:
+        if not secrets:
+            raise
+        raise MethodError(f"{type(exc).__name__}: {redact(str(exc), secrets)}") from None
+
+
+def _method(spec: MapField, raw: pl.Expr, where: str) -> tuple[pl.Expr, tuple[str, ...]]:
+    """The Method's expression, its tokens decrypted only now; the clear values revealed."""
+    assert spec.method is not None
+    function = load_method(spec.method)
+    options, revealed = revealed_options(spec, where)
+    with told_without(revealed):
+        return function(raw, **options), revealed
+
+
+def compile_field(name: str, spec: MapField, source: str, present: bool, *, flow: str) -> CompiledField:
+    """The raw and value expressions and the ordered error conditions of one field of ``flow``."""
     raw = pl.col(raw_column(name))
     has = raw.is_not_null()
     errors: list[tuple[pl.Expr, pl.Expr]] = []
@@ -85,7 +136,12 @@ def compile_field(name: str, spec: MapField, source: str, present: bool) -> Comp
         )
     if spec.pattern is not None:
         errors.append((has & ~raw.str.contains(spec.pattern), _reason(f"does not match {spec.pattern}", raw)))
-    value, converted, invalid = _typed(spec, raw)
+    secrets: tuple[str, ...] = ()
+    if spec.type == "Method":
+        value, secrets = _method(spec, raw, f"{flow} map.{name}")
+        converted, invalid = value, f"rejected by {spec.method}"
+    else:
+        value, converted, invalid = _typed(spec, raw)
     if spec.type in NUMBER_SHAPES:  # a number well written, yet beyond what its column holds
         beyond = has & raw.str.contains(NUMBER_SHAPES[spec.type]) & pl.col(name).is_null()
         errors.append((beyond, _reason(f"out of range for the column's {_column_type(spec)}", raw)))
@@ -97,6 +153,7 @@ def compile_field(name: str, spec: MapField, source: str, present: bool) -> Comp
         raw=_raw(source, present, spec).alias(raw_column(name)),
         value=value.alias(name),
         errors=errors,
+        secrets=secrets,
     )
 
 
@@ -144,20 +201,17 @@ def _typed(spec: MapField, raw: pl.Expr) -> tuple[pl.Expr, pl.Expr | None, str]:
     if kind == "Choice":
         value = pl.when(raw.is_in(spec.choices or [])).then(raw)
         return value, value, f"not one of {', '.join(spec.choices or [])}"
-    if kind == "Method":
-        assert spec.method is not None
-        value = _load_method(spec.method)(raw)
-        return value, value, f"rejected by {spec.method}"
     raise ValueError(f"unknown field type {kind}")
 
 
 def compile_map(flow: FlowModel, columns: list[str]) -> list[CompiledField]:
     """Every field of the flow's map, given the columns the file actually has."""
     present = set(columns)
-    return [
-        compile_field(name, spec, flow.source_column(name), flow.source_column(name) in present)
-        for name, spec in flow.map.items()
-    ]
+    fields = []
+    for name, spec in flow.map.items():
+        source = flow.source_column(name)
+        fields.append(compile_field(name, spec, source, source in present, flow=flow.name))
+    return fields
 
 
 def apply_map(flow: FlowModel, frame: pl.LazyFrame, columns: list[str]) -> pl.DataFrame:
@@ -167,6 +221,12 @@ def apply_map(flow: FlowModel, frame: pl.LazyFrame, columns: list[str]) -> pl.Da
     built in a second pass over the failing rows only.
     """
     fields = compile_map(flow, columns)
+    with told_without([secret for f in fields for secret in f.secrets]):
+        return _mapped(fields, frame)
+
+
+def _mapped(fields: list[CompiledField], frame: pl.LazyFrame) -> pl.DataFrame:
+    """``apply_map``'s frame from the compiled fields."""
     first_field = pl.coalesce(
         [pl.when(cond).then(pl.lit(f.source)) for f in fields for cond, _ in f.errors]
         or [pl.lit(None, pl.String)]
