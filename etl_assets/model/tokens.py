@@ -5,6 +5,7 @@ call (engine/transform/maps.py). Anywhere else nothing decrypts it: a token in a
 would be loaded into the table as text, one in a folder would name a folder. So, once the
 parameters are substituted, a token (or a text holding one) anywhere but in an option is
 refused at its key; the flow's ``parameters`` may hold tokens (they are checked where used).
+An option named like a secret (``salt``, ``api_key``) must hold a token: never the clear text.
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from etl_assets.model.parameters import PLACEHOLDER, REFERENCE, SECRET_NAME
 from etl_assets.settings.secrets import holds_token, is_encrypted
 
 Loc = tuple[str | int, ...]
 OUTSIDE_OPTIONS = "an enc: token can only be used in a Method's options, where it is decrypted at use"
+CLEAR_OPTION = (
+    "an option named like a secret holds it in clear: store an enc: token (etl-assets encrypt-password),"
+    " in a parameter set or here"
+)
 INSIDE_TEXT = "an enc: token is an option's whole value (it is decrypted as one), not part of a text"
 
 
@@ -25,6 +31,9 @@ def token_problems(data: Any) -> list[tuple[Loc, str]]:
     """(loc, message) of every token a flow's data holds where none may stand."""
     found = []
     for loc, value in _scalars(data, ()):
+        if _is_option(loc) and SECRET_NAME.search(str(loc[3])) and not _sealed(value):
+            found.append((loc, CLEAR_OPTION))
+            continue
         if not isinstance(value, str) or not holds_token(value) or loc[:1] == ("parameters",):
             continue
         if _is_option(loc):
@@ -33,6 +42,15 @@ def token_problems(data: Any) -> list[tuple[Loc, str]]:
         else:
             found.append((loc, OUTSIDE_OPTIONS))
     return found
+
+
+def _sealed(value: object) -> bool:
+    """A token, the placeholder an export left for one (compile asks for it to be filled), or a
+    parameter not substituted yet (an SDK save validates the declaration as written; the value
+    it stands for is judged once substituted, as a run reads it)."""
+    return isinstance(value, str) and (
+        is_encrypted(value) or any(p.fullmatch(value) for p in (PLACEHOLDER, REFERENCE))
+    )
 
 
 def _is_option(loc: Loc) -> bool:

@@ -181,6 +181,23 @@ def test_a_token_anywhere_but_in_options_is_refused_at_its_line(
         Field.string(options={"salt": "x"})
 
 
+def test_an_option_named_like_a_secret_in_clear_is_refused_at_its_line(
+    project: Project, encrypt_password: Any
+) -> None:
+    """Written straight into the declaration, not through a parameter: refused all the same."""
+    flow = salted_flow(project, encrypt_password(SALT))
+    text = flow.path.read_text(encoding="utf-8")
+    assert "{salt: '${site.hash_salt}'}" in text
+    flow.path.write_text(text.replace("'${site.hash_salt}'", f"'{SALT}'"), encoding="utf-8")
+    line = next(n for n, x in enumerate(flow.path.read_text().splitlines(), 1) if SALT in x)
+    with pytest.raises(DeclarationError) as caught:
+        build_definitions(load_settings("dev"))
+    assert str(caught.value) == (
+        f"{flow.path}:{line}: map.email_hash.options.salt: Value error, an option named like a secret "
+        "holds it in clear: store an enc: token (etl-assets encrypt-password), in a parameter set or here"
+    )
+
+
 def test_a_token_of_another_key_fails_compile_without_its_value(
     project: Project, encrypt_password: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
