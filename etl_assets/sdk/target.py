@@ -38,6 +38,11 @@ class Target:
         with self.resource.engine().connect() as conn:
             return sa.inspect(conn).has_table(name, schema=schema)
 
+    def has_column(self, table: str, column: str) -> bool:
+        with self.resource.engine().connect() as conn:
+            inspector = sa.inspect(conn)
+            return inspector.has_table(table) and column in {c["name"] for c in inspector.get_columns(table)}
+
     def refusal(self, query: str, binds: dict[str, Any]) -> str | None:
         """The database's message when it refuses ``EXPLAIN <query>`` (an unknown column, a type
         mismatch), no password in it; None when it accepts the query."""

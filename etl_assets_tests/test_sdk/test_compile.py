@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from etl_assets.engine.tables import ensure_table
 from etl_assets.model.declarations import PACKAGED_FLOWS
-from etl_assets.sdk import Field, Problem, Project, Report
+from etl_assets.sdk import Field, Link, Problem, Project, Report
 from etl_assets.sdk.sql_names import tables_named
 from etl_assets_tests.services import PostgresServer
 from etl_assets_tests.services._net import free_port
@@ -267,3 +267,36 @@ def test_a_report_binds_what_a_run_binds_and_validates(project: Project, tmp_pat
     (problem,) = bad.problems
     assert (problem.stage, problem.field, line_at(problem)) == ("declaration", "table", "table: kpi-monthly")
     assert "should match pattern" in problem.message
+
+
+def _linked_to(project: Project, table: str, match: str) -> list[Problem]:
+    flow = project.create_flow("suppliers", template="companies")
+    flow.links.append(Link(field="vat_code", column="partner_id", table=table, match=match))
+    project.update_flow(flow)
+    return [p for p in flow.compile().problems if p.stage == "link"]
+
+
+def test_a_link_to_a_table_of_the_target_database_is_asked_of_it(
+    pg_project: Project, postgres: PostgresServer, pg_database: str
+) -> None:
+    """No flow loads ``partners``: the target database answers for it, column by column."""
+    engine = sa.create_engine(postgres.url(pg_database))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("create table partners (vat_code text primary key, id serial)")
+    engine.dispose()
+    assert _linked_to(pg_project, "partners", "vat_code") == []
+    pg_project.delete_flow(pg_project.flows.get("suppliers"))  # type: ignore[arg-type]
+    (problem,) = _linked_to(pg_project, "partners", "vat")
+    assert problem.message == (
+        "table partners is loaded by no flow of the project and the target database has no partners.vat"
+    )
+
+
+def test_a_link_compiled_without_a_database_says_so_and_creates_none(
+    project: Project, isolated_env: Path
+) -> None:
+    (problem,) = _linked_to(project, "partners", "vat_code")
+    assert problem.message.startswith(
+        "table partners is loaded by no flow of the project and the target database did not answer ("
+    )
+    assert not (isolated_env / "data" / "etl.sqlite").exists()  # asking created no dev database
