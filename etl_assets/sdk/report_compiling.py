@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from etl_assets.engine.report import BINDS, window_binds
-from etl_assets.model.declarations import line_of
+from etl_assets.model.declarations import DeclarationError, line_of, read_document
 from etl_assets.model.report import ReportModel
 from etl_assets.sdk.compiling import CompileResult, Findings, check_definitions
 from etl_assets.sdk.sql_names import TableName, tables_named
@@ -43,13 +43,17 @@ def compile_report(report: Report) -> CompileResult:
     text = report.path.read_text(encoding="utf-8")
     try:
         root = yaml.compose(text)
-        attributes = (yaml.safe_load(text) or {}).get("attributes") or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         Findings(result, report.path, lambda *_: line)(
             "declaration", None, f"not valid YAML: {getattr(exc, 'problem', exc)}", "attributes"
         )
+        return result
+    try:
+        attributes = read_document(report.path, text).get("attributes") or {}
+    except DeclarationError as exc:  # valid YAML, but not a mapping
+        Findings(result, report.path, lambda *_: 1)("declaration", None, str(exc), "attributes")
         return result
     problem = Findings(result, report.path, lambda *loc: line_of(root, ("attributes", *loc)))
     try:
