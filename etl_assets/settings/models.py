@@ -128,6 +128,37 @@ class FlowsSettings(StrictModel):
     )
 
 
+class InstanceDatabaseSettings(StrictModel):
+    """The PostgreSQL database holding Dagster's run, event-log and schedule storage."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5432, ge=1, le=65535)
+    database: str = "dagster"
+    user: str = "postgres"
+    password: Secret | None = None
+
+
+class InstanceSettings(StrictModel):
+    """The Dagster instance of an environment (``etl-assets dagster-yaml`` writes it)."""
+
+    storage: Literal["sqlite", "postgresql"] = Field(
+        "sqlite", description="sqlite (embedded, under DAGSTER_HOME) or postgresql (instance.postgres)"
+    )
+    postgres: InstanceDatabaseSettings = Field(default_factory=InstanceDatabaseSettings)
+    max_concurrent_runs: int = Field(3, ge=1, description="runs at a time, each a process of its own")
+    backfill_runs: int = Field(2, ge=1, description="of which backfills take at most this many")
+    max_runtime_seconds: int = Field(
+        7200, ge=60, description="a run still STARTED after this long is marked failed by the daemon"
+    )
+    tick_retention_days: int = Field(30, ge=1, description="schedule and sensor ticks kept this many days")
+
+    @model_validator(mode="after")
+    def _backfills_leave_room(self) -> InstanceSettings:
+        if self.backfill_runs > self.max_concurrent_runs:
+            raise ValueError("backfill_runs cannot exceed max_concurrent_runs")
+        return self
+
+
 class Settings(StrictModel):
     """Everything one environment needs; built by ``load_settings``."""
 
@@ -144,6 +175,7 @@ class Settings(StrictModel):
     mail: MailSettings = Field(default_factory=MailSettings)
     housekeeping: HousekeepingSettings = Field(default_factory=HousekeepingSettings)
     flows: FlowsSettings = Field(default_factory=FlowsSettings)
+    instance: InstanceSettings = Field(default_factory=InstanceSettings)
 
     @field_validator("timezone")
     @classmethod
