@@ -7,8 +7,10 @@ so the YAML, the CLI and Dagster validate against one definition.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
+from etl_assets.model.functions import load_function, source_file
 from etl_assets.model.parameters import FlowParameters, Scalar
 from etl_assets.model.tokens import token_problems
 from etl_assets.settings.models import Environment
@@ -41,6 +44,9 @@ FieldType = Literal[
     "Method",
 ]
 Step = Literal["transform", "load", "link"]
+# Stage boundaries a flow's hooks run at (engine/hooks.py), as Flask Data Pipes' decorators.
+HookName = Literal["pre_extract", "post_transform", "on_load_commit", "on_failure"]
+HOOK_NAMES: tuple[str, ...] = HookName.__args__
 STEPS = ("extract", "transform", "load", "link")  # a flow's assets, in order
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
 # PostgreSQL keeps 63 bytes of a name and cuts the rest without an error: two long names
@@ -257,6 +263,11 @@ class FlowModel(StrictModel):
     blocking_checks: list[Step] = Field(
         default_factory=lambda: ["transform"], description="steps whose failing check stops the run"
     )
+    hooks: dict[HookName, str] = Field(
+        default_factory=dict,
+        description="stage boundary -> 'module:function' called with a HookContext (engine/hooks.py): "
+        "pre_extract, post_transform, on_load_commit (once per commit), on_failure",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -271,6 +282,13 @@ class FlowModel(StrictModel):
         """An enc: token outside a Method's options (model/tokens.py), at its key; the token
         itself is not repeated."""
         return _refused(cls.__name__, data, [(loc, None, message) for loc, message in token_problems(data)])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hooks(cls, data: Any) -> Any:
+        """Each hook resolves to a function taking the one context it is given, at its own key
+        (``hooks.on_load_commit``): a definitions load and a compile refuse it at its line."""
+        return _refused(cls.__name__, data, _hook_problems(_part(data, "hooks")))
 
     @model_validator(mode="after")
     def _references(self) -> FlowModel:
@@ -307,8 +325,17 @@ class FlowModel(StrictModel):
 
     @property
     def code_version(self) -> str:
-        """Changes whenever the declaration (map included) changes: stale partitions show."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+        """Changes whenever the declaration (map included) or the source of a hook's module
+        changes: stale partitions show."""
+        digest = hashlib.sha256(self.model_dump_json().encode())
+        for path in sorted({str(p) for p in self.hook_sources()}):
+            digest.update(Path(path).read_bytes())
+        return digest.hexdigest()[:12]
+
+    def hook_sources(self) -> list[Path]:
+        """The module files the flow's hooks are defined in."""
+        found = (source_file(load_function(path, f"hook {name}")) for name, path in self.hooks.items())
+        return [path for path in found if path is not None and path.is_file()]
 
     def asset_name(self, step: str) -> str:
         return f"{self.name}_{step}"
@@ -325,6 +352,30 @@ def _refused(title: str, data: Any, problems: list[tuple[tuple[str | int, ...], 
     if errors:
         raise ValidationError.from_exception_data(title, errors)
     return data
+
+
+def _hook_problems(hooks: Any) -> list[tuple[tuple[str | int, ...], Any, str]]:
+    """(loc, value, message) of each declared hook that does not resolve, or does not take
+    ``function(context)``. Unknown hook names and non-strings are left to pydantic."""
+    found: list[tuple[tuple[str | int, ...], Any, str]] = []
+    for name, path in hooks.items() if isinstance(hooks, dict) else ():
+        if name not in HOOK_NAMES or not isinstance(path, str):
+            continue
+        try:
+            signature = inspect.signature(load_function(path, f"hook {name}"))
+        except ValueError as exc:
+            found.append((("hooks", name), path, str(exc)))
+            continue
+        except Exception as exc:  # the module's own fault when imported
+            found.append((("hooks", name), path, f"hook {name} {path!r}: {type(exc).__name__}: {exc}"))
+            continue
+        try:
+            signature.bind(None)
+        except TypeError as exc:
+            found.append(
+                (("hooks", name), path, f"hook {name} ({path}) is called as function(context): {exc}")
+            )
+    return found
 
 
 def _part(data: Any, key: str) -> Any:
