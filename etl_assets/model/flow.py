@@ -7,7 +7,6 @@ so the YAML, the CLI and Dagster validate against one definition.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import re
 from datetime import date
 from pathlib import Path
@@ -24,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from etl_assets.model.functions import load_function, source_file
+from etl_assets.model.hooks import HookName, hook_problems, hook_sources
 from etl_assets.model.parameters import FlowParameters, Scalar
 from etl_assets.model.tokens import token_problems
 from etl_assets.settings.models import Environment
@@ -44,9 +43,6 @@ FieldType = Literal[
     "Method",
 ]
 Step = Literal["transform", "load", "link"]
-# Stage boundaries a flow's hooks run at (engine/hooks.py), as Flask Data Pipes' decorators.
-HookName = Literal["pre_extract", "post_transform", "on_load_commit", "on_failure"]
-HOOK_NAMES: tuple[str, ...] = HookName.__args__
 STEPS = ("extract", "transform", "load", "link")  # a flow's assets, in order
 IDENTIFIER = r"^[a-z][a-z0-9_]*$"
 # PostgreSQL keeps 63 bytes of a name and cuts the rest without an error: two long names
@@ -288,7 +284,7 @@ class FlowModel(StrictModel):
     def _hooks(cls, data: Any) -> Any:
         """Each hook resolves to a function taking the one context it is given, at its own key
         (``hooks.on_load_commit``): a definitions load and a compile refuse it at its line."""
-        return _refused(cls.__name__, data, _hook_problems(_part(data, "hooks")))
+        return _refused(cls.__name__, data, hook_problems(_part(data, "hooks")))
 
     @model_validator(mode="after")
     def _references(self) -> FlowModel:
@@ -328,14 +324,9 @@ class FlowModel(StrictModel):
         """Changes whenever the declaration (map included) or the source of a hook's module
         changes: stale partitions show."""
         digest = hashlib.sha256(self.model_dump_json().encode())
-        for path in sorted({str(p) for p in self.hook_sources()}):
+        for path in sorted({str(p) for p in hook_sources(self.hooks)}):
             digest.update(Path(path).read_bytes())
         return digest.hexdigest()[:12]
-
-    def hook_sources(self) -> list[Path]:
-        """The module files the flow's hooks are defined in."""
-        found = (source_file(load_function(path, f"hook {name}")) for name, path in self.hooks.items())
-        return [path for path in found if path is not None and path.is_file()]
 
     def asset_name(self, step: str) -> str:
         return f"{self.name}_{step}"
@@ -352,30 +343,6 @@ def _refused(title: str, data: Any, problems: list[tuple[tuple[str | int, ...], 
     if errors:
         raise ValidationError.from_exception_data(title, errors)
     return data
-
-
-def _hook_problems(hooks: Any) -> list[tuple[tuple[str | int, ...], Any, str]]:
-    """(loc, value, message) of each declared hook that does not resolve, or does not take
-    ``function(context)``. Unknown hook names and non-strings are left to pydantic."""
-    found: list[tuple[tuple[str | int, ...], Any, str]] = []
-    for name, path in hooks.items() if isinstance(hooks, dict) else ():
-        if name not in HOOK_NAMES or not isinstance(path, str):
-            continue
-        try:
-            signature = inspect.signature(load_function(path, f"hook {name}"))
-        except ValueError as exc:
-            found.append((("hooks", name), path, str(exc)))
-            continue
-        except Exception as exc:  # the module's own fault when imported
-            found.append((("hooks", name), path, f"hook {name} {path!r}: {type(exc).__name__}: {exc}"))
-            continue
-        try:
-            signature.bind(None)
-        except TypeError as exc:
-            found.append(
-                (("hooks", name), path, f"hook {name} ({path}) is called as function(context): {exc}")
-            )
-    return found
 
 
 def _part(data: Any, key: str) -> Any:
