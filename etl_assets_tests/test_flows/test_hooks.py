@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pytest
 
 from etl_assets.definitions import build_definitions
@@ -201,3 +202,23 @@ def test_a_hook_that_does_not_resolve_is_refused_at_its_line(
     with pytest.raises(DeclarationError) as caught:
         build_definitions(load_settings("dev"))
     assert str(caught.value).startswith(f"{path}:{line}: hooks.on_load_commit: Value error, {message}")
+
+
+def test_a_hook_claimed_by_a_process_that_died_is_not_called_again(
+    flow_env: FlowEnv, hooked: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most once: a claim (``running``) never settled is left to an operator."""
+    flow_env.put("companies_20260115.csv", companies_csv(*GOOD))
+    monkeypatch.setenv("HOOK_FAIL", f"on_load_commit:{DAY}")
+    assert not flow_env.run(DAY, job="hooked_job").success
+    ((state, error),) = flow_env.query("select state, error from etl_hook_runs")
+    assert state == "pending" and error.startswith(
+        "hook on_load_commit (hook_calls:record) failed: RuntimeError"
+    )
+    # as a process that died after claiming it and before the hook returned leaves it
+    with psycopg.connect(flow_env.postgres.dsn(flow_env.database)) as conn:
+        conn.execute("update etl_hook_runs set state = 'running'")
+    monkeypatch.delenv("HOOK_FAIL")
+    assert flow_env.run(DAY, job="hooked_job").success
+    assert calls(hooked, "on_load_commit") == []
+    assert flow_env.query("select state from etl_hook_runs") == [("running",)]
