@@ -21,6 +21,7 @@ from etl_assets.engine.catcher import CaughtErrors, Verdict
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE
 from etl_assets.engine.deliveries import DeliveryChange
 from etl_assets.engine.extract import Extracted, SourceFileError, extract_partition, previous_sha256
+from etl_assets.engine.hooks import Hooks, LoadCounts, commit_id
 from etl_assets.engine.link import parking
 from etl_assets.engine.link.linker import link_stage
 from etl_assets.engine.link.parking import Retried, retry_parked
@@ -111,9 +112,10 @@ class ParkingOutcome:
 class FlowSteps:
     """The steps of one flow over one ETL_HOME, a partition at a time."""
 
-    def __init__(self, flow: FlowModel, folders: FoldersResource) -> None:
+    def __init__(self, flow: FlowModel, folders: FoldersResource, hooks: Hooks | None = None) -> None:
         self.flow = flow
         self.folders = folders
+        self.hooks = hooks or Hooks(flow)
 
     # -- staged files of a partition ---------------------------------------------------
     def stage(self, key: str) -> PartitionStage:
@@ -142,7 +144,9 @@ class FlowSteps:
 
     # -- the steps ---------------------------------------------------------------------
     def extract(self, key: str, start: datetime, files: FilesResource) -> ExtractOutcome:
-        """The partition's file fetched, kept (sha256), backed up and staged."""
+        """The partition's file fetched, kept (sha256), backed up and staged; ``pre_extract``
+        first."""
+        self.hooks.call("pre_extract", key)
         with self.stage(key).lock():
             before = previous_sha256(self.flow, start, self.stage(key))
             result = extract_partition(self.flow, key, start, files, self.folders)
@@ -158,7 +162,9 @@ class FlowSteps:
         """The map applied, duplicates collapsed or resolved, bad rows to the error file."""
         stage = self.stage(key)
         with stage.lock():
-            return self._transform(key, stage)
+            outcome = self._transform(key, stage)
+        self.hooks.call("post_transform", key, staged_file=stage.file("transform.parquet"))
+        return outcome
 
     def _transform(self, key: str, stage: PartitionStage) -> TransformOutcome:
         flow = drift.evolved(self.flow, self.staged(key, "extract.parquet"))
@@ -174,14 +180,17 @@ class FlowSteps:
         return TransformOutcome(result.rows_in, result.good_rows, result.collapsed.height, caught)
 
     def load(self, key: str, engine: sa.Engine) -> LoadOutcome:
-        """The upsert of the partition's good rows, in one transaction."""
+        """The upsert of the partition's good rows, in one transaction; then ``on_load_commit``,
+        unless this commit called it already."""
         stage = self.stage(key)
         good = self.staged(key, "transform.parquet")
+        commit = commit_id(stage, self.flow.code_version)
         # the response file appears only once the transaction committed
         try:
-            loaded = self._load(key, engine, good, bulk=True)
+            loaded = self._load(key, engine, good, commit, bulk=True)
         except RowRefusedInBulk:  # rolled back: again in batches, where refused rows are found
-            loaded = self._load(key, engine, good, bulk=False)
+            loaded = self._load(key, engine, good, commit, bulk=False)
+        self.hooks.after_commit(engine, key, commit, stage.file("load.parquet"), LoadCounts.of(loaded))
         with stage.lock():
             change = deliveries.delivery_change(stage)
             deliveries.reported(stage)  # told once: in this load's metadata and its run's e-mail
@@ -195,7 +204,7 @@ class FlowSteps:
         )
         return LoadOutcome(loaded, caught, self.balance(key, loaded), change)
 
-    def _load(self, key: str, engine: sa.Engine, good: Path, bulk: bool) -> Outcome:
+    def _load(self, key: str, engine: sa.Engine, good: Path, commit: str, bulk: bool) -> Outcome:
         """The partition's one transaction; the response file appears once it committed."""
         with (
             self.stage(key).lock(),
@@ -206,6 +215,7 @@ class FlowSteps:
             flow = drift.evolved(self.flow, self.stage(key).file("extract.parquet"))
             loaded = load_stage(conn, flow, good, response, bulk=bulk)
             record_load(conn, self.flow.name, key, loaded.rows_in)
+            self.hooks.record(conn, key, commit)
         return loaded
 
     def balance(self, key: str, result: Outcome) -> dict[str, object]:

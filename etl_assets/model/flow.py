@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
+from etl_assets.model.hooks import HookName, hook_problems, hook_sources
 from etl_assets.model.parameters import FlowParameters, Scalar
 from etl_assets.model.tokens import token_problems
 from etl_assets.settings.models import Environment
@@ -257,6 +259,11 @@ class FlowModel(StrictModel):
     blocking_checks: list[Step] = Field(
         default_factory=lambda: ["transform"], description="steps whose failing check stops the run"
     )
+    hooks: dict[HookName, str] = Field(
+        default_factory=dict,
+        description="stage boundary -> 'module:function' called with a HookContext (engine/hooks.py): "
+        "pre_extract, post_transform, on_load_commit (once per commit), on_failure",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -271,6 +278,13 @@ class FlowModel(StrictModel):
         """An enc: token outside a Method's options (model/tokens.py), at its key; the token
         itself is not repeated."""
         return _refused(cls.__name__, data, [(loc, None, message) for loc, message in token_problems(data)])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hooks(cls, data: Any) -> Any:
+        """Each hook resolves to a function taking the one context it is given, at its own key
+        (``hooks.on_load_commit``): a definitions load and a compile refuse it at its line."""
+        return _refused(cls.__name__, data, hook_problems(_part(data, "hooks")))
 
     @model_validator(mode="after")
     def _references(self) -> FlowModel:
@@ -307,8 +321,12 @@ class FlowModel(StrictModel):
 
     @property
     def code_version(self) -> str:
-        """Changes whenever the declaration (map included) changes: stale partitions show."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+        """Changes whenever the declaration (map included) or the source of a hook's module
+        changes: stale partitions show."""
+        digest = hashlib.sha256(self.model_dump_json().encode())
+        for path in sorted({str(p) for p in hook_sources(self.hooks)}):
+            digest.update(Path(path).read_bytes())
+        return digest.hexdigest()[:12]
 
     def asset_name(self, step: str) -> str:
         return f"{self.name}_{step}"

@@ -22,6 +22,7 @@ import dagster as dg
 
 from etl_assets.engine.catcher import Verdict
 from etl_assets.engine.extract import SourceFileError
+from etl_assets.engine.hooks import HookError, Hooks
 from etl_assets.engine.load.partition_loads import utc_now
 from etl_assets.engine.load.response import ACTIONS
 from etl_assets.engine.steps import (
@@ -126,7 +127,8 @@ class FlowRun:
                 allow_retries=False,
             )
         landed = landed_in_run(context, self.keys[selected[-1]])
-        steps, state = FlowSteps(self.flow, resources.folders), RunState()
+        steps = FlowSteps(self.flow, resources.folders, Hooks(self.flow, context.run.run_id))
+        state = RunState()
         report = RunReport(self.flow, context, resources.mailer, resources.folders)
         try:
             for key in context.partition_keys:
@@ -138,6 +140,7 @@ class FlowRun:
                     state.failures[key] = failure
         except _LastingFault as fault:
             state.failures[fault.key] = str(fault)
+            self.on_failure(context, steps, fault.key, state.ran[fault.key][-1], str(fault))
             self.send_report(context, report, state, resources.folders)
             raise dg.Failure(description=str(fault), allow_retries=False) from fault.__cause__
         self.send_report(context, report, state, resources.folders)
@@ -172,12 +175,24 @@ class FlowRun:
                 self.refuse_if_stopped(step, key, selected, steps)
                 outcome = self.step(context, step, key, steps, resources, state)
             except StepFailed as failed:
+                self.on_failure(context, steps, key, step, str(failed))
                 return str(failed)
             self.log(context, step, key, outcome)
             steps.stage(key).mark_stopped(step, outcome.failure)
             if outcome.failure:
+                self.on_failure(context, steps, key, step, outcome.failure)
                 return outcome.failure
         return None
+
+    def on_failure(
+        self, context: dg.AssetExecutionContext, steps: FlowSteps, key: str, step: str, line: str
+    ) -> None:
+        """The flow's ``on_failure`` hook told of the partition's failed step; its own fault is
+        logged and never replaces the failure it was told of."""
+        try:
+            steps.hooks.call("on_failure", key, step=step, error=line)
+        except HookError as exc:
+            context.log.error(f"{self.flow.name} {key}: {exc}")
 
     def send_report(
         self, context: dg.AssetExecutionContext, report: RunReport, state: RunState, folders: FoldersResource
@@ -232,6 +247,9 @@ class FlowRun:
             if step == "load":
                 return self.load(key, steps, resources.database, state)
             return self.link(key, steps, resources.database, state)
+        except HookError as exc:  # it names the hook; the partition's step fails, the run goes on
+            context.log.error(f"{self.flow.name} {key} {step}: {exc}")
+            raise StepFailed(f"{step}: {exc}") from None
         except (SourceFileError, ConnectorError) as exc:
             # it names the file or the connector; a download the local disk refused, the folder
             fault = resources.folders.write_fault(exc)

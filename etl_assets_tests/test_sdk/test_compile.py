@@ -5,6 +5,7 @@ canonical layout."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from etl_assets.engine.tables import ensure_table
-from etl_assets.model.declarations import PACKAGED_FLOWS
-from etl_assets.sdk import Field, Link, Problem, Project, Report
+from etl_assets.model.declarations import PACKAGED_FLOWS, importable
+from etl_assets.sdk import Field, FlowError, Link, Problem, Project, Report
 from etl_assets.sdk.sql_names import tables_named
 from etl_assets_tests.services import PostgresServer
 from etl_assets_tests.services._net import free_port
@@ -300,3 +301,25 @@ def test_a_link_compiled_without_a_database_says_so_and_creates_none(
         "table partners is loaded by no flow of the project and the target database did not answer ("
     )
     assert not (isolated_env / "data" / "etl.sqlite").exists()  # asking created no dev database
+
+
+def test_a_hook_that_does_not_resolve_is_a_declaration_problem_at_its_line(project: Project) -> None:
+    flow = project.create_flow("suppliers", template="companies")
+    hooks = Path(__file__).parents[1] / "test_flows" / "hook_calls.py"
+    (flow.path.parent / hooks.name).write_bytes(hooks.read_bytes())
+    importable(flow.path.parent)
+    try:
+        flow.hooks = {"pre_extract": "hook_calls:record", "on_load_commit": "hook_calls:record"}
+        flow = project.update_flow(flow)
+        assert flow.compile().problems == []
+        flow.hooks["on_load_commit"] = "hook_calls:two_arguments"
+        result = flow.compile()
+        with pytest.raises(FlowError, match="hooks.on_load_commit: Value error, hook on_load_commit"):
+            project.update_flow(flow)  # not saved either
+    finally:
+        sys.modules.pop("hook_calls", None)
+    (problem,) = result.problems
+    lines = flow.path.read_text(encoding="utf-8").splitlines()  # as saved with the sound hook
+    assert (problem.stage, problem.field) == ("declaration", "hooks.on_load_commit")
+    assert "hook on_load_commit (hook_calls:two_arguments) is called as function(context)" in problem.message
+    assert lines[problem.line - 1].strip() == "on_load_commit: hook_calls:record"  # type: ignore[operator]

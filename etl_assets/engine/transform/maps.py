@@ -11,7 +11,6 @@ from it is told with the clear values left out.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import polars as pl
 
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
 from etl_assets.model.flow import FlowModel, MapField
+from etl_assets.model.functions import load_function
 from etl_assets.model.parameters import Scalar
 from etl_assets.resources.errors import redact
 from etl_assets.settings.secrets import decrypt, is_encrypted
@@ -77,11 +77,7 @@ def _reason(prefix: str, raw: pl.Expr) -> pl.Expr:
 
 def load_method(path: str) -> Callable[..., pl.Expr]:
     """The function a Method names (``module:function``)."""
-    module, _, name = path.partition(":")
-    function = getattr(importlib.import_module(module), name, None)
-    if not callable(function):
-        raise ValueError(f"Method {path!r}: {name} is not a function of {module}")
-    return function
+    return load_function(path, "Method")
 
 
 def revealed_options(spec: MapField, where: str) -> tuple[dict[str, Scalar], tuple[str, ...]]:
