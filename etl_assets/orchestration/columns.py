@@ -89,7 +89,10 @@ def link_lineage(flow: FlowModel, loaders: TableLoaders) -> dg.TableColumnLineag
     deps: dict[str, list[dg.TableColumnDep]] = {}
     for link in flow.links:
         found = [dg.TableColumnDep(asset_key=own, column_name=link.field)]
-        for other in loaders.loading(link.table) or ((flow,) if link.table == flow.target.table else ()):
+        loading = loaders.loading(link.table)
+        if not loading and link.table == flow.target.table:  # the flow built alone (the SDK's compile)
+            loading = (flow,)
+        for other in loading:
             found.append(
                 dg.TableColumnDep(asset_key=dg.AssetKey(other.asset_name("load")), column_name=link.match)
             )

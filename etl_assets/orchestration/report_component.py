@@ -24,6 +24,7 @@ def build_report_defs(
 ) -> dg.Definitions:
     """Assets, job and schedule of one report; ``loaders``, the code location's flows by table,
     gives its load a dep on the flows whose tables the query reads."""
+    loaders = TableLoaders() if loaders is None else loaders
     start = datetime.combine(report.start, datetime.min.time())
     partitions = (
         dg.MonthlyPartitionsDefinition(start_date=start, timezone=timezone)
@@ -34,7 +35,7 @@ def build_report_defs(
 
     @dg.asset(
         name=f"{report.name}_load",
-        deps=(loaders or TableLoaders()).report_deps(report),
+        deps=loaders.report_deps(report),
         kinds={"sql"},
         description=f"{report.description}\n\nquery -> {report.table}",
         **common,
