@@ -15,6 +15,7 @@ import dagster as dg
 from etl_assets.model.declarations import PACKAGED_FLOWS, declared_flows
 from etl_assets.orchestration import (
     ComponentSettings,
+    TableLoaders,
     backfill_emails_sensor,
     build_component_defs,
     build_flow_file_defs,
@@ -40,12 +41,13 @@ DEFS_DIR = PACKAGED_FLOWS
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Everything Dagster shows for one environment."""
+    files = [f for f in declared_flows(settings.flow_dirs) if f.flow.environment in (None, settings.env)]
     components = ComponentSettings(
         timezone=settings.timezone,
         max_park_age=settings.max_park_age,
         report_recipients=settings.mail.report_recipients,
+        loaders=TableLoaders.of(f.flow for f in files),
     )
-    files = [f for f in declared_flows(settings.flow_dirs) if f.flow.environment in (None, settings.env)]
     return dg.Definitions.merge(
         build_component_defs(PROJECT_ROOT, DEFS_DIR, components),
         build_flow_file_defs([f for f in files if not f.packaged], components),

@@ -28,6 +28,14 @@ QUERY = """
         jobs { name }
         schedules { name cronSchedule executionTimezone }
         assetGroups { groupName }
+        assetNodes {
+          assetKey { path }
+          dependencyKeys { path }
+          metadataEntries {
+            label
+            ... on TableSchemaMetadataEntry { schema { columns { name type } } }
+          }
+        }
       }
     }
   }
@@ -120,6 +128,15 @@ def test_webserver_shows_the_flows_jobs_and_schedules(isolated_env: Path, start)
         assert {"groupName": "companies"} in repo["assetGroups"]
         schedule = next(s for s in repo["schedules"] if s["name"] == "companies_schedule")
         assert (schedule["cronSchedule"], schedule["executionTimezone"]) == ("0 6 * * *", "Europe/Rome")
+        # the lineage across flows, and a load's columns, as the asset graph and page show them
+        nodes = {"_".join(n["assetKey"]["path"]): n for n in repo["assetNodes"]}
+        deps = {name: {"_".join(k["path"]) for k in n["dependencyKeys"]} for name, n in nodes.items()}
+        assert deps["offers_link"] == {"offers_load", "companies_load"}
+        assert deps["kpi_report_load"] == {"companies_link", "offers_link"}
+        entries = {e["label"]: e for e in nodes["companies_load"]["metadataEntries"]}
+        assert "dagster/column_lineage" in entries
+        columns = {c["name"]: c["type"] for c in entries["dagster/column_schema"]["schema"]["columns"]}
+        assert (columns["vat_code"], columns["revenue"]) == ("TEXT", "NUMERIC(18, 2)")
     finally:
         stop(server)
     # what the operator sees in the terminal: no warning of ours, nor one of Dagster's about us

@@ -94,3 +94,8 @@ def as_found(conn: sa.Connection, table: sa.Table) -> None:
             column.type = found[column.name]
         elif isinstance(column.type, sa.Numeric) and column.name in found:
             column.type = found[column.name]  # numeric(p, s): the client's precision and scale
+
+
+def column_types(table: sa.Table, dialect: sa.Dialect) -> dict[str, str]:
+    """Each column's SQL type as ``dialect`` spells it: after ``ensure_table``, the database's."""
+    return {column.name: column.type.compile(dialect=dialect) for column in table.columns}

@@ -11,12 +11,14 @@ from etl_assets.orchestration.component_tree import ComponentSettings, build_com
 from etl_assets.orchestration.connections_job import test_connections_job
 from etl_assets.orchestration.flow_component import FlowComponent, build_flow_file_defs
 from etl_assets.orchestration.housekeeping_job import housekeeping_defs
+from etl_assets.orchestration.lineage import TableLoaders
 from etl_assets.orchestration.report_component import ReportComponent
 
 __all__ = [
     "ComponentSettings",
     "FlowComponent",
     "ReportComponent",
+    "TableLoaders",
     "backfill_emails_sensor",
     "build_component_defs",
     "housekeeping_defs",

@@ -17,6 +17,8 @@ from pathlib import Path
 import dagster as dg
 from dagster_shared.record import copy, record
 
+from etl_assets.orchestration.lineage import TableLoaders
+
 
 @dataclass(frozen=True)
 class ComponentSettings:
@@ -25,6 +27,8 @@ class ComponentSettings:
     timezone: str = "Europe/Rome"
     max_park_age: timedelta = timedelta(hours=24)
     report_recipients: Mapping[str, list[str]] = field(default_factory=dict)
+    # every flow of the code location by the table it loads: the deps across flows
+    loaders: TableLoaders = field(default_factory=TableLoaders)
 
 
 @record(checked=False)

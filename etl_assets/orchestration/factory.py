@@ -14,9 +14,11 @@ import dagster as dg
 from etl_assets.engine import catcher
 from etl_assets.engine.steps import RECONCILIATION
 from etl_assets.model.flow import STEPS, FlowModel
+from etl_assets.orchestration.columns import step_metadata
 from etl_assets.orchestration.faults import RETRY_POLICY
 from etl_assets.orchestration.flow_run import FlowRun, FlowRuntime, Resources
 from etl_assets.orchestration.jobs import flow_jobs
+from etl_assets.orchestration.lineage import TableLoaders
 from etl_assets.orchestration.parking import parking_defs
 from etl_assets.orchestration.partitions import partitions_def
 from etl_assets.orchestration.run_parameters import (
@@ -41,10 +43,15 @@ STEP_KINDS = {"extract": {"sftp", "polars"}, "transform": {"polars"}, "load": {"
 
 
 def build_flow_defs(
-    flow: FlowModel, runtime: FlowRuntime, reparameterise: Reparameterise | None = None
+    flow: FlowModel,
+    runtime: FlowRuntime,
+    reparameterise: Reparameterise | None = None,
+    loaders: TableLoaders | None = None,
 ) -> dg.Definitions:
     """Assets, checks, job and schedule of one flow; ``reparameterise`` builds the flow anew
-    with a run's parameters (its run config), for a flow declared with them."""
+    with a run's parameters (its run config), for a flow declared with them; ``loaders``, the
+    code location's flows by table, gives the link step its deps on the flows it links to."""
+    loaders = TableLoaders() if loaders is None else loaders
     check_schedule_parameters(flow, reparameterise)
     partitions = partitions_def(flow, runtime.timezone)
     run_flow = FlowRun(flow, partitions, runtime)
@@ -66,13 +73,14 @@ def build_flow_defs(
     specs = [
         dg.AssetSpec(
             keys[step],
-            deps=[keys[STEPS[i - 1]]] if i else [],
+            deps=([keys[STEPS[i - 1]]] if i else []) + (loaders.link_deps(flow) if step == "link" else []),
             description=(f"{flow.description}\n\n" if step == "extract" else "")
             + STEP_DESCRIPTIONS[step].format(table=flow.target.table, key=flow.target.key),
             kinds=STEP_KINDS[step],
             group_name=flow.name,
             code_version=flow.code_version,
             skippable=True,
+            metadata=step_metadata(flow, step, loaders),
         )
         for i, step in enumerate(STEPS)
     ]

@@ -55,9 +55,8 @@ class FlowComponent(dg.Component):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         settings = component_settings(context)
-        return build_flow_defs(
-            self.flow, FlowRuntime(timezone=settings.timezone, max_park_age=settings.max_park_age)
-        )
+        runtime = FlowRuntime(timezone=settings.timezone, max_park_age=settings.max_park_age)
+        return build_flow_defs(self.flow, runtime, loaders=settings.loaders)
 
 
 def build_flow_file_defs(files: list[FlowFile], settings: ComponentSettings) -> dg.Definitions:
@@ -66,5 +65,8 @@ def build_flow_file_defs(files: list[FlowFile], settings: ComponentSettings) -> 
     runtime = FlowRuntime(timezone=settings.timezone, max_park_age=settings.max_park_age)
     with quiet_previews():
         return dg.Definitions.merge(
-            *(build_flow_defs(file.flow, runtime, partial(read_flow, file.path, None)) for file in files)
+            *(
+                build_flow_defs(file.flow, runtime, partial(read_flow, file.path, None), settings.loaders)
+                for file in files
+            )
         )

@@ -35,6 +35,7 @@ from etl_assets.engine.steps import (
     reconciliation,
 )
 from etl_assets.model.flow import STEPS, FlowModel
+from etl_assets.orchestration.columns import COLUMN_SCHEMA, table_schema
 from etl_assets.orchestration.faults import RETRY_POLICY, connection_fault_line, is_connection_fault
 from etl_assets.orchestration.metadata import to_check_evaluation, to_check_result, to_metadata
 from etl_assets.orchestration.run_report import RunReport
@@ -331,7 +332,10 @@ class FlowRun:
         tally.rows_out = outcome.loaded.rows_in - outcome.loaded.rejected.height
         tally.caught.append(outcome.caught)
         verdicts = [steps.rejected_rows(tally), reconciliation([outcome.balance])]
-        return self.finish("load", tally, dict(counts), verdicts)
+        extra: dict[str, object] = dict(counts)
+        if outcome.loaded.column_types:  # the table as the database has it
+            extra[COLUMN_SCHEMA] = table_schema(self.flow, outcome.loaded.column_types)
+        return self.finish("load", tally, extra, verdicts)
 
     def link(self, key: str, steps: FlowSteps, database: DatabaseResource, state: RunState) -> StepReport:
         tally = StepTally()

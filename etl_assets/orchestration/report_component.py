@@ -15,11 +15,16 @@ from etl_assets.engine.report import replace_rows, run_query, write_exports
 from etl_assets.engine.staging import PartitionStage
 from etl_assets.model.report import ReportModel
 from etl_assets.orchestration.component_tree import component_settings
+from etl_assets.orchestration.lineage import TableLoaders
 from etl_assets.resources import DatabaseResource, FoldersResource, MailerResource
 
 
-def build_report_defs(report: ReportModel, timezone: str, recipients: list[str]) -> dg.Definitions:
-    """Assets, job and schedule of one report."""
+def build_report_defs(
+    report: ReportModel, timezone: str, recipients: list[str], loaders: TableLoaders | None = None
+) -> dg.Definitions:
+    """Assets, job and schedule of one report; ``loaders``, the code location's flows by table,
+    gives its load a dep on the flows whose tables the query reads."""
+    loaders = TableLoaders() if loaders is None else loaders
     start = datetime.combine(report.start, datetime.min.time())
     partitions = (
         dg.MonthlyPartitionsDefinition(start_date=start, timezone=timezone)
@@ -30,6 +35,7 @@ def build_report_defs(report: ReportModel, timezone: str, recipients: list[str])
 
     @dg.asset(
         name=f"{report.name}_load",
+        deps=loaders.report_deps(report),
         kinds={"sql"},
         description=f"{report.description}\n\nquery -> {report.table}",
         **common,
@@ -114,4 +120,4 @@ class ReportComponent(dg.Component):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         settings = component_settings(context)
         recipients = list(settings.report_recipients.get(self.report.name, []))
-        return build_report_defs(self.report, settings.timezone, recipients)
+        return build_report_defs(self.report, settings.timezone, recipients, settings.loaders)

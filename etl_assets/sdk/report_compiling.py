@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from etl_assets.engine.report import BINDS, window_binds
 from etl_assets.model.declarations import DeclarationError, line_of, read_document
 from etl_assets.model.report import ReportModel
+from etl_assets.model.sql_names import TableName, tables_named
 from etl_assets.sdk.compiling import CompileResult, Findings, check_definitions
-from etl_assets.sdk.sql_names import TableName, tables_named
 from etl_assets.sdk.target import Target
 
 if TYPE_CHECKING:
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
 QUERY = "query"
 # ``project`` below is the sdk.project.Project compiling the report: typed Any, as in
 # sdk.compiling, since that module imports this one.
-# Flows and reports write to the default schema: PostgreSQL's unless search_path says otherwise.
-DEFAULT_SCHEMAS = (None, "public")
 
 
 def compile_report(report: Report) -> CompileResult:
@@ -105,7 +103,7 @@ def _tables(model: ReportModel, project: Any, target: Target, problem: Findings)
     not_there: list[str] = []  # loaded by a flow, not (yet) in the database
     found_all = True
     for table in tables_named(model.query):
-        by = provided.get(table.name) if table.schema in DEFAULT_SCHEMAS else None
+        by = provided.get(table.name) if table.in_default_schema else None
         present = target.answers and target.has_table(table.name, table.schema)
         if by is not None:
             if target.answers and not present:

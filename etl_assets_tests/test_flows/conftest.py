@@ -81,6 +81,11 @@ class FlowEnv:
         with psycopg.connect(self.postgres.dsn(self.database)) as conn:
             return conn.execute(sql).fetchall()
 
+    def execute(self, sql: str) -> None:
+        """A statement that returns no rows (a client's own table), committed."""
+        with psycopg.connect(self.postgres.dsn(self.database)) as conn:
+            conn.execute(sql)
+
     def error_file(self, partition: str, step: str) -> Path:
         return self.home / "errors" / "companies" / partition / f"{step}.csv"
 

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from etl_assets.engine.tables import ensure_table
 from etl_assets.model.declarations import PACKAGED_FLOWS, importable
+from etl_assets.model.sql_names import tables_named
 from etl_assets.sdk import Field, FlowError, Link, Problem, Project, Report
-from etl_assets.sdk.sql_names import tables_named
 from etl_assets_tests.services import PostgresServer
 from etl_assets_tests.services._net import free_port
 

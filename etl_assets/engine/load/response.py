@@ -26,6 +26,8 @@ class Outcome:
     actions: dict[str, int]
     rows_in: int = 0
     rejected: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RESPONSE_SCHEMA))
+    # a load's target columns and their SQL types as the database has them (the UI shows them)
+    column_types: dict[str, str] = field(default_factory=dict)
 
     def add(self, answer: pl.DataFrame) -> None:
         """Count one batch's response frame."""

@@ -32,6 +32,7 @@ from etl_assets.engine.tables import (
     ETL_SOURCE_FILE,
     ETL_SOURCE_LINE,
     ID,
+    column_types,
     ensure_table,
 )
 from etl_assets.model.flow import FlowModel
@@ -56,7 +57,7 @@ def load_stage(
     halving its batch inside savepoints and rejected with the database's message."""
     load = PartitionUpsert(conn, flow, expected_rows=count_rows(good_path), bulk=bulk)
     fit = TargetFit.read(conn, flow)
-    outcome = Outcome(dict.fromkeys(ACTIONS, 0))
+    outcome = Outcome(dict.fromkeys(ACTIONS, 0), column_types=column_types(load.table, conn.dialect))
     batches = read_batches(good_path, min_rows=LOAD_BATCH_ROWS)
     answers = _fitted(load, fit, batches)
     for answer in answers:

@@ -34,6 +34,8 @@ _CLAUSE_END = {
     "fetch", "for", "returning", "select", "lateral",
 }  # fmt: skip
 _SKIPPED_BEFORE_ITEM = {"lateral", "only"}
+# Flows and reports write to the default schema: PostgreSQL's unless search_path says otherwise.
+DEFAULT_SCHEMAS = (None, "public")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,11 @@ class TableName:
 
     def __str__(self) -> str:
         return f"{self.schema}.{self.name}" if self.schema else self.name
+
+    @property
+    def in_default_schema(self) -> bool:
+        """Where flows and reports write: a table of that name may be one they fill."""
+        return self.schema in DEFAULT_SCHEMAS
 
 
 def tables_named(query: str) -> list[TableName]:
