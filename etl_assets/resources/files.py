@@ -115,9 +115,15 @@ class LocalFilesResource(FilesResource):
         return local_path
 
     def upload(self, local_path: Path, remote_path: str) -> None:
+        """Copied under a temporary name, then renamed: readers never see a partial file."""
         target = self._local(remote_path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local_path, target)
+        partial = target.with_name(partial_name(target.name))
+        try:
+            shutil.copyfile(local_path, partial)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def rename(self, remote_path: str, new_path: str) -> None:
         target = self._local(new_path)
