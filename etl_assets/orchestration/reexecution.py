@@ -3,7 +3,8 @@
 A flow's four steps are one op over many partitions, so Dagster's retry of the op and its
 "re-execute from failure" both run the whole op again. What landed before is in the event
 log: the (step, partition)s materialized by the earlier tries of this run (a retry), or by
-the runs this one re-executes (``parent_run_id`` up to ``root_run_id``). Each partition
+the runs this one re-executes "from failure" (``parent_run_id``, while each is a re-execution
+from failure; "re-execute all" runs every step again). Each partition
 starts at its first selected step that did not land there; a step whose blocking check
 failed did not land. Its input is the staged file of the step before it, so nothing is
 fetched again that was fetched once.
@@ -12,6 +13,9 @@ fetched again that was fetched once.
 from __future__ import annotations
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_RESUME_RETRY_TAG, RESUME_RETRY_TAG
+
+RESUME_TAGS = (RESUME_RETRY_TAG, ASSET_RESUME_RETRY_TAG)  # set by Dagster on a from-failure run
 
 Landed = dict[str, set[str]]  # partition key -> steps that landed for it
 
@@ -29,10 +33,16 @@ def earlier_runs(context: dg.AssetExecutionContext) -> list[str]:
     if context.retry_number > 0:
         return [context.run.run_id]
     chain, run = [], context.run
-    while run is not None and run.parent_run_id:
+    while run is not None and run.parent_run_id and resumes(run):
         chain.append(run.parent_run_id)
         run = context.instance.get_run_by_id(run.parent_run_id)
     return list(reversed(chain))
+
+
+def resumes(run: dg.DagsterRun) -> bool:
+    """A re-execution "from failure" (of steps or of assets) carries on its parent's work; one
+    of "all steps" means every step again."""
+    return any(run.tags.get(tag) == "true" for tag in RESUME_TAGS)
 
 
 def landed_in(instance: dg.DagsterInstance, run_id: str, steps: dict[dg.AssetKey, str]) -> Landed:

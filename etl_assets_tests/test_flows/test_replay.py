@@ -9,6 +9,7 @@ import shutil
 import dagster as dg
 import pytest
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+from dagster._core.storage.tags import RESUME_RETRY_TAG
 
 from etl_assets.definitions import build_definitions
 from etl_assets.orchestration.replay import REPLAY_TAG, ReplayRefused, replay
@@ -123,13 +124,32 @@ def test_reexecute_from_failure_starts_each_partition_at_its_failed_step(flow_en
         options = dg.ReexecutionOptions.from_failure(failed.run_id, flow_env.instance)
         parent = flow_env.instance.get_run_by_id(failed.run_id)
         assert parent is not None
-        # the UI's re-execution carries the parent's tags (its partition range); execute_job does not
+        # the UI's re-execution (instance.create_reexecuted_run) carries the parent's tags (its
+        # partition range) and marks a re-execution from failure; execute_job does neither
         tags = {k: v for k, v in parent.tags.items() if k.startswith("dagster/asset_partition_range")}
-        result = dg.execute_job(job, flow_env.instance, tags=tags, reexecution_options=options)
+        resume = {**tags, RESUME_RETRY_TAG: "true"}
+        result = dg.execute_job(job, flow_env.instance, tags=resume, reexecution_options=options)
         assert result.success, [e.message for e in result.all_events if e.is_failure]
+        # "re-execute all" is every step again: the extracts look for their (removed) files
+        every = dg.ReexecutionOptions(parent_run_id=failed.run_id)
+        again = dg.execute_job(job, flow_env.instance, tags=tags, reexecution_options=every)
+        assert not again.success and stepped(flow_env, again.run_id) == set()
     assert stepped(flow_env, result.run_id) == {("companies_link", NEXT)}
     assert flow_env.query(TARGET) == [
         ("C1", "IT00000000001", "Holding Rossi S.p.A.", "Milano", "1000.00", 12, None),
         ("C2", "IT00000000002", "Rossi Caffè S.r.l.", "Forlì", None, None, "C1"),
         ("C4", "IT00000000004", "Bianchi S.n.c.", "Cantù", None, None, "C2"),
     ]
+
+
+def test_replay_after_a_blocking_check_fails_with_its_reason(flow_env: FlowEnv) -> None:
+    """A transform its check blocked: a replay from load would load what the check refused."""
+    bad = [f"D{i};IT1000000000{i};Ditta {i};;;;IT;;;;;;32/01/2020;14/01/2026 09:00:00" for i in range(11)]
+    flow_env.put("companies_20260115.csv", companies_csv(ROWS[0], *bad))
+    assert not flow_env.run(DAY).success
+    run = cli([ETL_ASSETS, "replay", "companies", DAY, "--from", "load"], flow_env.home)
+    assert run.returncode == 1, run.stdout + run.stderr[-2000:]
+    assert f"replay of companies {DAY} from load: FAILED: load: not run, transform check rejected_rows" in (
+        run.stdout
+    )
+    assert flow_env.query("select count(*) from pg_tables where tablename = 'accounts'") == [(0,)]
