@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etl_assets.resources import build_resources, test_connections
 from etl_assets.sdk import cli as flows_cli
@@ -23,6 +24,9 @@ from etl_assets.settings import (
     init_key,
     load_settings,
 )
+
+if TYPE_CHECKING:  # dagster is imported by the commands that run flows, not by every command
+    import dagster as dg
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -121,12 +125,12 @@ def _test_connections(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
-def _flow_job(defs: object, flow: str) -> object | None:
+def _flow_job(defs: dg.Definitions, flow: str) -> dg.JobDefinition | None:
     """The flow's ``<flow>_job``, or None (said on stderr) when there is no such flow."""
     import dagster as dg
 
     try:
-        return defs.resolve_job_def(f"{flow}_job")  # type: ignore[attr-defined]
+        return defs.resolve_job_def(f"{flow}_job")
     except dg.DagsterInvariantViolationError:
         print(f"etl-assets: no flow {flow!r} (its job {flow}_job is not defined)", file=sys.stderr)
         return None
@@ -212,7 +216,7 @@ def _upload(args: argparse.Namespace) -> int:
     if done.placed is None:
         print("dry run: accepted, nothing placed")
     else:
-        print(f"placed: {done.placed.remote_path} (sha256 {done.placed.sha256[:12]}...)")
+        print(f"placed: {done.placed.location} (sha256 {done.placed.sha256[:12]}...)")
         if done.placed.replaced_backup:
             print(f"  the delivery it replaced is backed up at {done.placed.replaced_backup}")
     return EXIT_OK

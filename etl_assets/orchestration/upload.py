@@ -49,6 +49,6 @@ def upload(
     start = partition_start(flow, key)
     assert start is not None  # the key came from the name, or was checked against it
     placed = place_upload(flow, path, start, files, folders, replace=replace)
-    # ledger: record the upload here (flow, partition key, placed.remote_path, placed.sha256,
+    # ledger: record the upload here (flow, partition key, placed.location, placed.sha256,
     # check.rows, check.rejected, placed.replaced_backup) once engine/ledger/ exists
     return Uploaded(check, placed)

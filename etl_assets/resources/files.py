@@ -54,6 +54,10 @@ class FilesResource(ConfigurableResource):
             raise ConnectorError("sftp", f"no folder configured for flow {flow!r} (sftp.folders)")
         return folder
 
+    def location(self, remote_path: str) -> str:
+        """Where a file of the source is, as a person would look for it."""
+        return remote_path
+
     def list_files(self, folder: str) -> FileListing:
         raise NotImplementedError
 
@@ -86,6 +90,9 @@ class LocalFilesResource(FilesResource):
 
     def _local(self, remote_path: str) -> Path:
         return Path(self.root) / PurePosixPath(remote_path).name
+
+    def location(self, remote_path: str) -> str:
+        return str(self._local(remote_path))
 
     def list_files(self, folder: str) -> FileListing:
         root = Path(self.root)

@@ -58,7 +58,7 @@ def test_a_good_file_is_placed_and_the_next_run_loads_it(
     corrected = companies_csv(*GOOD, BAD_DATE.replace("31/02", "28/02"))
     (tmp_path / NAME).write_bytes(corrected)
     status, out, err = upload(flow_env, capsys, tmp_path / NAME)
-    assert status == 1 and "already in" in err and "--replace" in err
+    assert status == 1 and "already waiting at" in err and "--replace" in err
     assert remote(flow_env) == {NAME: data}
     status, out, err = upload(flow_env, capsys, tmp_path / NAME, "--replace")
     assert status == 0, err
@@ -128,4 +128,5 @@ def test_in_dev_the_file_lands_whole_in_the_import_folder(tmp_path: Path) -> Non
     (tmp_path / NAME).write_bytes(data)
     done = upload_file(flow, tmp_path / NAME, None, files, FoldersResource(home=str(home)), "Europe/Rome")
     assert done.check.accepted and done.placed is not None
+    assert done.placed.location == str(home / "import" / NAME)
     assert {p.name: p.read_bytes() for p in (home / "import").iterdir()} == {NAME: data}

@@ -26,7 +26,7 @@ class UploadRefused(Exception):
 
 @dataclass(frozen=True)
 class Placed:
-    remote_path: str
+    location: str  # where the extract will read it (an SFTP path, or the import folder's file)
     sha256: str
     replaced_backup: Path | None  # where the delivery it replaced was backed up
 
@@ -41,18 +41,18 @@ def place_upload(
 ) -> Placed:
     """``path`` (already checked) placed in the flow's folder under its own name."""
     folder = files.folder_of(flow.name, flow.source.folder)
+    target = f"{folder.rstrip('/')}/{path.name}"
     waiting = {f.name: f for f in files.list_files(folder)}.get(path.name)
     backup = None
     if waiting is not None:
         if not replace:
             raise UploadRefused(
-                f"{path.name}: a delivery of that name is already in {folder}; nothing placed "
-                "(give --replace to back it up and replace it)"
+                f"{path.name}: a delivery of that name is already waiting at {files.location(target)}; "
+                "nothing placed (give --replace to back it up and replace it)"
             )
         backup = _back_up_waiting(files, waiting.path, path.name, flow, start, folders)
-    target = f"{folder.rstrip('/')}/{path.name}"
     files.upload(path, target)
-    return Placed(target, file_sha256(path), backup)
+    return Placed(files.location(target), file_sha256(path), backup)
 
 
 def _back_up_waiting(
