@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etl_assets.resources import build_resources, test_connections
 from etl_assets.sdk import cli as flows_cli
@@ -24,6 +25,9 @@ from etl_assets.settings import (
     init_key,
     load_settings,
 )
+
+if TYPE_CHECKING:  # dagster is imported by the commands that run flows, not by every command
+    import dagster as dg
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -56,6 +60,24 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--from", dest="first", help="first partition key, e.g. 2026-01-01")
     backfill.add_argument("--to", dest="last", help="last partition key (default: --from)")
     backfill.add_argument("--partitions", help="or: partition keys, comma-separated (to re-run failed ones)")
+    replay = commands.add_parser(
+        "replay",
+        parents=[env],
+        help="run a partition again from a step on, from the staged output of the step before (no fetch)",
+    )
+    replay.add_argument("flow", help="the flow, e.g. companies")
+    replay.add_argument("partition", help="the partition key, e.g. 2026-01-14")
+    replay.add_argument("--from", dest="step", required=True, choices=("transform", "load", "link"))
+    upload = commands.add_parser(
+        "upload",
+        parents=[env],
+        help="check a source file (name, encoding, columns, a dry run of the map) and place it for its flow",
+    )
+    upload.add_argument("flow", help="the flow, e.g. companies")
+    upload.add_argument("file", type=Path, help="the file, named as the flow's source expects")
+    upload.add_argument("--partition", help="the partition (default: read from the file name)")
+    upload.add_argument("--replace", action="store_true", help="replace a waiting delivery (backed up first)")
+    upload.add_argument("--dry-run", action="store_true", help="check only: place nothing")
     demo = commands.add_parser(
         "demo-data", parents=[env], help="write sample source files to ETL_HOME/import"
     )
@@ -165,6 +187,103 @@ def _test_connections(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
+def _flow_job(defs: dg.Definitions, flow: str) -> dg.JobDefinition | None:
+    """The flow's ``<flow>_job``, or None (said on stderr) when there is no such flow."""
+    import dagster as dg
+
+    try:
+        return defs.resolve_job_def(f"{flow}_job")
+    except dg.DagsterInvariantViolationError:
+        print(f"etl-assets: no flow {flow!r} (its job {flow}_job is not defined)", file=sys.stderr)
+        return None
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """One run of the partition from ``--from`` on, reading what the steps before staged."""
+    import dagster as dg
+
+    from etl_assets.definitions import build_definitions
+    from etl_assets.orchestration.replay import ReplayRefused, replay
+
+    settings = load_settings(args.env)
+    job = _flow_job(build_definitions(settings), args.flow)
+    if job is None:
+        return EXIT_USAGE
+    if not job.partitions_def.has_partition_key(args.partition):
+        example = job.partitions_def.get_first_partition_key()
+        print(
+            f"etl-assets: {args.partition!r} is not a partition of {args.flow} (keys look like {example})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    folders = build_resources(settings)["folders"]
+    try:
+        with dg.DagsterInstance.get() as instance:
+            done = replay(job, args.flow, args.partition, args.step, instance, folders)
+    except ReplayRefused as refused:
+        print(f"etl-assets: {refused}", file=sys.stderr)
+        return EXIT_FAILED
+    status = "ok" if done.success else f"FAILED: {done.failure}"
+    print(f"replay of {args.flow} {args.partition} from {args.step}: {status} (run {done.run_id})")
+    return EXIT_OK if done.success else EXIT_FAILED
+
+
+def _upload(args: argparse.Namespace) -> int:
+    """Check the file; accepted, place it where the flow's extract reads it."""
+    from etl_assets.engine.upload import UploadRefused
+    from etl_assets.model.declarations import declared_flows
+    from etl_assets.orchestration.upload import upload
+    from etl_assets.resources.errors import ConnectorError
+
+    settings = load_settings(args.env)
+    flows = {
+        f.flow.name: f.flow
+        for f in declared_flows(settings.flow_dirs)
+        if f.flow.environment in (None, settings.env)
+    }
+    if args.flow not in flows:
+        print(f"etl-assets: no flow {args.flow!r} (flows: {', '.join(sorted(flows))})", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.file.is_file():
+        print(f"etl-assets: {args.file}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    resources = build_resources(settings)
+    try:
+        done = upload(
+            flows[args.flow],
+            args.file,
+            args.partition,
+            resources["files"],
+            resources["folders"],
+            settings.timezone,
+            replace=args.replace,
+            dry_run=args.dry_run,
+        )
+    except (UploadRefused, ConnectorError) as refused:
+        print(f"etl-assets: {refused}", file=sys.stderr)
+        return EXIT_FAILED
+    check = done.check
+    print(f"{check.file}: {args.flow} partition {check.partition_key or '?'}, {check.rows} rows")
+    for rejection in check.rejections:
+        print(
+            f"  would reject {rejection.rows} rows: {check.file}:{rejection.first_line}: "
+            f"{rejection.field}: {rejection.reason}"
+        )
+    if check.extra_columns:
+        print(f"  schema drift, extra columns: {', '.join(check.extra_columns)}")
+    for problem in check.problems:
+        print(f"etl-assets: refused: {problem.text()}", file=sys.stderr)
+    if not check.accepted:
+        return EXIT_FAILED
+    if done.placed is None:
+        print("dry run: accepted, nothing placed")
+    else:
+        print(f"placed: {done.placed.location} (sha256 {done.placed.sha256[:12]}...)")
+        if done.placed.replaced_backup:
+            print(f"  the delivery it replaced is backed up at {done.placed.replaced_backup}")
+    return EXIT_OK
+
+
 def _backfill(args: argparse.Namespace) -> int:
     """Ranged runs of consecutive partitions in this process (recorded in DAGSTER_HOME, shown in
     the UI), each partition landing or failing on its own."""
@@ -174,11 +293,8 @@ def _backfill(args: argparse.Namespace) -> int:
     from etl_assets.orchestration.batches import run_batch
 
     settings = load_settings(args.env)
-    defs = build_definitions(settings)
-    try:
-        job = defs.resolve_job_def(f"{args.flow}_job")
-    except dg.DagsterInvariantViolationError:
-        print(f"etl-assets: no flow {args.flow!r} (its job {args.flow}_job is not defined)", file=sys.stderr)
+    job = _flow_job(build_definitions(settings), args.flow)
+    if job is None:
         return EXIT_USAGE
     partitions = job.partitions_def
     if args.partitions:
@@ -218,6 +334,8 @@ def _backfill(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "backfill": _backfill,
+    "replay": _replay,
+    "upload": _upload,
     "encrypt-password": _encrypt_password,
     "init-key": _init_key,
     "test-connections": _test_connections,

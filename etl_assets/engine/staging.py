@@ -28,6 +28,12 @@ from etl_assets.resources.folders import FoldersResource
 
 T = TypeVar("T")
 LOCK_FILE = ".lock"
+# the staged files a step reads, written by the steps before it: a step re-run alone needs them
+STEP_INPUTS = {
+    "transform": ("extract.parquet",),
+    "load": ("extract.parquet", "transform.parquet"),
+    "link": ("extract.parquet", "transform.parquet", "load.parquet"),
+}
 
 
 def partition_dir_name(partition_key: str) -> str:
@@ -55,6 +61,11 @@ class PartitionStage:
         path = self.dir / "raw"
         path.mkdir(exist_ok=True)
         return path
+
+    def missing_inputs(self, step: str) -> list[Path]:
+        """The staged files ``step`` reads that are not there (none for extract: its input is
+        the source)."""
+        return [self.file(name) for name in STEP_INPUTS.get(step, ()) if not self.file(name).exists()]
 
     def error_file(self, step: str) -> Path:
         """``ETL_HOME/errors/<flow>/<partition>/<step>.csv``."""

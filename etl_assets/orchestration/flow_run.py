@@ -9,8 +9,9 @@ reported failed; the other partitions of the run go on and land. The op fails at
 a partition failed, so the run and the backfill show exactly which (step, partition) did not
 materialize, and "re-execute failed" retries only those.
 
-A lost database connection fails the op at once for Dagster's ``RetryPolicy``: the retry
-skips the (step, partition)s this run has materialized already.
+A lost database connection fails the op at once for Dagster's ``RetryPolicy``; the retry, and
+a "re-execute from failure" of a failed run, start each partition at its first step that did
+not land before (``reexecution``), from the staged file of the step before it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from etl_assets.model.flow import STEPS, FlowModel
 from etl_assets.orchestration.columns import COLUMN_SCHEMA, table_schema
 from etl_assets.orchestration.faults import RETRY_POLICY, connection_fault_line, is_connection_fault
 from etl_assets.orchestration.metadata import to_check_evaluation, to_check_result, to_metadata
+from etl_assets.orchestration.reexecution import landed_before, steps_to_run
 from etl_assets.orchestration.run_report import RunReport
 from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource, MailerResource
 from etl_assets.resources.errors import ConnectorError
@@ -83,32 +85,6 @@ class RunState:
     news: dict[str, str] = field(default_factory=dict)  # what a partition's new delivery changed
 
 
-def blocked_by(evaluation: dg.AssetCheckEvaluation) -> bool:
-    return (
-        evaluation.blocking and not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
-    )
-
-
-def landed_in_run(context: dg.AssetExecutionContext, last: dg.AssetKey) -> set[str]:
-    """Partitions an earlier try of this run took through its last step with no blocking check
-    failed: a retry skips them (every other partition runs again from its first step)."""
-    if context.retry_number == 0:
-        return set()
-    records = context.instance.get_records_for_run(
-        context.run.run_id,
-        of_type={dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_CHECK_EVALUATION},
-    ).records
-    landed, blocked = set(), set()
-    for record in records:
-        entry = record.event_log_entry
-        materialization, evaluation = entry.asset_materialization, entry.asset_check_evaluation
-        if materialization is not None and materialization.asset_key == last and materialization.partition:
-            landed.add(materialization.partition)
-        if evaluation is not None and evaluation.partition and blocked_by(evaluation):
-            blocked.add(evaluation.partition)
-    return landed - blocked
-
-
 class FlowRun:
     """The steps of one flow over a run's partitions, reported to Dagster as they land."""
 
@@ -127,16 +103,19 @@ class FlowRun:
                 description=f"select a step of {self.flow.name}: its checks run with the step they check",
                 allow_retries=False,
             )
-        landed = landed_in_run(context, self.keys[selected[-1]])
+        landed = landed_before(context, self.keys)
         steps = FlowSteps(self.flow, resources.folders, Hooks(self.flow, context.run.run_id))
         state = RunState()
         report = RunReport(self.flow, context, resources.mailer, resources.folders)
         try:
             for key in context.partition_keys:
-                if key in landed:
+                todo = steps_to_run(selected, landed.get(key, set()))
+                if not todo:  # landed in an earlier try, or in the run this one re-executes
                     state.ran[key] = list(selected)
                     continue
-                failure = self.run_partition(context, key, selected, steps, resources, state)
+                # the steps it landed before count as this run's: their error files, its e-mail
+                state.ran[key] = selected[: len(selected) - len(todo)]
+                failure = self.run_partition(context, key, todo, steps, resources, state)
                 if failure:
                     state.failures[key] = failure
         except _LastingFault as fault:
@@ -169,9 +148,9 @@ class FlowRun:
     ) -> str | None:
         """The partition through the selected steps, each reported as it lands; the failure
         line of the step that stopped it, or None."""
-        state.ran[key] = []
+        ran = state.ran.setdefault(key, [])
         for step in selected:
-            state.ran[key].append(step)
+            ran.append(step)
             try:
                 self.refuse_if_stopped(step, key, selected, steps)
                 outcome = self.step(context, step, key, steps, resources, state)

@@ -54,6 +54,10 @@ class FilesResource(ConfigurableResource):
             raise ConnectorError("sftp", f"no folder configured for flow {flow!r} (sftp.folders)")
         return folder
 
+    def location(self, remote_path: str) -> str:
+        """Where a file of the source is, as a person would look for it."""
+        return remote_path
+
     def list_files(self, folder: str) -> FileListing:
         raise NotImplementedError
 
@@ -87,6 +91,9 @@ class LocalFilesResource(FilesResource):
     def _local(self, remote_path: str) -> Path:
         return Path(self.root) / PurePosixPath(remote_path).name
 
+    def location(self, remote_path: str) -> str:
+        return str(self._local(remote_path))
+
     def list_files(self, folder: str) -> FileListing:
         root = Path(self.root)
         root.mkdir(parents=True, exist_ok=True)
@@ -115,9 +122,15 @@ class LocalFilesResource(FilesResource):
         return local_path
 
     def upload(self, local_path: Path, remote_path: str) -> None:
+        """Copied under a temporary name, then renamed: readers never see a partial file."""
         target = self._local(remote_path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local_path, target)
+        partial = target.with_name(partial_name(target.name))
+        try:
+            shutil.copyfile(local_path, partial)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def rename(self, remote_path: str, new_path: str) -> None:
         target = self._local(new_path)
