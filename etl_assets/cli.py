@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--from", dest="first", help="first partition key, e.g. 2026-01-01")
     backfill.add_argument("--to", dest="last", help="last partition key (default: --from)")
     backfill.add_argument("--partitions", help="or: partition keys, comma-separated (to re-run failed ones)")
+    resubmit = commands.add_parser(
+        "resubmit",
+        parents=[env],
+        help="send a corrected error file back: its rows through transform, load and link again",
+    )
+    resubmit.add_argument("path", type=Path, help="e.g. ETL_HOME/errors/companies/2026-01-02/transform.csv")
     demo = commands.add_parser(
         "demo-data", parents=[env], help="write sample source files to ETL_HOME/import"
     )
@@ -154,8 +160,37 @@ def _backfill(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _resubmit(args: argparse.Namespace) -> int:
+    """A corrected error file through the engine in this process; refused with every reason."""
+    from etl_assets.engine.load.partition_loads import utc_now
+    from etl_assets.engine.resubmit.run import resubmit
+    from etl_assets.engine.resubmit.submission import Refused
+    from etl_assets.model.declarations import declared_flows
+
+    if not args.path.is_file():
+        print(f"etl-assets: {args.path}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    settings = load_settings(args.env)
+    flows = {
+        f.flow.name: f.flow
+        for f in declared_flows(settings.flow_dirs)
+        if f.flow.environment in (None, settings.env)
+    }
+    resources = build_resources(settings)
+    try:
+        outcome = resubmit(args.path, flows, resources["folders"], resources["database"].engine(), utc_now())
+    except Refused as refused:
+        for reason in refused.reasons:
+            print(f"etl-assets: {refused.path}: refused: {reason}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in outcome.lines():
+        print(line)
+    return EXIT_OK
+
+
 COMMANDS = {
     "backfill": _backfill,
+    "resubmit": _resubmit,
     "encrypt-password": _encrypt_password,
     "init-key": _init_key,
     "test-connections": _test_connections,
