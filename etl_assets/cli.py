@@ -161,31 +161,38 @@ def _backfill(args: argparse.Namespace) -> int:
 
 
 def _resubmit(args: argparse.Namespace) -> int:
-    """A corrected error file through the engine in this process; refused with every reason."""
-    from etl_assets.engine.load.partition_loads import utc_now
-    from etl_assets.engine.resubmit.run import resubmit
-    from etl_assets.engine.resubmit.submission import Refused
-    from etl_assets.model.declarations import declared_flows
+    """A corrected error file sent back by a run of the ``resubmit`` job in this process
+    (recorded in DAGSTER_HOME, shown in the UI with the tag etl_assets/resubmission)."""
+    import dagster as dg
+
+    from etl_assets.definitions import build_definitions
+    from etl_assets.orchestration.resubmission import JOB, TAG
 
     if not args.path.is_file():
         print(f"etl-assets: {args.path}: no such file", file=sys.stderr)
         return EXIT_USAGE
-    settings = load_settings(args.env)
-    flows = {
-        f.flow.name: f.flow
-        for f in declared_flows(settings.flow_dirs)
-        if f.flow.environment in (None, settings.env)
-    }
-    resources = build_resources(settings)
-    try:
-        outcome = resubmit(args.path, flows, resources["folders"], resources["database"].engine(), utc_now())
-    except Refused as refused:
-        for reason in refused.reasons:
-            print(f"etl-assets: {refused.path}: refused: {reason}", file=sys.stderr)
-        return EXIT_FAILED
-    for line in outcome.lines():
-        print(line)
-    return EXIT_OK
+    path = args.path.resolve()
+    job = build_definitions(load_settings(args.env)).resolve_job_def(JOB)
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            run_config={"ops": {"resubmit_file": {"config": {"path": str(path)}}}},
+            instance=instance,
+            tags={TAG: "/".join(path.parts[-3:])},
+            raise_on_error=False,
+        )
+    if result.success:
+        for line in result.output_for_node("resubmit_file"):
+            print(line)
+        return EXIT_OK
+    failure = result.failure_data_for_node("resubmit_file")
+    user = failure.user_failure_data if failure else None
+    if user is not None and "reasons" in user.metadata:
+        for reason in user.metadata["reasons"].value:  # type: ignore[union-attr]
+            print(f"etl-assets: {path}: refused: {reason}", file=sys.stderr)
+    else:
+        error = failure.error.message.strip() if failure and failure.error else "see the run's log"
+        print(f"etl-assets: {path}: resubmission failed (run {result.run_id}): {error}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 COMMANDS = {

@@ -12,6 +12,7 @@ from etl_assets.orchestration.connections_job import test_connections_job
 from etl_assets.orchestration.flow_component import FlowComponent, build_flow_file_defs
 from etl_assets.orchestration.housekeeping_job import housekeeping_defs
 from etl_assets.orchestration.report_component import ReportComponent
+from etl_assets.orchestration.resubmission import resubmit_defs
 
 __all__ = [
     "ComponentSettings",
@@ -20,6 +21,7 @@ __all__ = [
     "backfill_emails_sensor",
     "build_component_defs",
     "housekeeping_defs",
+    "resubmit_defs",
     "build_flow_file_defs",
     "test_connections_job",
 ]

@@ -7,10 +7,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pytest
 
 from etl_assets.cli import main
+from etl_assets.definitions import build_definitions
+from etl_assets.orchestration import resubmission
+from etl_assets.settings import load_settings
 from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv
 from etl_assets_tests.test_flows.test_companies import BAD, DAY, FILE, GOOD
 from etl_assets_tests.test_flows.test_offers import OFFERS_HEADER
@@ -38,8 +42,12 @@ def write(rows: pl.DataFrame, path: Path) -> Path:
 
 
 @pytest.fixture
-def rejected_day(flow_env: FlowEnv) -> FlowEnv:
-    """A partition whose transform rejected four rows (C4, C5, C6 and an older C1)."""
+def rejected_day(flow_env: FlowEnv, monkeypatch: pytest.MonkeyPatch) -> FlowEnv:
+    """A partition whose transform rejected four rows (C4, C5, C6 and an older C1); the CLI's
+    runs recorded in a DAGSTER_HOME of the test's own."""
+    dagster_home = flow_env.home / "dagster_home"
+    dagster_home.mkdir(parents=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
     flow_env.put(FILE, companies_csv(*GOOD, *BAD))
     assert flow_env.run(DAY).success
     return flow_env
@@ -66,6 +74,11 @@ def test_corrected_rows_load_once_still_wrong_come_back(rejected_day: FlowEnv, c
     assert again.select("COMPANY_ID", "error_step", "error_field", "error_reason", "source_line").rows() == [
         ("C6", "transform", "VAT_CODE", "required value missing", "8")
     ]
+    with dg.DagsterInstance.get() as instance:  # a run of the UI's, tagged
+        (run,) = instance.get_runs(
+            dg.RunsFilter(tags={"etl_assets/resubmission": f"companies/{DAY}/transform.csv"})
+        )
+    assert run.job_name == "resubmit" and run.status == dg.DagsterRunStatus.SUCCESS
     resolved = env.query("select step, source_line, resubmission from etl_resolved_rejects order by 2")
     assert resolved == [("transform", 6, 1), ("transform", 7, 1)]
 
@@ -132,3 +145,40 @@ def test_tampered_files_are_refused_and_nothing_loads(rejected_day: FlowEnv, tmp
 
     assert env.query("select external_id, etl_loaded_at from accounts order by 1") == before
     assert env.query("select to_regclass('etl_resolved_rejects') is null") == [(True,)]
+
+
+def test_a_file_dropped_into_resubmit_runs_once_and_is_kept(rejected_day: FlowEnv, monkeypatch) -> None:
+    """The sensor takes a settled file aside and asks for a run of the resubmit job, tagged."""
+    env = rejected_day
+    monkeypatch.setattr(resubmission, "SETTLE_SECONDS", 0.0)
+    dropped = write(
+        corrected(env.error_file(DAY, "transform")),
+        env.home / "resubmit" / "companies" / DAY / "transform.csv",
+    )
+    with env.defs_state():
+        defs = build_definitions(load_settings("test"))
+        sensor = defs.resolve_sensor_def("resubmit_sensor")
+
+        def tick() -> dg.SensorExecutionData:
+            context = dg.build_sensor_context(
+                instance=env.instance, resources=defs.resources, definitions=defs
+            )
+            return sensor.evaluate_tick(context)
+
+        (request,) = tick().run_requests
+        assert not dropped.exists()  # moved aside, not deleted
+        (taken,) = (env.home / "resubmit" / ".taken").glob(f"*/companies/{DAY}/transform.csv")
+        assert request.tags["etl_assets/resubmission"] == f"companies/{DAY}/transform.csv"
+        assert tick().run_requests == []  # asked for once
+        run = defs.resolve_job_def("resubmit").execute_in_process(
+            run_config=request.run_config, instance=env.instance, tags=request.tags, raise_on_error=False
+        )
+    assert run.success and taken.exists()
+    assert env.query("select source_line from etl_resolved_rejects order by 1") == [(6,), (7,)]
+    (observed,) = [
+        e.asset_observation_data.asset_observation
+        for e in run.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert observed.asset_key == dg.AssetKey("companies_load") and observed.partition == DAY
+    assert (observed.metadata["kind"].value, observed.metadata["resolved"].value) == ("resubmission", 2)

@@ -28,6 +28,13 @@ _NAME = re.compile(r"^(?P<step>transform|load|link)(?:\.resubmission-(?P<number>
 REASONS_SHOWN = 5  # lines named per reason; the count says how many more
 
 
+def is_resubmission_errors(name: str) -> bool:
+    """``<step>.resubmission-<n>.csv``: the still-wrong rows of a resubmission (housekeeping
+    keeps them as it keeps error files)."""
+    match = _NAME.match(name)
+    return match is not None and match.group("number") is not None
+
+
 class Refused(Exception):
     """A submission refused whole: one line per reason, nothing loaded."""
 
