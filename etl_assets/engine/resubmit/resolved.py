@@ -97,7 +97,7 @@ def record_resolved(
     """Rows (``LINE``, fingerprint) resolved by resubmission ``number``, inside the caller's
     transaction (the partition's lock held: no other submission of it in between); a row
     resolved already stays as it was. How many were new."""
-    lines = lines.join(already_resolved(conn, flow, partition_key, step), on=LINE, how="anti")
+    lines = lines.join(already_resolved(conn, flow, partition_key, step), on=[LINE, FINGERPRINT], how="anti")
     if lines.is_empty():
         return 0
     table = resolved_table()
@@ -115,7 +115,15 @@ def record_resolved(
         }
         for line, fingerprint in lines.select(LINE, FINGERPRINT).iter_rows()
     ]
-    conn.execute(dialect_insert(conn)(table).on_conflict_do_nothing(), values)
+    insert = dialect_insert(conn)(table)
+    # a line resolved for an earlier delivery of the partition holds another row now: replaced
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=["flow", "partition_key", "step", "source_line"],
+            set_={c: insert.excluded[c] for c in ("fingerprint", "resubmission", "resolved_at")},
+        ),
+        values,
+    )
     return lines.height
 
 
