@@ -173,9 +173,18 @@ def _resubmit(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     path = args.path.resolve()
     job = build_definitions(load_settings(args.env)).resolve_job_def(JOB)
-    with dg.DagsterInstance.get() as instance:
+    try:
+        instance = dg.DagsterInstance.get()
+    except dg.DagsterHomeNotSetError:
+        print("etl-assets: DAGSTER_HOME is not set: set it to the folder the UI uses", file=sys.stderr)
+        return EXIT_USAGE
+    with instance:
         result = job.execute_in_process(
-            run_config={"ops": {"resubmit_file": {"config": {"path": str(path)}}}},
+            run_config={
+                "ops": {"resubmit_file": {"config": {"path": str(path)}}},
+                # the run's log is in the UI; here, the lines below say what happened
+                "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+            },
             instance=instance,
             tags={TAG: "/".join(path.parts[-3:])},
             raise_on_error=False,

@@ -77,7 +77,7 @@ def resubmit_defs(flows: list[FlowModel]) -> dg.Definitions:
 
     @dg.sensor(
         name="resubmit_sensor",
-        job=resubmit_job,
+        job_name=JOB,  # by name: a sensor holding the job is rebuilt when resources bind (a warning)
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="sends back each corrected error file dropped into ETL_HOME/resubmit/<flow>/<partition>/",
