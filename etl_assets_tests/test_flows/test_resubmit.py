@@ -182,3 +182,37 @@ def test_a_file_dropped_into_resubmit_runs_once_and_is_kept(rejected_day: FlowEn
     ]
     assert observed.asset_key == dg.AssetKey("companies_load") and observed.partition == DAY
     assert (observed.metadata["kind"].value, observed.metadata["resolved"].value) == ("resubmission", 2)
+
+
+def test_a_corrected_link_reject_is_linked_and_resolved_in_the_links_transaction(
+    rejected_day: FlowEnv, capsys
+) -> None:
+    env = rejected_day
+    errors = env.error_file(DAY, "link")
+    rows = pl.read_csv(errors, separator=";", infer_schema=False)
+    assert rows["COMPANY_ID"].to_list() == ["C7"]  # its parent IT99999999999 is unknown
+    write(rows.with_columns(pl.lit("IT00000000001").alias("PARENT_VAT")), errors)
+    assert main(["resubmit", str(errors)]) == 0
+    assert "1 of 1 rejects of companies 2026-01-15 link resolved" in capsys.readouterr().out
+    assert env.query(
+        "select p.external_id from accounts a join accounts p on p.id = a.parent_account_id "
+        "where a.external_id = 'C7'"
+    ) == [("C1",)]
+    assert env.query("select step, source_line from etl_resolved_rejects") == [("link", 9)]
+    assert not errors.with_name("link.resubmission-1.csv").exists()  # nothing still wrong
+
+
+def test_a_new_delivery_has_new_rejects_not_taken_for_resolved(rejected_day: FlowEnv, capsys) -> None:
+    env = rejected_day
+    errors = env.error_file(DAY, "transform")
+    assert main(["resubmit", str(write(corrected(errors, {"C4"}), errors))]) == 0
+    # the client sends the day again: another faulty row at line 6, where C4 was
+    other = "C9;IT00000000009;Nuova S.r.l.;;;;IT;;;;;;30/02/2019;14/01/2026 09:00:00"
+    env.put(FILE, companies_csv(*GOOD, other, *BAD[1:]))
+    assert env.run(DAY).success
+    rows = pl.read_csv(errors, separator=";", infer_schema=False)
+    assert rows.filter(pl.col("source_line") == "6")["COMPANY_ID"].to_list() == ["C9"]
+    fixed = rows.filter(pl.col("COMPANY_ID") == "C9").with_columns(pl.lit("28/02/2019").alias("FOUNDED"))
+    assert main(["resubmit", str(write(fixed, errors))]) == 0
+    assert "1 rows submitted, 1 resolved, 0 resolved before" in capsys.readouterr().out
+    assert env.query("select founded::text from accounts where external_id = 'C9'") == [("2019-02-28",)]
