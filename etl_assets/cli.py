@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     upload.add_argument("--partition", help="the partition (default: read from the file name)")
     upload.add_argument("--replace", action="store_true", help="replace a waiting delivery (backed up first)")
     upload.add_argument("--dry-run", action="store_true", help="check only: place nothing")
+    resubmit = commands.add_parser(
+        "resubmit",
+        parents=[env],
+        help="send a corrected error file back: its rows through transform, load and link again",
+    )
+    resubmit.add_argument("path", type=Path, help="e.g. ETL_HOME/errors/companies/2026-01-02/transform.csv")
     demo = commands.add_parser(
         "demo-data", parents=[env], help="write sample source files to ETL_HOME/import"
     )
@@ -332,10 +338,55 @@ def _backfill(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _resubmit(args: argparse.Namespace) -> int:
+    """A corrected error file sent back by a run of the ``resubmit`` job in this process
+    (recorded in DAGSTER_HOME, shown in the UI with the tag etl_assets/resubmission)."""
+    import dagster as dg
+
+    from etl_assets.definitions import build_definitions
+    from etl_assets.orchestration.resubmission import JOB, TAG
+
+    if not args.path.is_file():
+        print(f"etl-assets: {args.path}: no such file", file=sys.stderr)
+        return EXIT_USAGE
+    path = args.path.resolve()
+    job = build_definitions(load_settings(args.env)).resolve_job_def(JOB)
+    try:
+        instance = dg.DagsterInstance.get()
+    except dg.DagsterHomeNotSetError:
+        print("etl-assets: DAGSTER_HOME is not set: set it to the folder the UI uses", file=sys.stderr)
+        return EXIT_USAGE
+    with instance:
+        result = job.execute_in_process(
+            run_config={
+                "ops": {"resubmit_file": {"config": {"path": str(path)}}},
+                # the run's log is in the UI; here, the lines below say what happened
+                "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+            },
+            instance=instance,
+            tags={TAG: "/".join(path.parts[-3:])},
+            raise_on_error=False,
+        )
+    if result.success:
+        for line in result.output_for_node("resubmit_file"):
+            print(line)
+        return EXIT_OK
+    failure = result.failure_data_for_node("resubmit_file")
+    user = failure.user_failure_data if failure else None
+    if user is not None and "reasons" in user.metadata:
+        for reason in user.metadata["reasons"].value:  # type: ignore[union-attr]
+            print(f"etl-assets: {path}: refused: {reason}", file=sys.stderr)
+    else:
+        error = failure.error.message.strip() if failure and failure.error else "see the run's log"
+        print(f"etl-assets: {path}: resubmission failed (run {result.run_id}): {error}", file=sys.stderr)
+    return EXIT_FAILED
+
+
 COMMANDS = {
     "backfill": _backfill,
     "replay": _replay,
     "upload": _upload,
+    "resubmit": _resubmit,
     "encrypt-password": _encrypt_password,
     "init-key": _init_key,
     "test-connections": _test_connections,

@@ -20,6 +20,7 @@ from etl_assets.orchestration import (
     build_component_defs,
     build_flow_file_defs,
     housekeeping_defs,
+    resubmit_defs,
     test_connections_job,
 )
 from etl_assets.resources import build_resources
@@ -52,6 +53,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         build_component_defs(PROJECT_ROOT, DEFS_DIR, components),
         build_flow_file_defs([f for f in files if not f.packaged], components),
         housekeeping_defs([f.flow for f in files], settings.housekeeping, settings.timezone),
+        resubmit_defs([f.flow for f in files]),
         dg.Definitions(
             jobs=[test_connections_job],
             sensors=[backfill_emails_sensor()],

@@ -14,6 +14,7 @@ from typing import Literal
 
 from etl_assets.engine.deliveries import backups_of, delivered_name, file_sha256
 from etl_assets.engine.partition_keys import partition_key_for_file
+from etl_assets.engine.resubmit.submission import is_resubmission_errors
 from etl_assets.engine.staging import PartitionStage, partition_dir_name
 from etl_assets.model.flow import STEPS, FlowModel
 from etl_assets.resources.files import FilesResource
@@ -133,7 +134,8 @@ def _accounted(folder: str, relative: Path, flows: dict[str, FlowModel]) -> bool
     if folder == "backup":
         return len(parts) == 4 and partition_key_for_file(flow, delivered_name(parts[3])) is not None
     if folder == "errors":
-        return len(parts) == 3 and relative.stem in (*STEPS, "parked") and relative.suffix == ".csv"
+        named = relative.stem in (*STEPS, "parked") or is_resubmission_errors(relative.name)
+        return len(parts) == 3 and named and relative.suffix == ".csv"
     return folder == "data"  # data/<flow>/<partition>/...: staged by the steps
 
 

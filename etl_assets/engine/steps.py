@@ -214,9 +214,17 @@ class FlowSteps:
             lock_partition(conn, self.flow.name, key)
             flow = drift.evolved(self.flow, self.stage(key).file("extract.parquet"))
             loaded = load_stage(conn, flow, good, response, bulk=bulk)
-            record_load(conn, self.flow.name, key, loaded.rows_in)
+            self.record_load(conn, key, loaded)
             self.hooks.record(conn, key, commit)
         return loaded
+
+    def record_load(self, conn: sa.Connection, key: str, loaded: Outcome) -> None:
+        """What the load's transaction records beside the rows: when the partition loaded."""
+        record_load(conn, self.flow.name, key, loaded.rows_in)
+
+    def record_link(self, conn: sa.Connection, key: str, linked: Outcome) -> None:
+        """What the link's transaction records beside the references: nothing, for a partition
+        (a resubmission records the rejects it resolved)."""
 
     def balance(self, key: str, result: Outcome) -> dict[str, object]:
         """The partition's counts: rows in the file, loaded, rejected, collapsed."""
@@ -256,6 +264,7 @@ class FlowSteps:
             linked = link_stage(
                 conn, self.flow, good, loaded_path, response, park=park_rows, after_batch=unpark
             )
+            self.record_link(conn, key, linked)
             if self.parks:
                 parked_now = parking.count_parked(conn, self.flow.name)
         field_name = self.flow.source_column(self.flow.links[0].field) if self.flow.links else ""

@@ -13,6 +13,7 @@ from etl_assets.orchestration.flow_component import FlowComponent, build_flow_fi
 from etl_assets.orchestration.housekeeping_job import housekeeping_defs
 from etl_assets.orchestration.lineage import TableLoaders
 from etl_assets.orchestration.report_component import ReportComponent
+from etl_assets.orchestration.resubmission import resubmit_defs
 
 __all__ = [
     "ComponentSettings",
@@ -22,6 +23,7 @@ __all__ = [
     "backfill_emails_sensor",
     "build_component_defs",
     "housekeeping_defs",
+    "resubmit_defs",
     "build_flow_file_defs",
     "test_connections_job",
 ]

@@ -12,8 +12,8 @@ from typing import Literal
 
 from dagster import ConfigurableResource
 
-FolderName = Literal["import", "data", "backup", "export", "errors", "logs"]
-FOLDER_NAMES: tuple[FolderName, ...] = ("import", "data", "backup", "export", "errors", "logs")
+FolderName = Literal["import", "data", "backup", "export", "errors", "logs", "resubmit"]
+FOLDER_NAMES: tuple[FolderName, ...] = ("import", "data", "backup", "export", "errors", "logs", "resubmit")
 
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 READ_ONLY = frozenset({errno.EROFS})

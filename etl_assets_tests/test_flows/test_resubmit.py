@@ -1,0 +1,218 @@
+"""Corrected rejects sent back: an operator corrects rows of an error file and resubmits it;
+the corrected rows are loaded once however often the file is sent, the still-wrong ones come
+back with their reasons, and a tampered file is refused whole. Real PostgreSQL, real runs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from etl_assets.cli import main
+from etl_assets.definitions import build_definitions
+from etl_assets.orchestration import resubmission
+from etl_assets.settings import load_settings
+from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv
+from etl_assets_tests.test_flows.test_companies import BAD, DAY, FILE, GOOD
+from etl_assets_tests.test_flows.test_offers import OFFERS_HEADER
+
+CORRECTIONS = {"C4": ("FOUNDED", "28/02/2019"), "C5": ("EMAIL", "posta@posta.it")}
+
+
+def corrected(path: Path, keep: set[str] | None = None) -> pl.DataFrame:
+    """The error file with C4 and C5 corrected (C6 left wrong), the rows not in ``keep`` left out."""
+    rows = pl.read_csv(path, separator=";", infer_schema=False)
+    for company, (column, value) in CORRECTIONS.items():
+        rows = rows.with_columns(
+            pl.when(pl.col("COMPANY_ID") == company)
+            .then(pl.lit(value))
+            .otherwise(pl.col(column))
+            .alias(column)
+        )
+    return rows.filter(pl.col("COMPANY_ID").is_in(sorted(keep or {"C4", "C5", "C6"})))
+
+
+def write(rows: pl.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows.write_csv(path, separator=";")
+    return path
+
+
+@pytest.fixture
+def rejected_day(flow_env: FlowEnv, monkeypatch: pytest.MonkeyPatch) -> FlowEnv:
+    """A partition whose transform rejected four rows (C4, C5, C6 and an older C1); the CLI's
+    runs recorded in a DAGSTER_HOME of the test's own."""
+    dagster_home = flow_env.home / "dagster_home"
+    dagster_home.mkdir(parents=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    flow_env.put(FILE, companies_csv(*GOOD, *BAD))
+    assert flow_env.run(DAY).success
+    return flow_env
+
+
+def test_corrected_rows_load_once_still_wrong_come_back(rejected_day: FlowEnv, capsys) -> None:
+    env = rejected_day
+    errors = env.error_file(DAY, "transform")
+    original = errors.read_bytes()
+    write(corrected(errors), errors)  # corrected in place, as an operator would
+
+    assert main(["resubmit", str(errors)]) == 0
+    out = capsys.readouterr().out
+    assert "resubmission 1 of companies 2026-01-15 transform: 3 rows submitted, 2 resolved" in out
+    assert "2 of 4 rejects of companies 2026-01-15 transform resolved" in out
+    rows = env.query(
+        "select external_id, email, founded::text from accounts where external_id in ('C4','C5','C6') order by 1"
+    )
+    assert rows == [("C4", None, "2019-02-28"), ("C5", "posta@posta.it", None)]
+
+    still_wrong = errors.with_name("transform.resubmission-1.csv")
+    again = pl.read_csv(still_wrong, separator=";", infer_schema=False)
+    assert again.columns == pl.read_csv(original, separator=";", infer_schema=False).columns
+    assert again.select("COMPANY_ID", "error_step", "error_field", "error_reason", "source_line").rows() == [
+        ("C6", "transform", "VAT_CODE", "required value missing", "8")
+    ]
+    with dg.DagsterInstance.get() as instance:  # a run of the UI's, tagged
+        (run,) = instance.get_runs(
+            dg.RunsFilter(tags={"etl_assets/resubmission": f"companies/{DAY}/transform.csv"})
+        )
+    assert run.job_name == "resubmit" and run.status == dg.DagsterRunStatus.SUCCESS
+    resolved = env.query("select step, source_line, resubmission from etl_resolved_rejects order by 2")
+    assert resolved == [("transform", 6, 1), ("transform", 7, 1)]
+
+    before = env.query("select external_id, etl_loaded_at from accounts order by 1")
+    assert main(["resubmit", str(errors)]) == 0  # the same file again: nothing loaded twice
+    out = capsys.readouterr().out
+    assert "3 rows submitted, 0 resolved, 2 resolved before (skipped), 1 still wrong" in out
+    assert env.query("select external_id, etl_loaded_at from accounts order by 1") == before
+    assert env.query("select count(*) from etl_resolved_rejects") == [(2,)]
+
+    # the still-wrong row corrected in its own file: resolved, the file of origin unchanged
+    fixed = pl.read_csv(still_wrong, separator=";", infer_schema=False).with_columns(
+        pl.lit("IT00000000006").alias("VAT_CODE")
+    )
+    assert main(["resubmit", str(write(fixed, still_wrong))]) == 0
+    assert "4 rejects of companies 2026-01-15 transform resolved" in capsys.readouterr().out
+    assert env.query("select vat_code from accounts where external_id = 'C6'") == [("IT00000000006",)]
+    assert env.query("select count(*) from accounts") == [(7,)]  # C1..C7, none twice
+
+
+def refusal(path: Path, capsys) -> str:
+    assert main(["resubmit", str(path)]) == 1
+    return capsys.readouterr().err
+
+
+def test_tampered_files_are_refused_and_nothing_loads(rejected_day: FlowEnv, tmp_path: Path, capsys) -> None:
+    env = rejected_day
+    errors = env.error_file(DAY, "transform")
+    rows = corrected(errors)
+    before = env.query("select external_id, etl_loaded_at from accounts order by 1")
+
+    renamed = write(rows.rename({"EMAIL": "E_MAIL"}), tmp_path / "a" / "companies" / DAY / "transform.csv")
+    err = refusal(renamed, capsys)
+    assert "columns not in the error file of companies: E_MAIL; columns missing: EMAIL" in err
+
+    extra = rows.head(1).with_columns(pl.lit("C8").alias("COMPANY_ID"), pl.lit("3").alias("source_line"))
+    added = write(pl.concat([rows, extra]), tmp_path / "b" / "companies" / DAY / "transform.csv")
+    assert "source lines 3 were not rejected by transform of companies 2026-01-15" in refusal(added, capsys)
+
+    twice = write(pl.concat([rows, rows.head(1)]), tmp_path / "c" / "companies" / DAY / "transform.csv")
+    assert "source lines given twice: 6" in refusal(twice, capsys)
+
+    offers = f"{OFFERS_HEADER};error_step;error_field;error_reason;source_file;source_line\r\n"
+    offers += "O1;IT00000000004;Offerta;10,00;EUR;open;;;transform;AMOUNT;bad;offers_20260115-1000.csv;6\r\n"
+    offers_file = tmp_path / "d" / "companies" / DAY / "transform.csv"  # an offers error file
+    offers_file.parent.mkdir(parents=True)
+    offers_file.write_text(offers, encoding="utf-8")
+    assert "columns not in the error file of companies: OFFER_ID, COMPANY_VAT" in refusal(offers_file, capsys)
+
+    other_day = write(
+        rows.with_columns(pl.lit("companies_20260114.csv").alias("source_file")),
+        tmp_path / "f" / "companies" / DAY / "transform.csv",
+    )
+    err = refusal(other_day, capsys)
+    assert "source lines 6, 7, 8: source_file is not companies_20260115.csv" in err
+
+    elsewhere = tmp_path / "g" / "offers" / "2026-01-15-10-00" / "transform.csv"
+    elsewhere.parent.mkdir(parents=True)
+    shutil.copy(errors, elsewhere)  # a companies error file put in an offers partition's place
+    assert "partition 2026-01-15-10:00 of offers has no staged data" in refusal(elsewhere, capsys)
+
+    link_rows = write(rows, tmp_path / "e" / "companies" / DAY / "link.csv")  # rejected by transform
+    assert "were not rejected by link of companies 2026-01-15" in refusal(link_rows, capsys)
+
+    assert env.query("select external_id, etl_loaded_at from accounts order by 1") == before
+    assert env.query("select to_regclass('etl_resolved_rejects') is null") == [(True,)]
+
+
+def test_a_file_dropped_into_resubmit_runs_once_and_is_kept(rejected_day: FlowEnv, monkeypatch) -> None:
+    """The sensor takes a settled file aside and asks for a run of the resubmit job, tagged."""
+    env = rejected_day
+    monkeypatch.setattr(resubmission, "SETTLE_SECONDS", 0.0)
+    dropped = write(
+        corrected(env.error_file(DAY, "transform")),
+        env.home / "resubmit" / "companies" / DAY / "transform.csv",
+    )
+    with env.defs_state():
+        defs = build_definitions(load_settings("test"))
+        sensor = defs.resolve_sensor_def("resubmit_sensor")
+
+        def tick() -> dg.SensorExecutionData:
+            context = dg.build_sensor_context(
+                instance=env.instance, resources=defs.resources, definitions=defs
+            )
+            return sensor.evaluate_tick(context)
+
+        (request,) = tick().run_requests
+        assert not dropped.exists()  # moved aside, not deleted
+        (taken,) = (env.home / "resubmit" / ".taken").glob(f"*/companies/{DAY}/transform.csv")
+        assert request.tags["etl_assets/resubmission"] == f"companies/{DAY}/transform.csv"
+        assert tick().run_requests == []  # asked for once
+        run = defs.resolve_job_def("resubmit").execute_in_process(
+            run_config=request.run_config, instance=env.instance, tags=request.tags, raise_on_error=False
+        )
+    assert run.success and taken.exists()
+    assert env.query("select source_line from etl_resolved_rejects order by 1") == [(6,), (7,)]
+    (observed,) = [
+        e.asset_observation_data.asset_observation
+        for e in run.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert observed.asset_key == dg.AssetKey("companies_load") and observed.partition == DAY
+    assert (observed.metadata["kind"].value, observed.metadata["resolved"].value) == ("resubmission", 2)
+
+
+def test_a_corrected_link_reject_is_linked_and_resolved_in_the_links_transaction(
+    rejected_day: FlowEnv, capsys
+) -> None:
+    env = rejected_day
+    errors = env.error_file(DAY, "link")
+    rows = pl.read_csv(errors, separator=";", infer_schema=False)
+    assert rows["COMPANY_ID"].to_list() == ["C7"]  # its parent IT99999999999 is unknown
+    write(rows.with_columns(pl.lit("IT00000000001").alias("PARENT_VAT")), errors)
+    assert main(["resubmit", str(errors)]) == 0
+    assert "1 of 1 rejects of companies 2026-01-15 link resolved" in capsys.readouterr().out
+    assert env.query(
+        "select p.external_id from accounts a join accounts p on p.id = a.parent_account_id "
+        "where a.external_id = 'C7'"
+    ) == [("C1",)]
+    assert env.query("select step, source_line from etl_resolved_rejects") == [("link", 9)]
+    assert not errors.with_name("link.resubmission-1.csv").exists()  # nothing still wrong
+
+
+def test_a_new_delivery_has_new_rejects_not_taken_for_resolved(rejected_day: FlowEnv, capsys) -> None:
+    env = rejected_day
+    errors = env.error_file(DAY, "transform")
+    assert main(["resubmit", str(write(corrected(errors, {"C4"}), errors))]) == 0
+    # the client sends the day again: another faulty row at line 6, where C4 was
+    other = "C9;IT00000000009;Nuova S.r.l.;;;;IT;;;;;;30/02/2019;14/01/2026 09:00:00"
+    env.put(FILE, companies_csv(*GOOD, other, *BAD[1:]))
+    assert env.run(DAY).success
+    rows = pl.read_csv(errors, separator=";", infer_schema=False)
+    assert rows.filter(pl.col("source_line") == "6")["COMPANY_ID"].to_list() == ["C9"]
+    fixed = rows.filter(pl.col("COMPANY_ID") == "C9").with_columns(pl.lit("28/02/2019").alias("FOUNDED"))
+    assert main(["resubmit", str(write(fixed, errors))]) == 0
+    assert "1 rows submitted, 1 resolved, 0 resolved before" in capsys.readouterr().out
+    assert env.query("select founded::text from accounts where external_id = 'C9'") == [("2019-02-28",)]
