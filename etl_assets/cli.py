@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from etl_assets.orchestration import instance_cli
 from etl_assets.resources import build_resources, test_connections
 from etl_assets.sdk import cli as flows_cli
 from etl_assets.settings import (
@@ -90,69 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=3, help="how many daily files, up to today (default 3)")
     demo.add_argument("--rows", type=int, default=40, help="good rows per file (default 40)")
     demo.add_argument("--to", type=Path, help="folder (default: ETL_HOME/import)")
-    instance = commands.add_parser(
-        "dagster-yaml", parents=[env], help="write the environment's Dagster instance (dagster.yaml)"
-    )
-    instance.add_argument(
-        "--dagster-home", type=Path, help="folder to write dagster.yaml into (default: DAGSTER_HOME)"
-    )
-    instance.add_argument("--stdout", action="store_true", help="print it instead of writing it")
-    run = commands.add_parser(
-        "exec",
-        parents=[env],
-        help="run a command (dagster-webserver, dagster-daemon, dagster ...) with the instance's password "
-        "in its environment",
-    )
-    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG ...]")
+    instance_cli.add_parsers(commands, env)
     flows_cli.add_parser(commands, env)
     return parser
-
-
-def _dagster_yaml(args: argparse.Namespace) -> int:
-    from etl_assets.orchestration.instance_config import PASSWORD_ENV, instance_yaml
-
-    settings = load_settings(args.env)
-    text = instance_yaml(settings)
-    if args.stdout:
-        print(text, end="")
-        return EXIT_OK
-    home = args.dagster_home or (Path(os.environ["DAGSTER_HOME"]) if os.environ.get("DAGSTER_HOME") else None)
-    if home is None:
-        print("etl-assets: give --dagster-home DIR, or set DAGSTER_HOME", file=sys.stderr)
-        return EXIT_USAGE
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / "dagster.yaml"
-    temporary = path.with_name(".dagster.yaml.part")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
-    print(f"wrote {path} (environment {settings.env}, storage {settings.instance.storage})")
-    if settings.instance.storage == "postgresql" and settings.instance.postgres.password is not None:
-        print(
-            f"its processes read the password from ${PASSWORD_ENV}: start them with etl-assets exec -e "
-            f"{settings.env} -- <command>"
-        )
-    return EXIT_OK
-
-
-def _exec(args: argparse.Namespace) -> int:
-    """Replace this process by the command, with ETL_ENV and the instance password set: the
-    password is decrypted here and exists only in that process's environment."""
-    from etl_assets.orchestration.instance_config import instance_environment
-
-    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    if not argv:
-        print(
-            "etl-assets: give the command after --, e.g. etl-assets exec -e prod -- dagster-daemon run",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    settings = load_settings(args.env)
-    environment = {**os.environ, "ETL_ENV": settings.env, **instance_environment(settings)}
-    try:
-        os.execvpe(argv[0], argv, environment)
-    except FileNotFoundError:
-        print(f"etl-assets: no command {argv[0]!r} on PATH", file=sys.stderr)
-        return EXIT_USAGE
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -391,8 +331,7 @@ COMMANDS = {
     "init-key": _init_key,
     "test-connections": _test_connections,
     "demo-data": _demo_data,
-    "dagster-yaml": _dagster_yaml,
-    "exec": _exec,
+    **instance_cli.COMMANDS,
     "flows": flows_cli.run,
 }
 
