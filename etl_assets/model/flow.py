@@ -6,7 +6,6 @@ so the YAML, the CLI and Dagster validate against one definition.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import date
 from typing import Annotated, Any, Literal
@@ -304,11 +303,6 @@ class FlowModel(StrictModel):
     @property
     def required_columns(self) -> list[str]:
         return [self.source_column(n) for n, f in self.map.items() if f.required]
-
-    @property
-    def code_version(self) -> str:
-        """Changes whenever the declaration (map included) changes: stale partitions show."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
     def asset_name(self, step: str) -> str:
         return f"{self.name}_{step}"

@@ -22,6 +22,7 @@ import dagster as dg
 
 from etl_assets.engine.catcher import Verdict
 from etl_assets.engine.extract import SourceFileError
+from etl_assets.engine.ledger.record import Ledger, ledger_now
 from etl_assets.engine.load.partition_loads import utc_now
 from etl_assets.engine.load.response import ACTIONS
 from etl_assets.engine.steps import (
@@ -107,6 +108,18 @@ def landed_in_run(context: dg.AssetExecutionContext, last: dg.AssetKey) -> set[s
     return landed - blocked
 
 
+def ledger_metadata(ledger: Ledger, step: str, key: str) -> dict[str, object]:
+    """What the materialization tells of the ledger: the stage's version (the asset's code
+    version when it ran), the pipeline's, and the delivery's object id."""
+    metadata: dict[str, object] = {
+        "stage_version": ledger.versions[step],
+        "pipeline_version": ledger.versions.pipeline,
+    }
+    if ledger.objects.get(key) is not None:
+        metadata["object_id"] = ledger.objects[key]
+    return metadata
+
+
 class FlowRun:
     """The steps of one flow over a run's partitions, reported to Dagster as they land."""
 
@@ -126,7 +139,8 @@ class FlowRun:
                 allow_retries=False,
             )
         landed = landed_in_run(context, self.keys[selected[-1]])
-        steps, state = FlowSteps(self.flow, resources.folders), RunState()
+        ledger = Ledger(self.flow, context.run.run_id, resources.database.engine)
+        steps, state = FlowSteps(self.flow, resources.folders, ledger), RunState()
         report = RunReport(self.flow, context, resources.mailer, resources.folders)
         try:
             for key in context.partition_keys:
@@ -168,14 +182,21 @@ class FlowRun:
         state.ran[key] = []
         for step in selected:
             state.ran[key].append(step)
+            started = ledger_now()
             try:
                 self.refuse_if_stopped(step, key, selected, steps)
                 outcome = self.step(context, step, key, steps, resources, state)
             except StepFailed as failed:
+                if steps.ledger is not None:
+                    steps.ledger.failed(key, step, str(failed), started)
                 return str(failed)
+            if steps.ledger is not None:
+                outcome.metadata.update(ledger_metadata(steps.ledger, step, key))
             self.log(context, step, key, outcome)
             steps.stage(key).mark_stopped(step, outcome.failure)
             if outcome.failure:
+                if steps.ledger is not None:
+                    steps.ledger.stopped(key, step, outcome.failure)
                 return outcome.failure
         return None
 
