@@ -160,7 +160,8 @@ class FlowSteps:
                 changed = f"{result.file}: sha256 {before[:12]}... -> {result.sha256[:12]}..."
                 deliveries.remember_loaded(self.stage(key), deliveries.delivery_name(before, result.file))
         if self.ledger is not None:
-            delivery = Delivery(result.sha256, result.file, result.size, result.rows, result.raw_path)
+            kept = deliveries.kept_path(result.raw_path, result.sha256)
+            delivery = Delivery(result.sha256, result.file, result.size, result.rows, kept)
             self.ledger.delivered(key, delivery)
             staged = self.stage(key).file("extract.parquet")
             self.ledger.stage_done_now(

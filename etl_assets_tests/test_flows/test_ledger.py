@@ -106,6 +106,8 @@ def test_a_partitions_ledger_matches_its_files_its_run_and_the_target(
     flow_env.run(PARTITION)
     [(_, *first_object), (new_id, *_)] = objects(flow_env)
     assert first_object[1] == checksum
+    # the first delivery is still kept, under its content: its object's file holds its bytes
+    assert hashlib.sha256(Path(first_object[5]).read_bytes()).hexdigest() == checksum
     after = target_rows(flow_env)
     assert after["C3"][0] == new_id
     assert {after[k][0] for k in ("C1", "C2")} == {object_id}

@@ -83,18 +83,19 @@ class Ledger:
                 "raw_path": str(delivery.raw_path),
                 "first_seen": ledger_now(),
             }
-            conn.execute(
-                dialect_insert(conn)(objects)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=["flow", "partition_key", "checksum"])
+            find = sa.select(objects.c.id).where(
+                objects.c.flow == self.flow.name,
+                objects.c.partition_key == key,
+                objects.c.checksum == delivery.checksum,
             )
-            object_id = conn.execute(
-                sa.select(objects.c.id).where(
-                    objects.c.flow == self.flow.name,
-                    objects.c.partition_key == key,
-                    objects.c.checksum == delivery.checksum,
+            object_id = conn.execute(find).scalar_one_or_none()
+            if object_id is None:  # asked first: a sequence skips the ids a refused insert took
+                conn.execute(
+                    dialect_insert(conn)(objects)
+                    .values(values)
+                    .on_conflict_do_nothing(index_elements=["flow", "partition_key", "checksum"])
                 )
-            ).scalar_one()
+                object_id = conn.execute(find).scalar_one()
         self.objects[key] = object_id
         return object_id
 
