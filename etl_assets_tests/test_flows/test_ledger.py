@@ -175,3 +175,30 @@ def test_a_map_change_is_a_new_version_and_the_older_partitions_are_stale(
     assert "suppliers: 2 stale partition(s)" in out
     assert f"  {days[0]}  transform {old['transform']} -> {new['transform']}" in out
     assert days[2] not in out
+
+
+def test_a_stopped_partition_and_a_failed_extract_say_so_in_the_ledger(flow_env: FlowEnv) -> None:
+    bad_dates = [
+        f"D{i};IT1000000000{i};Ditta {i};;;;IT;;;;;;32/01/2020;14/01/2026 09:00:00" for i in range(11)
+    ]
+    flow_env.put(FILE, companies_csv(GOOD[0], *bad_dates))
+    blocked = flow_env.run(PARTITION)
+    assert not blocked.success
+    found = flow_env.query(
+        "select stage, status, error, rows_rejected from etl_data_object_stages where run_id = "
+        f"'{blocked.run_id}' order by started_at"
+    )
+    assert [(stage, status) for stage, status, _, _ in found] == [
+        ("extract", "succeeded"),
+        ("transform", "stopped"),
+    ]
+    assert found[1][2].startswith("transform check rejected_rows") and found[1][3] == 11
+
+    missing = flow_env.run("2026-01-16")  # no file that day
+    assert not missing.success
+    [(stage, status, error, object_id)] = flow_env.query(
+        "select stage, status, error, object_id from etl_data_object_stages where run_id = "
+        f"'{missing.run_id}'"
+    )
+    assert (stage, status, object_id) == ("extract", "failed", None)
+    assert "companies_20260116.csv: missing" in error
