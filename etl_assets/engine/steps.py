@@ -248,6 +248,8 @@ class FlowSteps:
                     self._error_file(key, "load", rejected),
                 )
                 self.ledger.stage_done(conn, key, record)
+        if self.ledger is not None:
+            self.ledger.committed()
         return loaded
 
     def balance(self, key: str, result: Outcome) -> dict[str, object]:
@@ -302,6 +304,8 @@ class FlowSteps:
                     self._error_file(key, "link", rejected),
                 )
                 self.ledger.stage_done(conn, key, record)
+        if self.ledger is not None:
+            self.ledger.committed()
         field_name = self.flow.source_column(self.flow.links[0].field) if self.flow.links else ""
         caught = catcher.catch(
             "link",

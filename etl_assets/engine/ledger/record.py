@@ -6,13 +6,19 @@ and link write theirs inside their own transaction (``stage_done(conn, ...)``), 
 rolled back leaves no 'succeeded' row. A blocking check that stops the partition afterwards
 turns the row 'stopped' (``stopped``); a stage that failed leaves a 'failed' row when the
 database can still be written (``failed``). A few statements per partition, never per row.
+
+The ledger never fails a stage the data did not fail: an extract or transform row the database
+cannot take now (it is down) waits and goes in with the next write that gets through (the
+load's own transaction, where a database down is the load's fault, retried as such). Every
+write is idempotent (an object by its checksum, a stage row by its run), so doing one twice
+costs a statement and changes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,6 +61,7 @@ class StageRecord:
     error_file: Path | None = None
     status: str = SUCCEEDED
     error: str | None = None
+    finished_at: datetime = field(default_factory=lambda: ledger_now())
 
 
 class Ledger:
@@ -66,13 +73,25 @@ class Ledger:
         self.engine = engine
         self.versions: FlowVersions = flow_versions(flow)
         self.objects: dict[str, int | None] = {}  # partition -> its delivery's id, as this run knows it
+        self.pending: list[Callable[[sa.Connection], None]] = []  # writes the database has not taken yet
+        self._flushing = False
 
     # -- extract -----------------------------------------------------------------------
-    def delivered(self, key: str, delivery: Delivery) -> int:
-        """The delivery's object id (the same bytes again: the same object), in a transaction
-        of its own; remembered for the partition's later stages of this run."""
-        with self.engine().begin() as conn:
-            ensure_ledger(conn)
+    def delivered(self, key: str, delivery: Delivery) -> None:
+        """The delivery's object (the same bytes again: the same object), in a transaction of
+        its own; its id remembered for the partition's later stages of this run."""
+        self.objects.pop(key, None)
+        self._now(lambda conn: self._deliver(conn, key, delivery, ledger_now()))
+
+    def _deliver(self, conn: sa.Connection, key: str, delivery: Delivery, seen: datetime) -> None:
+        ensure_ledger(conn)
+        find = sa.select(objects.c.id).where(
+            objects.c.flow == self.flow.name,
+            objects.c.partition_key == key,
+            objects.c.checksum == delivery.checksum,
+        )
+        object_id = conn.execute(find).scalar_one_or_none()
+        if object_id is None:  # asked first: a sequence skips the ids a refused insert took
             values = {
                 "flow": self.flow.name,
                 "partition_key": key,
@@ -81,27 +100,20 @@ class Ledger:
                 "size": delivery.size,
                 "rows": delivery.rows,
                 "raw_path": str(delivery.raw_path),
-                "first_seen": ledger_now(),
+                "first_seen": seen,
             }
-            find = sa.select(objects.c.id).where(
-                objects.c.flow == self.flow.name,
-                objects.c.partition_key == key,
-                objects.c.checksum == delivery.checksum,
+            conn.execute(
+                dialect_insert(conn)(objects)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["flow", "partition_key", "checksum"])
             )
-            object_id = conn.execute(find).scalar_one_or_none()
-            if object_id is None:  # asked first: a sequence skips the ids a refused insert took
-                conn.execute(
-                    dialect_insert(conn)(objects)
-                    .values(values)
-                    .on_conflict_do_nothing(index_elements=["flow", "partition_key", "checksum"])
-                )
-                object_id = conn.execute(find).scalar_one()
+            object_id = conn.execute(find).scalar_one()
         self.objects[key] = object_id
-        return object_id
 
     def object_of(self, conn: sa.Connection, key: str) -> int | None:
         """The object the partition's staged data came from: this run's extract, else the last
         extract the ledger holds (None: extracted before there was a ledger)."""
+        self._flush(conn)
         if key not in self.objects:
             found = None
             if has_ledger(conn):
@@ -121,7 +133,16 @@ class Ledger:
 
     # -- every stage -------------------------------------------------------------------
     def stage_done(self, conn: sa.Connection, key: str, record: StageRecord) -> None:
-        """The stage's row for this run, in the caller's transaction (with the model version)."""
+        """The stage's row for this run, in the caller's transaction (with the model version),
+        after the writes still waiting (``committed`` once the transaction has)."""
+        self._flush(conn)
+        self._stage_row(conn, key, record)
+
+    def committed(self) -> None:
+        """The caller's transaction of ``stage_done`` committed: nothing waits any more."""
+        self.pending.clear()
+
+    def _stage_row(self, conn: sa.Connection, key: str, record: StageRecord) -> None:
         ensure_ledger(conn)
         self._register(conn)
         values = {
@@ -140,7 +161,7 @@ class Ledger:
             "status": record.status,
             "error": record.error,
             "started_at": record.started_at,
-            "finished_at": ledger_now(),
+            "finished_at": record.finished_at,
         }
         insert = dialect_insert(conn)(stages).values(values)
         keys = ["flow", "partition_key", "stage", "run_id"]
@@ -152,9 +173,18 @@ class Ledger:
         )
 
     def stage_done_now(self, key: str, record: StageRecord) -> None:
-        """``stage_done`` in a transaction of its own (extract, transform)."""
-        with self.engine().begin() as conn:
-            self.stage_done(conn, key, record)
+        """``stage_done`` in a transaction of its own (extract, transform); the database down,
+        it waits for the next write."""
+        self._now(lambda conn: self._stage_row(conn, key, record))
+
+    def _now(self, write: Callable[[sa.Connection], None]) -> None:
+        self.pending.append(write)
+        try:
+            with self.engine().begin() as conn:
+                self._flush(conn)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError):
+            return  # a connection fault: the writes wait (the load meets it as its own fault)
+        self.pending.clear()
 
     def stopped(self, key: str, stage: str, reason: str) -> None:
         """A blocking check stopped the partition after the stage wrote its row."""
@@ -163,9 +193,21 @@ class Ledger:
     def failed(self, key: str, stage: str, reason: str, started_at: datetime) -> None:
         """The stage failed: its row says why (best effort: the database may be what failed)."""
         record = StageRecord(stage, 0, 0, 0, started_at, status=FAILED, error=reason)
-        # the failure is reported by the run; the ledger misses a row it could not write
+        # the failure is reported by the run; a row it cannot write (the database refuses it)
+        # is not worth a second failure
         with contextlib.suppress(sa.exc.SQLAlchemyError):
             self.stage_done_now(key, record)
+
+    def _flush(self, conn: sa.Connection) -> None:
+        """The waiting writes, in order, in ``conn``'s transaction (not again from within one)."""
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            for write in list(self.pending):
+                write(conn)
+        finally:
+            self._flushing = False
 
     def _set_status(self, key: str, stage: str, status: str, reason: str) -> None:
         with self.engine().begin() as conn:
