@@ -202,3 +202,33 @@ def test_a_stopped_partition_and_a_failed_extract_say_so_in_the_ledger(flow_env:
     )
     assert (stage, status, object_id) == ("extract", "failed", None)
     assert "companies_20260116.csv: missing" in error
+
+
+def test_runs_starting_side_by_side_on_a_new_database_create_the_ledger_once(flow_env: FlowEnv) -> None:
+    """Two transactions meeting no ledger: the second waits for the first's tables, no error."""
+    import threading
+
+    from etl_assets.engine.ledger.tables import ensure_ledger
+
+    engine = build_resources(load_settings("test"))["database"].engine()
+    first = engine.connect()
+    transaction = first.begin()
+    ensure_ledger(first)  # created, not committed yet
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with engine.begin() as conn:
+                ensure_ledger(conn)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    waiting = threading.Thread(target=second)
+    waiting.start()
+    waiting.join(0.5)
+    assert waiting.is_alive()  # held by the first creator's lock
+    transaction.commit()
+    first.close()
+    waiting.join(10)
+    assert not waiting.is_alive() and errors == []
+    assert len(flow_env.query("select * from etl_data_models")) == 0

@@ -65,7 +65,13 @@ stages = sa.Table(
 
 
 def ensure_ledger(conn: sa.Connection) -> None:
-    """Create the ledger's tables where missing (in the caller's transaction)."""
+    """Create the ledger's tables where missing (in the caller's transaction, the three at
+    once). Runs starting side by side on a new database would both create them and one would
+    fail: on PostgreSQL the creator holds a lock until it commits, the others then find them."""
+    if has_ledger(conn):
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended('etl_assets:ledger', 0))"))
     LEDGER.create_all(conn, checkfirst=True)
 
 
