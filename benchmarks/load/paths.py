@@ -161,13 +161,15 @@ LINK = "FlowSteps.link (links in one transaction, catcher)"
 
 def work_flow(args: argparse.Namespace) -> dict[str, Any]:
     """The whole flow for one partition: the ``FlowSteps`` calls the Dagster assets make, step by step."""
+    from etl_assets.engine.ledger.record import Ledger
     from etl_assets.engine.load.partition_loads import utc_now
     from etl_assets.engine.steps import FlowSteps
 
     flow = companies_flow()
     files, folders = _resources(Path(args.work) / "flow_home", Path(args.file), flow)
-    steps = FlowSteps(flow, folders)
     engine = _engine(args.db)
+    # with the ledger, as a Dagster run has it: its rows and the target's etl_object_id are measured
+    steps = FlowSteps(flow, folders, Ledger(flow, f"benchmark-{args.reload}", lambda: engine))
     clock = Clock(progress=Path(args.result).with_suffix(".progress"))
     baseline = _vm_hwm_mb()
     started = time.perf_counter()

@@ -69,10 +69,16 @@ def _copy_whole(source: Path, target: Path, link: bool) -> None:
         partial.unlink(missing_ok=True)
 
 
+def kept_path(raw: Path, digest: str) -> Path:
+    """Where the delivery of ``raw/<file>`` with checksum ``digest`` is kept (the ledger's
+    ``raw_path`` of the object)."""
+    return raw.parent / DELIVERIES / delivery_name(digest, raw.name)
+
+
 def keep_delivery(raw: Path, digest: str) -> Path:
     """The delivery at ``raw/<file>`` kept under its content, once (a later delivery replaces
     ``raw/<file>`` but never this)."""
-    kept = raw.parent / DELIVERIES / delivery_name(digest, raw.name)
+    kept = kept_path(raw, digest)
     if not kept.exists():
         kept.parent.mkdir(exist_ok=True)
         _copy_whole(raw, kept, link=True)

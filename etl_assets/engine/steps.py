@@ -22,6 +22,7 @@ from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE
 from etl_assets.engine.deliveries import DeliveryChange
 from etl_assets.engine.extract import Extracted, SourceFileError, extract_partition, previous_sha256
 from etl_assets.engine.hooks import Hooks, LoadCounts, commit_id
+from etl_assets.engine.ledger.record import Delivery, Ledger, StageRecord, ledger_now
 from etl_assets.engine.link import parking
 from etl_assets.engine.link.linker import link_stage
 from etl_assets.engine.link.parking import Retried, retry_parked
@@ -32,6 +33,7 @@ from etl_assets.engine.load.upsert import load_stage
 from etl_assets.engine.staging import PartitionStage, StagedWriter, count_rows
 from etl_assets.engine.transform.stage import transform_stage
 from etl_assets.model.flow import FlowModel, LinkSpec
+from etl_assets.model.versions import flow_versions
 from etl_assets.resources.files import FilesResource
 from etl_assets.resources.folders import FoldersResource
 
@@ -110,12 +112,23 @@ class ParkingOutcome:
 
 
 class FlowSteps:
-    """The steps of one flow over one ETL_HOME, a partition at a time."""
+    """The steps of one flow over one ETL_HOME, a partition at a time; with a ``ledger``, each
+    stage of each partition leaves its row there (engine/ledger)."""
 
-    def __init__(self, flow: FlowModel, folders: FoldersResource, hooks: Hooks | None = None) -> None:
+    def __init__(
+        self,
+        flow: FlowModel,
+        folders: FoldersResource,
+        hooks: Hooks | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
         self.flow = flow
         self.folders = folders
         self.hooks = hooks or Hooks(flow)
+        self.ledger = ledger
+
+    def _error_file(self, key: str, step: str, rejected: int) -> Path | None:
+        return self.stage(key).error_file(step) if rejected else None
 
     # -- staged files of a partition ---------------------------------------------------
     def stage(self, key: str) -> PartitionStage:
@@ -146,6 +159,7 @@ class FlowSteps:
     def extract(self, key: str, start: datetime, files: FilesResource) -> ExtractOutcome:
         """The partition's file fetched, kept (sha256), backed up and staged; ``pre_extract``
         first."""
+        started = ledger_now()
         self.hooks.call("pre_extract", key)
         with self.stage(key).lock():
             before = previous_sha256(self.flow, start, self.stage(key))
@@ -156,14 +170,33 @@ class FlowSteps:
             if before and before != result.sha256:
                 changed = f"{result.file}: sha256 {before[:12]}... -> {result.sha256[:12]}..."
                 deliveries.remember_loaded(self.stage(key), deliveries.delivery_name(before, result.file))
+        if self.ledger is not None:
+            kept = deliveries.kept_path(result.raw_path, result.sha256)
+            delivery = Delivery(result.sha256, result.file, result.size, result.rows, kept)
+            self.ledger.delivered(key, delivery)
+            staged = self.stage(key).file("extract.parquet")
+            self.ledger.stage_done_now(
+                key, StageRecord("extract", result.rows, result.rows, 0, started, staged)
+            )
         return ExtractOutcome(result, changed)
 
     def transform(self, key: str) -> TransformOutcome:
         """The map applied, duplicates collapsed or resolved, bad rows to the error file."""
-        stage = self.stage(key)
+        stage, started = self.stage(key), ledger_now()
         with stage.lock():
             outcome = self._transform(key, stage)
         self.hooks.call("post_transform", key, staged_file=stage.file("transform.parquet"))
+        if self.ledger is not None:
+            record = StageRecord(
+                "transform",
+                outcome.rows_in,
+                outcome.good_rows,
+                outcome.caught.count,
+                started,
+                stage.file("transform.parquet"),
+                outcome.caught.path if outcome.caught.count else None,
+            )
+            self.ledger.stage_done_now(key, record)
         return outcome
 
     def _transform(self, key: str, stage: PartitionStage) -> TransformOutcome:
@@ -184,7 +217,7 @@ class FlowSteps:
         unless this commit called it already."""
         stage = self.stage(key)
         good = self.staged(key, "transform.parquet")
-        commit = commit_id(stage, self.flow.code_version)
+        commit = commit_id(stage, flow_versions(self.flow).pipeline)
         # the response file appears only once the transaction committed
         try:
             loaded = self._load(key, engine, good, commit, bulk=True)
@@ -205,7 +238,9 @@ class FlowSteps:
         return LoadOutcome(loaded, caught, self.balance(key, loaded), change)
 
     def _load(self, key: str, engine: sa.Engine, good: Path, commit: str, bulk: bool) -> Outcome:
-        """The partition's one transaction; the response file appears once it committed."""
+        """The partition's one transaction; the response file appears once it committed (and
+        the ledger's row of the load with it)."""
+        started = ledger_now()
         with (
             self.stage(key).lock(),
             StagedWriter(self.stage(key).file("load.parquet"), RESPONSE_SCHEMA) as response,
@@ -213,9 +248,24 @@ class FlowSteps:
         ):
             lock_partition(conn, self.flow.name, key)
             flow = drift.evolved(self.flow, self.stage(key).file("extract.parquet"))
-            loaded = load_stage(conn, flow, good, response, bulk=bulk)
+            object_id = self.ledger.object_of(conn, key) if self.ledger is not None else None
+            loaded = load_stage(conn, flow, good, response, bulk=bulk, object_id=object_id)
             self.record_load(conn, key, loaded)
             self.hooks.record(conn, key, commit)
+            if self.ledger is not None:
+                rejected = loaded.rejected.height
+                record = StageRecord(
+                    "load",
+                    loaded.rows_in,
+                    loaded.rows_in - rejected,
+                    rejected,
+                    started,
+                    response.path,
+                    self._error_file(key, "load", rejected),
+                )
+                self.ledger.stage_done(conn, key, record)
+        if self.ledger is not None:
+            self.ledger.committed()
         return loaded
 
     def record_load(self, conn: sa.Connection, key: str, loaded: Outcome) -> None:
@@ -244,7 +294,7 @@ class FlowSteps:
         good = self.staged(key, "transform.parquet")
         loaded_path = self.staged(key, "load.parquet")
         extracted = self.extracted(key)
-        parked_now = None
+        parked_now, started = None, ledger_now()
         with (
             stage.lock(),
             StagedWriter(stage.file("link.parquet"), RESPONSE_SCHEMA) as response,
@@ -267,6 +317,20 @@ class FlowSteps:
             self.record_link(conn, key, linked)
             if self.parks:
                 parked_now = parking.count_parked(conn, self.flow.name)
+            if self.ledger is not None:
+                rejected = linked.rejected.height
+                record = StageRecord(
+                    "link",
+                    linked.rows_in,
+                    linked.rows_in - rejected,
+                    rejected,
+                    started,
+                    response.path,
+                    self._error_file(key, "link", rejected),
+                )
+                self.ledger.stage_done(conn, key, record)
+        if self.ledger is not None:
+            self.ledger.committed()
         field_name = self.flow.source_column(self.flow.links[0].field) if self.flow.links else ""
         caught = catcher.catch(
             "link",

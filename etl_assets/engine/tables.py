@@ -11,8 +11,12 @@ ETL_SOURCE_FILE = "etl_source_file"
 ETL_SOURCE_LINE = "etl_source_line"
 ETL_LOADED_AT = "etl_loaded_at"
 ETL_ROW_HASH = "etl_row_hash"
+ETL_OBJECT_ID = "etl_object_id"  # the ledger's delivery that inserted or last changed the row
 FILLFACTOR = 90
-META_COLUMNS = (ETL_ROW_HASH, ETL_SOURCE_FILE, ETL_SOURCE_LINE, ETL_LOADED_AT)
+# load columns a table made by an older version lacks: added on its next load (a null column,
+# no rewrite of the table)
+ADDED_META_COLUMNS = (ETL_OBJECT_ID,)
+META_COLUMNS = (ETL_ROW_HASH, ETL_SOURCE_FILE, ETL_SOURCE_LINE, ETL_LOADED_AT, ETL_OBJECT_ID)
 
 
 def column_type(spec: MapField) -> sa.types.TypeEngine:
@@ -47,6 +51,7 @@ def target_table(flow: FlowModel, metadata: sa.MetaData | None = None) -> sa.Tab
         sa.Column(ETL_SOURCE_FILE, sa.Text()),
         sa.Column(ETL_SOURCE_LINE, sa.BigInteger()),
         sa.Column(ETL_LOADED_AT, sa.DateTime()),
+        sa.Column(ETL_OBJECT_ID, sa.BigInteger()),  # etl_data_objects.id (engine/ledger)
     ]
     # 10% free space a page: the link step's UPDATE of a row fits beside it (a HOT update)
     table = sa.Table(flow.target.table, metadata, *columns, postgresql_with={"fillfactor": FILLFACTOR})
@@ -61,21 +66,24 @@ def ensure_table(conn: sa.Connection, flow: FlowModel) -> sa.Table:
     column types the database has."""
     table = target_table(flow)
     table.metadata.create_all(conn, checkfirst=True)
-    if flow.schema_drift == "evolve":
-        add_missing_columns(conn, table)
+    # evolve: every column the table lacks; else the load's own added since the table was made
+    add_missing_columns(conn, table, None if flow.schema_drift == "evolve" else ADDED_META_COLUMNS)
     if conn.dialect.name == "postgresql":
         as_found(conn, table)
     return table
 
 
-def add_missing_columns(conn: sa.Connection, table: sa.Table) -> list[str]:
-    """``ALTER TABLE ... ADD COLUMN`` for each column of ``table`` the database's lacks (a flow
-    that evolves with its source), in the caller's transaction; the names added."""
+def add_missing_columns(
+    conn: sa.Connection, table: sa.Table, only: tuple[str, ...] | None = None
+) -> list[str]:
+    """``ALTER TABLE ... ADD COLUMN`` for each column of ``table`` (or of ``only``) the
+    database's lacks (a flow that evolves with its source), in the caller's transaction; the
+    names added."""
     found = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
     preparer = conn.dialect.identifier_preparer
     added = []
     for column in table.columns:
-        if column.name not in found:
+        if column.name not in found and (only is None or column.name in only):
             kind = column.type.compile(dialect=conn.dialect)
             conn.exec_driver_sql(
                 f"ALTER TABLE {preparer.quote(table.name)} ADD COLUMN {preparer.quote(column.name)} {kind}"

@@ -6,10 +6,8 @@ so the YAML, the CLI and Dagster validate against one definition.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import date
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,7 +21,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from etl_assets.model.hooks import HookName, hook_problems, hook_sources
+from etl_assets.model.hooks import HookName, hook_problems
 from etl_assets.model.parameters import FlowParameters, Scalar
 from etl_assets.model.tokens import token_problems
 from etl_assets.settings.models import Environment
@@ -318,15 +316,6 @@ class FlowModel(StrictModel):
     @property
     def required_columns(self) -> list[str]:
         return [self.source_column(n) for n, f in self.map.items() if f.required]
-
-    @property
-    def code_version(self) -> str:
-        """Changes whenever the declaration (map included) or the source of a hook's module
-        changes: stale partitions show."""
-        digest = hashlib.sha256(self.model_dump_json().encode())
-        for path in sorted({str(p) for p in hook_sources(self.hooks)}):
-            digest.update(Path(path).read_bytes())
-        return digest.hexdigest()[:12]
 
     def asset_name(self, step: str) -> str:
         return f"{self.name}_{step}"

@@ -14,6 +14,7 @@ import dagster as dg
 from etl_assets.engine import catcher
 from etl_assets.engine.steps import RECONCILIATION
 from etl_assets.model.flow import STEPS, FlowModel
+from etl_assets.model.versions import flow_versions
 from etl_assets.orchestration.columns import step_metadata
 from etl_assets.orchestration.faults import RETRY_POLICY
 from etl_assets.orchestration.flow_run import FlowRun, FlowRuntime, Resources
@@ -56,6 +57,7 @@ def build_flow_defs(
     partitions = partitions_def(flow, runtime.timezone)
     run_flow = FlowRun(flow, partitions, runtime)
     keys = run_flow.keys
+    versions = flow_versions(flow)
 
     def check(step: str, name: str, description: str) -> dg.AssetCheckSpec:
         blocking = step in flow.blocking_checks or name == RECONCILIATION
@@ -78,7 +80,7 @@ def build_flow_defs(
             + STEP_DESCRIPTIONS[step].format(table=flow.target.table, key=flow.target.key),
             kinds=STEP_KINDS[step],
             group_name=flow.name,
-            code_version=flow.code_version,
+            code_version=versions[step],  # the stage's hash, as the ledger records it
             skippable=True,
             metadata=step_metadata(flow, step, loaders),
         )

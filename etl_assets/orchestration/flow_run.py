@@ -24,6 +24,7 @@ import dagster as dg
 from etl_assets.engine.catcher import Verdict
 from etl_assets.engine.extract import SourceFileError
 from etl_assets.engine.hooks import HookError, Hooks
+from etl_assets.engine.ledger.record import Ledger, ledger_now
 from etl_assets.engine.load.partition_loads import utc_now
 from etl_assets.engine.load.response import ACTIONS
 from etl_assets.engine.steps import (
@@ -85,6 +86,18 @@ class RunState:
     news: dict[str, str] = field(default_factory=dict)  # what a partition's new delivery changed
 
 
+def ledger_metadata(ledger: Ledger, step: str, key: str) -> dict[str, object]:
+    """What the materialization tells of the ledger: the stage's version (the asset's code
+    version when it ran), the pipeline's, and the delivery's object id."""
+    metadata: dict[str, object] = {
+        "stage_version": ledger.versions[step],
+        "pipeline_version": ledger.versions.pipeline,
+    }
+    if ledger.objects.get(key) is not None:
+        metadata["object_id"] = ledger.objects[key]
+    return metadata
+
+
 class FlowRun:
     """The steps of one flow over a run's partitions, reported to Dagster as they land."""
 
@@ -104,8 +117,9 @@ class FlowRun:
                 allow_retries=False,
             )
         landed = landed_before(context, self.keys)
-        steps = FlowSteps(self.flow, resources.folders, Hooks(self.flow, context.run.run_id))
-        state = RunState()
+        ledger = Ledger(self.flow, context.run.run_id, resources.database.engine)
+        hooks = Hooks(self.flow, context.run.run_id)
+        steps, state = FlowSteps(self.flow, resources.folders, hooks, ledger), RunState()
         report = RunReport(self.flow, context, resources.mailer, resources.folders)
         try:
             for key in context.partition_keys:
@@ -151,15 +165,22 @@ class FlowRun:
         ran = state.ran.setdefault(key, [])
         for step in selected:
             ran.append(step)
+            started = ledger_now()
             try:
                 self.refuse_if_stopped(step, key, selected, steps)
                 outcome = self.step(context, step, key, steps, resources, state)
             except StepFailed as failed:
+                if steps.ledger is not None:
+                    steps.ledger.failed(key, step, str(failed), started)
                 self.on_failure(context, steps, key, step, str(failed))
                 return str(failed)
+            if steps.ledger is not None:
+                outcome.metadata.update(ledger_metadata(steps.ledger, step, key))
             self.log(context, step, key, outcome)
             steps.stage(key).mark_stopped(step, outcome.failure)
             if outcome.failure:
+                if steps.ledger is not None:
+                    steps.ledger.stopped(key, step, outcome.failure)
                 self.on_failure(context, steps, key, step, outcome.failure)
                 return outcome.failure
         return None

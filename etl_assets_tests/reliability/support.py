@@ -42,7 +42,18 @@ FILE = "companies_20260115.csv"
 # download lasts long enough to be cut; a run costs about what a run of 100 rows costs
 ROWS = 30_000
 # columns a run writes with the time it ran: the only ones a clean run cannot reproduce
-LOAD_TIMESTAMPS = frozenset({"etl_loaded_at", "loaded_at"})
+LOAD_TIMESTAMPS = frozenset({"etl_loaded_at", "loaded_at", "first_seen"})
+# the ledger's delivery of a row, by its checksum (its id depends on the sequence, as ``id`` does)
+OBJECT_CHECKSUM = "(select o.checksum from etl_data_objects o where o.id = t.{column}) as {column}"
+# the ledger's stages are a history of runs (a killed run's tries have rows of their own): what a
+# clean run must match is each stage of each partition done once with the same version and counts
+LEDGER_STAGES = sql.SQL(
+    "select distinct t.flow, t.partition_key, t.stage, t.stage_version, t.pipeline_version, "
+    + OBJECT_CHECKSUM.format(column="object_id")
+    + ", t.rows_in, t.rows_out, t.rows_rejected from etl_data_object_stages t where t.status = 'succeeded' "
+    "order by 1, 2, 3, 4, 5, 6, 7, 8, 9"
+)
+LEDGER_OBJECT_LOCAL = frozenset({"id", "raw_path"})  # a sequence's id, a path under this ETL_HOME
 
 
 @functools.cache
@@ -118,6 +129,8 @@ def _table_query(conn: psycopg.Connection, table: str, models: Mapping[str, Flow
     """SELECT of every column but load timestamps; a flow's surrogate ``id`` as its natural key
     and a link column as the natural key of the row it points to (ids depend on the sequence,
     which a rolled-back attempt advances: a retry that equals a clean run still has other ids)."""
+    if table == "etl_data_object_stages":
+        return sql.Composed([LEDGER_STAGES])
     columns = [
         name
         for (name,) in conn.execute(
@@ -125,7 +138,7 @@ def _table_query(conn: psycopg.Connection, table: str, models: Mapping[str, Flow
             "where table_schema = 'public' and table_name = %s order by ordinal_position",
             (table,),
         )
-        if name not in LOAD_TIMESTAMPS
+        if name not in LOAD_TIMESTAMPS and not (table == "etl_data_objects" and name in LEDGER_OBJECT_LOCAL)
     ]
     owner = next((f for f in models.values() if f.target.table == table), None)
     links = {link.column: link for link in owner.links} if owner else {}
@@ -135,7 +148,9 @@ def _table_query(conn: psycopg.Connection, table: str, models: Mapping[str, Flow
         if owner is not None and name == "id":
             continue  # the row's key column is selected anyway
         link = links.get(name)
-        if link is None:
+        if name == "etl_object_id":
+            parts.append(sql.SQL(OBJECT_CHECKSUM.format(column=name)))
+        elif link is None:
             parts.append(sql.SQL("t.{}").format(sql.Identifier(name)))
         else:
             referenced = keys.get(link.table, link.match)

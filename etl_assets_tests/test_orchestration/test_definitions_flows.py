@@ -10,6 +10,8 @@ import dagster as dg
 import pytest
 
 from etl_assets.definitions import build_definitions
+from etl_assets.model.declarations import PACKAGED_FLOWS, read_flow
+from etl_assets.model.versions import flow_versions
 from etl_assets.settings import load_settings
 
 ROME = ZoneInfo("Europe/Rome")
@@ -26,11 +28,13 @@ def test_companies_flow_has_four_partitioned_assets_in_its_group(defs: dg.Defini
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert {"companies_extract", "companies_transform", "companies_load", "companies_link"} <= keys
+    companies = read_flow(PACKAGED_FLOWS / "companies" / "defs.yaml")
     for step in ("extract", "transform", "load", "link"):
         node = graph.get(dg.AssetKey(f"companies_{step}"))
         assert node.group_name == "companies"
         assert node.partitions_def is not None
-        assert node.code_version  # stale partitions show when the declaration changes
+        # stale partitions show when the stage's declaration or code changes
+        assert node.code_version == flow_versions(companies)[step]
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
     assert ("companies_transform", "rejected_rows") in checks
     assert ("companies_load", "reconciliation") in checks

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from etl_assets.model.versions import flow_versions
 from etl_assets.sdk import Field, Project
 from etl_assets_tests.services import DagsterServer
 
@@ -76,7 +77,8 @@ def test_a_client_flow_shows_changes_and_fails_after_reload_definitions(
         assert {"suppliers_job", "suppliers_schedule"} <= created["jobs"] | created["schedules"]
         assert created["assets"]["suppliers_extract"]["description"].startswith("Suppliers from the ERP\n")
         first_version = created["assets"]["suppliers_load"]["opVersion"]
-        assert first_version == project.flows.get("suppliers").model.code_version
+        assert first_version == flow_versions(project.flows.get("suppliers").model)["load"]
+        first_extract = created["assets"]["suppliers_extract"]["opVersion"]
 
         # 2. changed through the SDK: the new description and code version show
         flow.description = "Suppliers from the new ERP, with their rating"
@@ -85,9 +87,12 @@ def test_a_client_flow_shows_changes_and_fails_after_reload_definitions(
         assert dagster.reload_location(LOCATION) is None
         changed = shown(dagster)["assets"]
         assert changed["suppliers_extract"]["description"].startswith("Suppliers from the new ERP, with")
-        new_version = project.flows.get("suppliers").model.code_version
-        assert new_version != first_version
-        assert {changed[name]["opVersion"] for name in assets} == {new_version}
+        new_versions = flow_versions(project.flows.get("suppliers").model)
+        assert new_versions["load"] != first_version
+        assert {name: changed[name]["opVersion"] for name in assets} == {
+            f"suppliers_{step}": new_versions[step] for step in STEPS
+        }
+        assert changed["suppliers_extract"]["opVersion"] == first_extract  # a map change: not extract's
 
         # 3. a second flow of one name in the other folder: the load fails naming both files
         twin = isolated_env / "more_flows" / "suppliers" / "defs.yaml"
@@ -110,4 +115,6 @@ def test_a_client_flow_shows_changes_and_fails_after_reload_definitions(
         flow.path.write_text(good, encoding="utf-8")
         assert dagster.reload_location(LOCATION) is None
         fixed = shown(dagster)["assets"]
-        assert {fixed[name]["opVersion"] for name in assets} == {new_version}
+        assert {name: fixed[name]["opVersion"] for name in assets} == {
+            name: changed[name]["opVersion"] for name in assets
+        }

@@ -28,6 +28,7 @@ from etl_assets.engine.load.sql import dialect_insert, fetch_frame, pg, stage_ro
 from etl_assets.engine.staging import StagedWriter, count_rows, read_batches
 from etl_assets.engine.tables import (
     ETL_LOADED_AT,
+    ETL_OBJECT_ID,
     ETL_ROW_HASH,
     ETL_SOURCE_FILE,
     ETL_SOURCE_LINE,
@@ -47,7 +48,12 @@ WRITTEN_SCHEMA = {"key": pl.String, "_written_id": pl.Int64}
 
 
 def load_stage(
-    conn: sa.Connection, flow: FlowModel, good_path: Path, response: StagedWriter, bulk: bool = True
+    conn: sa.Connection,
+    flow: FlowModel,
+    good_path: Path,
+    response: StagedWriter,
+    bulk: bool = True,
+    object_id: int | None = None,
 ) -> Outcome:
     """Upsert ``transform.parquet`` a batch at a time inside the caller's transaction; the
     response frame goes to ``response`` batch for batch (so link can read both in step).
@@ -55,7 +61,7 @@ def load_stage(
     A value the target's columns cannot hold is rejected before it is sent (``TargetFit``);
     a row the database still refuses (a constraint or trigger of the client's) is found by
     halving its batch inside savepoints and rejected with the database's message."""
-    load = PartitionUpsert(conn, flow, expected_rows=count_rows(good_path), bulk=bulk)
+    load = PartitionUpsert(conn, flow, expected_rows=count_rows(good_path), bulk=bulk, object_id=object_id)
     fit = TargetFit.read(conn, flow)
     outcome = Outcome(dict.fromkeys(ACTIONS, 0), column_types=column_types(load.table, conn.dialect))
     batches = read_batches(good_path, min_rows=LOAD_BATCH_ROWS)
@@ -109,9 +115,17 @@ class PartitionUpsert:
     row. Its transaction still holds everything: a failure leaves the table as it was.
     """
 
-    def __init__(self, conn: sa.Connection, flow: FlowModel, expected_rows: int, bulk: bool = True) -> None:
+    def __init__(
+        self,
+        conn: sa.Connection,
+        flow: FlowModel,
+        expected_rows: int,
+        bulk: bool = True,
+        object_id: int | None = None,
+    ) -> None:
         self.conn = conn
         self.flow = flow
+        self.object_id = object_id
         self.table = ensure_table(conn, flow)
         self.now = datetime.now().replace(microsecond=0)
         self.postgres = conn.dialect.name == "postgresql"
@@ -127,7 +141,13 @@ class PartitionUpsert:
 
     @property
     def columns(self) -> list[str]:
-        return list(self.flow.map) + [ETL_ROW_HASH, ETL_SOURCE_FILE, ETL_SOURCE_LINE, ETL_LOADED_AT]
+        return list(self.flow.map) + [
+            ETL_ROW_HASH,
+            ETL_SOURCE_FILE,
+            ETL_SOURCE_LINE,
+            ETL_LOADED_AT,
+            ETL_OBJECT_ID,
+        ]
 
     def prepare(self, good: pl.DataFrame) -> pl.DataFrame:
         """Transform output with the load's own columns (source, time, row hash, key)."""
@@ -135,6 +155,7 @@ class PartitionUpsert:
             pl.col(SOURCE_FILE).alias(ETL_SOURCE_FILE),
             pl.col(LINE).alias(ETL_SOURCE_LINE),
             pl.lit(self.now).alias(ETL_LOADED_AT),
+            pl.lit(self.object_id, pl.Int64).alias(ETL_OBJECT_ID),
             row_hash(list(self.flow.map)).alias(ETL_ROW_HASH),
             pl.col(self.flow.target.key).cast(pl.String).alias("key"),
         )

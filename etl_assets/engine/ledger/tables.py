@@ -1,0 +1,79 @@
+"""The ledger's three tables (PostgreSQL and SQLite), created on first write like
+``etl_partition_loads``."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+MODELS_TABLE = "etl_data_models"
+OBJECTS_TABLE = "etl_data_objects"
+STAGES_TABLE = "etl_data_object_stages"
+LEDGER = sa.MetaData()
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: an INTEGER PRIMARY KEY autoincrements
+
+# One row per pipeline version of a flow, written when the version first runs.
+models = sa.Table(
+    MODELS_TABLE,
+    LEDGER,
+    sa.Column("flow", sa.Text, primary_key=True),
+    sa.Column("pipeline_version", sa.Text, primary_key=True),
+    sa.Column("extract_version", sa.Text, nullable=False),
+    sa.Column("transform_version", sa.Text, nullable=False),
+    sa.Column("load_version", sa.Text, nullable=False),
+    sa.Column("link_version", sa.Text, nullable=False),
+    sa.Column("first_seen", sa.DateTime, nullable=False),  # UTC
+)
+
+# One row per delivery of a partition: the same bytes again are the same object.
+objects = sa.Table(
+    OBJECTS_TABLE,
+    LEDGER,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("flow", sa.Text, nullable=False),
+    sa.Column("partition_key", sa.Text, nullable=False),
+    sa.Column("checksum", sa.Text, nullable=False),  # sha256 of the file as received
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("raw_path", sa.Text, nullable=False),  # where the delivery is kept
+    sa.Column("first_seen", sa.DateTime, nullable=False),  # UTC
+    sa.UniqueConstraint("flow", "partition_key", "checksum", name="uq_etl_data_objects_delivery"),
+)
+
+# One row per stage of a partition per run: what it read and wrote, with which version.
+stages = sa.Table(
+    STAGES_TABLE,
+    LEDGER,
+    sa.Column("flow", sa.Text, primary_key=True),
+    sa.Column("partition_key", sa.Text, primary_key=True),
+    sa.Column("stage", sa.Text, primary_key=True),
+    sa.Column("run_id", sa.Text, primary_key=True),  # Dagster's run
+    sa.Column("object_id", _ID, nullable=True),  # etl_data_objects.id (null: extracted before the ledger)
+    sa.Column("stage_version", sa.Text, nullable=False),
+    sa.Column("pipeline_version", sa.Text, nullable=False),
+    sa.Column("staged_path", sa.Text, nullable=True),
+    sa.Column("error_file", sa.Text, nullable=True),  # the stage's rejected rows, if any
+    sa.Column("rows_in", sa.BigInteger, nullable=False),
+    sa.Column("rows_out", sa.BigInteger, nullable=False),
+    sa.Column("rows_rejected", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),  # succeeded | stopped (a blocking check) | failed
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("started_at", sa.DateTime, nullable=False),  # UTC
+    sa.Column("finished_at", sa.DateTime, nullable=False),  # UTC
+    sa.Index("ix_etl_data_object_stages_object", "object_id"),
+)
+
+
+def ensure_ledger(conn: sa.Connection) -> None:
+    """Create the ledger's tables where missing (in the caller's transaction, the three at
+    once). Runs starting side by side on a new database would both create them and one would
+    fail: on PostgreSQL the creator holds a lock until it commits, the others then find them."""
+    if has_ledger(conn):
+        return
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended('etl_assets:ledger', 0))"))
+    LEDGER.create_all(conn, checkfirst=True)
+
+
+def has_ledger(conn: sa.Connection) -> bool:
+    return sa.inspect(conn).has_table(STAGES_TABLE)
