@@ -12,7 +12,7 @@ stay a partition per unit of work.
 import dagster as dg
 
 from etl_assets.engine import catcher
-from etl_assets.engine.steps import RECONCILIATION
+from etl_assets.engine.verdicts import RECONCILIATION
 from etl_assets.model.flow import STEPS, FlowModel
 from etl_assets.model.versions import flow_versions
 from etl_assets.orchestration.columns import step_metadata

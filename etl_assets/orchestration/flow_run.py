@@ -27,15 +27,8 @@ from etl_assets.engine.hooks import HookError, Hooks
 from etl_assets.engine.ledger.record import Ledger, ledger_now
 from etl_assets.engine.load.partition_loads import utc_now
 from etl_assets.engine.load.response import ACTIONS
-from etl_assets.engine.steps import (
-    RECONCILIATION,
-    ErrorFile,
-    FlowSteps,
-    ParkingOutcome,
-    StepTally,
-    extract_verdicts,
-    reconciliation,
-)
+from etl_assets.engine.steps import ErrorFile, FlowSteps, ParkingOutcome, StepTally
+from etl_assets.engine.verdicts import RECONCILIATION, extract_verdicts, reconciliation
 from etl_assets.model.flow import STEPS, FlowModel
 from etl_assets.orchestration.columns import COLUMN_SCHEMA, table_schema
 from etl_assets.orchestration.faults import RETRY_POLICY, connection_fault_line, is_connection_fault

@@ -29,7 +29,8 @@ from etl_assets.engine.catcher import ERROR_COLUMNS
 from etl_assets.engine.columns import LINE
 from etl_assets.engine.extract import SourceFileError
 from etl_assets.engine.partition_keys import source_file_name
-from etl_assets.engine.steps import FlowSteps, reconciliation
+from etl_assets.engine.steps import FlowSteps
+from etl_assets.engine.verdicts import reconciliation
 from etl_assets.model.flow import FlowModel
 from etl_assets.resources import FoldersResource
 from etl_assets.resources.files import LocalFilesResource

@@ -79,6 +79,7 @@ def test_the_load_publishes_the_target_columns_and_their_lineage(graph: dg.Asset
         "etl_source_file",
         "etl_source_line",
         "etl_loaded_at",
+        "etl_object_id",
     ]
     assert (schema["external_id"], schema["revenue"], schema["employees"]) == (
         "TEXT",

@@ -1,56 +1,22 @@
-"""The ``etl-assets`` console script: a thin shell over settings, resources and the flows.
-
-Exit status: 0 success, 1 the work failed, 2 a usage or settings error. Errors are one
-line on stderr that says what to do.
-"""
+"""The commands that run a flow's partitions in this process: backfill, replay, upload and
+resubmit (recorded in DAGSTER_HOME, shown in the UI as any run)."""
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import logging
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from etl_assets.orchestration import instance_cli
-from etl_assets.resources import build_resources, test_connections
-from etl_assets.sdk import cli as flows_cli
-from etl_assets.settings import (
-    ENVIRONMENTS,
-    SecretError,
-    SettingsError,
-    encrypt,
-    init_key,
-    load_settings,
-)
+from etl_assets.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from etl_assets.resources import build_resources
+from etl_assets.settings import load_settings
 
 if TYPE_CHECKING:  # dagster is imported by the commands that run flows, not by every command
     import dagster as dg
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="etl-assets", description=__doc__.splitlines()[0])
-    env = argparse.ArgumentParser(add_help=False)
-    env.add_argument("-e", "--env", choices=ENVIRONMENTS, help="environment (default: ETL_ENV, else dev)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    enc = commands.add_parser("encrypt-password", help="print an enc: token for the settings file")
-    enc.add_argument("password", nargs="?", help="the password (read from stdin when left out)")
-
-    key = commands.add_parser("init-key", help="create the secret key file (0600)")
-    key.add_argument(
-        "--path", type=Path, help="where (default: ETL_SECRET_KEY_FILE or ~/.config/etl_assets/secret.key)"
-    )
-    key.add_argument("--force", action="store_true", help="replace an existing key (old tokens stop working)")
-
-    conn = commands.add_parser("test-connections", parents=[env], help="try every configured connector")
-    conn.add_argument(
-        "--send-test-email", action="store_true", help="also send a test e-mail to the recipients"
-    )
+def add_parsers(commands: argparse._SubParsersAction, env: argparse.ArgumentParser) -> None:
     backfill = commands.add_parser(
         "backfill",
         parents=[env],
@@ -84,111 +50,6 @@ def _parser() -> argparse.ArgumentParser:
         help="send a corrected error file back: its rows through transform, load and link again",
     )
     resubmit.add_argument("path", type=Path, help="e.g. ETL_HOME/errors/companies/2026-01-02/transform.csv")
-    demo = commands.add_parser(
-        "demo-data", parents=[env], help="write sample source files to ETL_HOME/import"
-    )
-    demo.add_argument("--days", type=int, default=3, help="how many daily files, up to today (default 3)")
-    demo.add_argument("--rows", type=int, default=40, help="good rows per file (default 40)")
-    demo.add_argument("--to", type=Path, help="folder (default: ETL_HOME/import)")
-    instance_cli.add_parsers(commands, env)
-    ledger = commands.add_parser("ledger", help="the data-object ledger: deliveries, runs, versions")
-    ledger_verbs = ledger.add_subparsers(dest="verb", required=True, metavar="VERB")
-    show = ledger_verbs.add_parser(
-        "show", parents=[env], help="a flow's data objects (deliveries) and each stage's row per run"
-    )
-    show.add_argument("flow", help="the flow, e.g. companies")
-    show.add_argument("partition", nargs="?", help="only this partition key, e.g. 2026-01-01")
-    show.add_argument("--json", action="store_true", help="print JSON for scripts")
-    stale = ledger_verbs.add_parser(
-        "stale", parents=[env], help="partitions last processed by an older version of a stage"
-    )
-    stale.add_argument("flow", nargs="?", help="the flow (default: every flow)")
-    stale.add_argument("--json", action="store_true", help="print JSON for scripts")
-    flows_cli.add_parser(commands, env)
-    return parser
-
-
-def _ledger(args: argparse.Namespace) -> int:
-    """``ledger show`` / ``ledger stale``, read from the target database of the environment."""
-    import sqlalchemy as sa
-
-    from etl_assets.sdk.project import Project
-
-    project = Project.open(env=args.env)
-    engine = build_resources(project.settings)["database"].engine()
-    flows = {flow.name: flow.model for flow in project.flows}
-    try:
-        return _ledger_verb(args, engine, flows)
-    except sa.exc.OperationalError as exc:  # the message names host and port, never the password
-        first = str(exc.orig or exc).strip().splitlines()[0]
-        print(
-            f"etl-assets: the target database does not answer ({first}): check database in the settings",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-
-
-def _ledger_verb(args: argparse.Namespace, engine: object, flows: dict) -> int:
-    import dataclasses
-    import json
-
-    from etl_assets.engine.ledger.show import format_objects, format_stale, object_rows, stale_partitions
-
-    if args.verb == "show":
-        found = object_rows(engine, args.flow, args.partition)
-        if not found and args.flow not in flows:
-            print(f"etl-assets: no flow {args.flow!r} (etl-assets flows list shows them)", file=sys.stderr)
-            return EXIT_USAGE
-        print(json.dumps(found, indent=2, default=str) if args.json else format_objects(found))
-        return EXIT_OK
-    if args.flow is not None and args.flow not in flows:
-        print(f"etl-assets: no flow {args.flow!r} (etl-assets flows list shows them)", file=sys.stderr)
-        return EXIT_USAGE
-    names = [args.flow] if args.flow else list(flows)
-    stale = {name: stale_partitions(engine, flows[name]) for name in names}
-    if args.json:
-        print(json.dumps({n: [dataclasses.asdict(p) for p in found] for n, found in stale.items()}, indent=2))
-    else:
-        print("\n".join(format_stale(name, found) for name, found in stale.items()))
-    return EXIT_OK
-
-
-def _demo_data(args: argparse.Namespace) -> int:
-    from etl_assets.samples import write_demo_data
-
-    target = args.to or Path(load_settings(args.env).home).expanduser() / "import"
-    for path in write_demo_data(target, days=args.days, rows_per_day=args.rows):
-        print(path)
-    return EXIT_OK
-
-
-def _encrypt_password(args: argparse.Namespace) -> int:
-    if args.password is not None:
-        password = args.password
-    elif sys.stdin.isatty():
-        password = getpass.getpass("password: ")
-    else:
-        password = sys.stdin.read().rstrip("\r\n")
-    if not password:
-        print("etl-assets: empty password: give one as argument or on stdin", file=sys.stderr)
-        return EXIT_USAGE
-    print(encrypt(password))
-    return EXIT_OK
-
-
-def _init_key(args: argparse.Namespace) -> int:
-    path = init_key(args.path, force=args.force)
-    print(f"created {path} (mode 0600); keep it outside the repository and back it up")
-    return EXIT_OK
-
-
-def _test_connections(args: argparse.Namespace) -> int:
-    settings = load_settings(args.env)
-    results = test_connections(build_resources(settings), send_test_email=args.send_test_email)
-    print(f"test-connections, environment {settings.env}:")
-    for result in results:
-        print(result.line())
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
 def _flow_job(defs: dg.Definitions, flow: str) -> dg.JobDefinition | None:
@@ -380,33 +241,4 @@ def _resubmit(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
-COMMANDS = {
-    "backfill": _backfill,
-    "replay": _replay,
-    "upload": _upload,
-    "resubmit": _resubmit,
-    "encrypt-password": _encrypt_password,
-    "init-key": _init_key,
-    "test-connections": _test_connections,
-    "demo-data": _demo_data,
-    **instance_cli.COMMANDS,
-    "flows": flows_cli.run,
-    "ledger": _ledger,
-}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
-    logging.basicConfig(level=logging.WARNING, format="etl-assets: %(levelname)s %(message)s")
-    args = _parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except (SettingsError, SecretError) as exc:
-        print(f"etl-assets: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return EXIT_FAILED
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+COMMANDS = {"backfill": _backfill, "replay": _replay, "upload": _upload, "resubmit": _resubmit}
