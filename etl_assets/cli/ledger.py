@@ -23,6 +23,19 @@ def add_parsers(commands: argparse._SubParsersAction, env: argparse.ArgumentPars
     )
     stale.add_argument("flow", nargs="?", help="the flow (default: every flow)")
     stale.add_argument("--json", action="store_true", help="print JSON for scripts")
+    again = ledger_verbs.add_parser(
+        "reprocess",
+        parents=[env],
+        help="run the stale partitions again from their earliest stale stage, from their staged data",
+    )
+    again.add_argument("flow", help="the flow, e.g. companies")
+    again.add_argument(
+        "--from",
+        dest="step",
+        choices=("extract", "transform", "load", "link"),
+        help="start at this step (or earlier: at the earliest stale one)",
+    )
+    again.add_argument("--dry-run", action="store_true", help="list what would run: run nothing")
 
 
 def _ledger(args: argparse.Namespace) -> int:
@@ -61,6 +74,8 @@ def _ledger_verb(args: argparse.Namespace, engine: object, flows: dict) -> int:
     if args.flow is not None and args.flow not in flows:
         print(f"etl-assets: no flow {args.flow!r} (etl-assets flows list shows them)", file=sys.stderr)
         return EXIT_USAGE
+    if args.verb == "reprocess":
+        return _reprocess(args, stale_partitions(engine, flows[args.flow]))
     names = [args.flow] if args.flow else list(flows)
     stale = {name: stale_partitions(engine, flows[name]) for name in names}
     if args.json:
@@ -68,6 +83,35 @@ def _ledger_verb(args: argparse.Namespace, engine: object, flows: dict) -> int:
     else:
         print("\n".join(format_stale(name, found) for name, found in stale.items()))
     return EXIT_OK
+
+
+def _reprocess(args: argparse.Namespace, stale: list) -> int:
+    """A run per stale partition (each recorded in DAGSTER_HOME), the others left alone."""
+    import dagster as dg
+
+    from etl_assets.definitions import build_definitions
+    from etl_assets.orchestration.reprocess import first_step, reprocess
+    from etl_assets.settings import load_settings
+
+    if not stale:
+        print(f"{args.flow}: no stale partition: nothing to reprocess")
+        return EXIT_OK
+    if args.dry_run:
+        for partition in stale:
+            print(f"  {partition.partition_key}: would run from {first_step(partition, args.step)}")
+        return EXIT_OK
+    settings = load_settings(args.env)
+    job = build_definitions(settings).resolve_job_def(f"{args.flow}_job")
+    with dg.DagsterInstance.get() as instance:
+        done = reprocess(job, args.flow, stale, instance, build_resources(settings)["folders"], args.step)
+    print(f"reprocess of {args.flow}: {len(done)} stale partition(s)")
+    for item in done:
+        if item.run is None:
+            print(f"  {item.partition_key}: refused: {item.refused}")
+        else:
+            status = "ok" if item.run.success else f"FAILED: {item.run.failure}"
+            print(f"  {item.partition_key}: from {item.step}: {status} (run {item.run.run_id})")
+    return EXIT_OK if all(item.ok for item in done) else EXIT_FAILED
 
 
 COMMANDS = {"ledger": _ledger}

@@ -57,12 +57,25 @@ def replay(
     """One run of ``job`` for the partition, from ``step`` on; refused (``ReplayRefused``) when
     the step's staged input is missing."""
     check_replay(flow, partition_key, step, folders)
+    return run_from(job, flow, partition_key, step, instance, {REPLAY_TAG: step})
+
+
+def run_from(
+    job: dg.JobDefinition,
+    flow: str,
+    partition_key: str,
+    step: str,
+    instance: dg.DagsterInstance,
+    tags: dict[str, str],
+) -> Replayed:
+    """One in-process run of ``job`` for the partition, selecting the steps from ``step`` on;
+    its failure line as the run's e-mail says it."""
     selection = [dg.AssetKey(f"{flow}_{s}") for s in STEPS[STEPS.index(step) :]]
     result = job.execute_in_process(
         partition_key=partition_key,
         asset_selection=selection,
         instance=instance,
-        tags={REPLAY_TAG: step},
+        tags=tags,
         raise_on_error=False,
     )
     failure = None

@@ -176,6 +176,32 @@ def test_a_map_change_is_a_new_version_and_the_older_partitions_are_stale(
     assert f"  {days[0]}  transform {old['transform']} -> {new['transform']}" in out
     assert days[2] not in out
 
+    # reprocessing runs exactly the stale ones, from transform, and leaves the third alone
+    def rows_of(day: str) -> list[tuple]:
+        return flow_env.query(
+            "select stage, run_id, stage_version from etl_data_object_stages where flow = 'suppliers' "
+            f"and partition_key = '{day}' order by started_at"
+        )
+
+    untouched = rows_of(days[2])
+    extracts = {day: [r for r in rows_of(day) if r[0] == "extract"] for day in days[:2]}
+    assert cli.main(["ledger", "reprocess", "suppliers", "--dry-run"]) == cli.EXIT_OK
+    assert capsys.readouterr().out.splitlines() == [f"  {day}: would run from transform" for day in days[:2]]
+    assert cli.main(["ledger", "reprocess", "suppliers"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "reprocess of suppliers: 2 stale partition(s)" in out
+    for day in days[:2]:
+        assert f"  {day}: from transform: ok (run " in out
+        rows = rows_of(day)
+        assert [r for r in rows if r[0] == "extract"] == extracts[day]  # the source was not read again
+        assert [(stage, version) for stage, _, version in rows[-3:]] == [
+            (stage, new[stage]) for stage in ("transform", "load", "link")
+        ]
+    assert rows_of(days[2]) == untouched
+    assert stale_partitions(engine, project.flows.get("suppliers").model) == []
+    assert cli.main(["ledger", "reprocess", "suppliers"]) == cli.EXIT_OK
+    assert "no stale partition" in capsys.readouterr().out
+
 
 def test_a_stopped_partition_and_a_failed_extract_say_so_in_the_ledger(flow_env: FlowEnv) -> None:
     bad_dates = [
