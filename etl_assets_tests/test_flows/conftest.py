@@ -11,6 +11,8 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+from dagster._core.storage.tags import RESUME_RETRY_TAG
 
 from etl_assets.definitions import build_definitions
 from etl_assets.settings import load_settings
@@ -54,11 +56,11 @@ class FlowEnv:
                 partition_key=partition_key, instance=self.instance, raise_on_error=False
             )
 
-    def run_range(self, first: str, last: str) -> dg.ExecuteInProcessResult:
+    def run_range(self, first: str, last: str, job: str = "companies_job") -> dg.ExecuteInProcessResult:
         """One ranged run of the flow over ``first...last`` (no backfill: a run of its own)."""
         with self.defs_state():
             defs = build_definitions(load_settings("test"))
-            return defs.resolve_job_def("companies_job").execute_in_process(
+            return defs.resolve_job_def(job).execute_in_process(
                 instance=self.instance,
                 tags={
                     "dagster/asset_partition_range_start": first,
@@ -66,6 +68,45 @@ class FlowEnv:
                 },
                 raise_on_error=False,
             )
+
+    def reexecute(
+        self, parent_run_id: str, job: str = "companies_job", from_failure: bool = True
+    ) -> dg.ExecuteJobResult:
+        """Dagster's re-execution of a run, as the UI starts it: "from failure" (the default) or
+        "all steps", of the job reconstructed from ``etl_assets.definitions`` (its steps run in
+        processes of their own, as in a deployment).
+
+        The UI's re-execution (``instance.create_reexecuted_run``) carries the parent's tags
+        (its partition range) and marks one from failure; ``execute_job`` does neither."""
+        parent = self.instance.get_run_by_id(parent_run_id)
+        assert parent is not None
+        tags = {k: v for k, v in parent.tags.items() if k.startswith("dagster/asset_partition_range")}
+        if from_failure:
+            options = dg.ReexecutionOptions.from_failure(parent_run_id, self.instance)
+            tags[RESUME_RETRY_TAG] = "true"
+        else:
+            options = dg.ReexecutionOptions(parent_run_id=parent_run_id)
+        reconstructed = ReconstructableJob(
+            ReconstructableRepository.for_module("etl_assets.definitions", "defs"), job
+        )
+        # Dagster keeps the last job it reconstructed (lru_cache on an equal tuple): in one
+        # pytest process that is an earlier test's, with its database (a run worker has one)
+        ReconstructableJob.get_definition.cache_clear()
+        ReconstructableJob.get_repository_definition.cache_clear()
+        with self.defs_state():
+            return dg.execute_job(reconstructed, self.instance, tags=tags, reexecution_options=options)
+
+    def stepped(self, run_id: str) -> set[tuple[str, str]]:
+        """(asset, partition) materialized by a run, from the instance's event log."""
+        records = self.instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records
+        found = set()
+        for record in records:
+            materialization = record.event_log_entry.asset_materialization
+            assert materialization is not None
+            found.add((materialization.asset_key.to_user_string(), materialization.partition or ""))
+        return found
 
     def defs_state(self) -> AbstractContextManager[None]:
         """This test's instance as the one whose defs-state storage a definitions load reads.

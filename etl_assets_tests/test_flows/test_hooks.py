@@ -1,6 +1,7 @@
 """A flow's ``hooks:``: Python functions called at stage boundaries with a frozen context,
 through real Dagster runs on a real PostgreSQL. ``on_load_commit`` runs once per commit, never
-again when the same partition runs again; a failing hook fails its partition's step only,
+again when the same partition runs again (a new run, a retry, Dagster's re-execution from
+failure or of all steps); a failing hook fails its partition's step only,
 named in the line; a hook that does not resolve is refused at its declaration's line."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import psycopg
 import pytest
 
 from etl_assets.definitions import build_definitions
+from etl_assets.engine.hooks import ON_LOAD_COMMIT
 from etl_assets.model.declarations import DeclarationError
 from etl_assets.settings import load_settings
 from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv
@@ -63,22 +65,6 @@ def hooked(flow_env: FlowEnv, monkeypatch: pytest.MonkeyPatch) -> Path:
 def calls(log: Path, hook: str | None = None) -> list[dict]:
     entries = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return [e for e in entries if hook is None or e["hook"] == hook]
-
-
-def run_range(env: FlowEnv, first: str, last: str) -> dg.ExecuteInProcessResult:
-    with env.defs_state():
-        return (
-            build_definitions(load_settings("test"))
-            .resolve_job_def("hooked_job")
-            .execute_in_process(
-                instance=env.instance,
-                tags={
-                    "dagster/asset_partition_range_start": first,
-                    "dagster/asset_partition_range_end": last,
-                },
-                raise_on_error=False,
-            )
-        )
 
 
 def test_each_hook_gets_its_context_and_on_load_commit_runs_once_per_commit(
@@ -133,7 +119,7 @@ def test_a_failing_hook_fails_only_its_partition_and_is_called_again_by_the_retr
     flow_env.put("companies_20260115.csv", companies_csv(*GOOD))
     flow_env.put("companies_20260116.csv", companies_csv(*GOOD[:1]))
     monkeypatch.setenv("HOOK_FAIL", f"on_load_commit:{DAY}")
-    result = run_range(flow_env, DAY, NEXT)
+    result = flow_env.run_range(DAY, NEXT, job="hooked_job")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     line = (
@@ -149,9 +135,11 @@ def test_a_failing_hook_fails_only_its_partition_and_is_called_again_by_the_retr
     assert (told["partition_key"], told["step"], f"{DAY}: {told['error']}") == (DAY, "load", line)
 
     monkeypatch.delenv("HOOK_FAIL")
-    assert run_range(flow_env, DAY, NEXT).success  # the retry: the hook that raised, called again
+    assert flow_env.run_range(
+        DAY, NEXT, job="hooked_job"
+    ).success  # the retry: the hook that raised, called again
     assert [c["partition_key"] for c in calls(hooked, "on_load_commit")] == [NEXT, DAY]
-    assert run_range(flow_env, DAY, NEXT).success  # and never again
+    assert flow_env.run_range(DAY, NEXT, job="hooked_job").success  # and never again
     assert len(calls(hooked, "on_load_commit")) == 2
 
 
@@ -222,3 +210,90 @@ def test_a_hook_claimed_by_a_process_that_died_is_not_called_again(
     assert flow_env.run(DAY, job="hooked_job").success
     assert calls(hooked, "on_load_commit") == []
     assert flow_env.query("select state from etl_hook_runs") == [("running",)]
+
+
+def committed(log: Path) -> list[tuple[str, str]]:
+    """(partition, commit id) of each ``on_load_commit`` call that returned, in order."""
+    return [(c["partition_key"], c["commit_id"]) for c in calls(log, ON_LOAD_COMMIT)]
+
+
+def test_reexecute_from_failure_links_the_failed_partition_and_calls_no_hook_again(
+    flow_env: FlowEnv, hooked: Path
+) -> None:
+    """Dagster's re-execution from failure of a ranged run whose link failed for NEXT (a folder
+    where its response goes) after both loads committed: NEXT links, nothing loads again."""
+    flow_env.put("companies_20260115.csv", companies_csv(*GOOD))
+    flow_env.put("companies_20260116.csv", companies_csv(*GOOD[:1]))
+    blocker = flow_env.home / "data" / "hooked" / NEXT / "link.parquet"
+    (blocker / "not-a-file").mkdir(parents=True)
+    failed = flow_env.run_range(DAY, NEXT, job="hooked_job")
+    assert not failed.success
+    assert ("hooked_link", NEXT) not in flow_env.stepped(failed.run_id)
+    assert [key for key, _ in committed(hooked)] == [DAY, NEXT]  # both loads committed
+
+    shutil.rmtree(blocker)
+    result = flow_env.reexecute(failed.run_id, job="hooked_job")
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert flow_env.stepped(result.run_id) == {("hooked_link", NEXT)}
+    assert [key for key, _ in committed(hooked)] == [DAY, NEXT]
+    assert flow_env.query("select partition_key, state from etl_hook_runs order by 1") == [
+        (DAY, "done"),
+        (NEXT, "done"),
+    ]
+
+
+def test_reexecute_all_loads_again_and_calls_the_hook_once_per_commit_not_once_ever(
+    flow_env: FlowEnv, hooked: Path
+) -> None:
+    flow_env.put("companies_20260115.csv", companies_csv(*GOOD))
+    flow_env.put("companies_20260116.csv", companies_csv(*GOOD[:1]))
+    first = flow_env.run_range(DAY, NEXT, job="hooked_job")
+    assert first.success
+    told = committed(hooked)
+    assert [key for key, _ in told] == [DAY, NEXT]
+
+    # every step again, the loads too, on the same deliveries with the same code: same commits
+    every = {(f"hooked_{s}", key) for s in ("extract", "transform", "load", "link") for key in (DAY, NEXT)}
+    again = flow_env.reexecute(first.run_id, job="hooked_job", from_failure=False)
+    assert again.success, [e.message for e in again.all_events if e.is_failure]
+    assert flow_env.stepped(again.run_id) == every
+    assert committed(hooked) == told
+
+    # a new delivery for DAY is a new commit of DAY (NEXT's is the one it was)
+    flow_env.put("companies_20260115.csv", companies_csv(*GOOD, GOOD[0].replace("Holding", "Gruppo")))
+    newer = flow_env.reexecute(again.run_id, job="hooked_job", from_failure=False)
+    assert newer.success, [e.message for e in newer.all_events if e.is_failure]
+    assert flow_env.stepped(newer.run_id) == every
+    (new_commit,) = [entry for entry in committed(hooked) if entry not in told]
+    assert new_commit[0] == DAY and new_commit[1] != told[0][1]
+    assert len(committed(hooked)) == 3
+    assert calls(hooked, ON_LOAD_COMMIT)[-1]["run_id"] == newer.run_id
+
+
+def test_a_hook_that_failed_is_called_again_by_the_reexecution_from_failure_and_once_only(
+    flow_env: FlowEnv, hooked: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flow_env.put("companies_20260115.csv", companies_csv(*GOOD))
+    flow_env.put("companies_20260116.csv", companies_csv(*GOOD[:1]))
+    monkeypatch.setenv("HOOK_FAIL", f"on_load_commit:{DAY}")
+    failed = flow_env.run_range(DAY, NEXT, job="hooked_job")
+    assert not failed.success
+    failure = next(e for e in failed.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert f"{DAY}: load: hook on_load_commit (hook_calls:record) failed" in (
+        failure.step_failure_data.error.message
+    )
+    assert ("hooked_load", DAY) not in flow_env.stepped(failed.run_id)
+    assert [key for key, _ in committed(hooked)] == [NEXT]
+
+    monkeypatch.delenv("HOOK_FAIL")  # the notification service back
+    result = flow_env.reexecute(failed.run_id, job="hooked_job")
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert flow_env.stepped(result.run_id) == {("hooked_load", DAY), ("hooked_link", DAY)}
+    ((_, commit),) = [entry for entry in committed(hooked) if entry[0] == DAY]
+    assert calls(hooked, ON_LOAD_COMMIT)[-1]["run_id"] == result.run_id
+    assert flow_env.query(
+        "select commit_id, state, error from etl_hook_runs where partition_key = '2026-01-15'"
+    ) == [(commit, "done", None)]
+    # and never again: the re-execution of the re-execution has nothing left to do
+    assert flow_env.reexecute(result.run_id, job="hooked_job", from_failure=False).success
+    assert [key for key, _ in committed(hooked)] == [NEXT, DAY]

@@ -8,8 +8,6 @@ import shutil
 
 import dagster as dg
 import pytest
-from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
-from dagster._core.storage.tags import RESUME_RETRY_TAG
 
 from etl_assets.definitions import build_definitions
 from etl_assets.orchestration.replay import REPLAY_TAG, ReplayRefused, replay
@@ -40,19 +38,6 @@ def replayed(flow_env: FlowEnv, step: str) -> dg.ExecuteInProcessResult | str:
     return done.run_id if done.success else f"failed: {done.failure}"
 
 
-def stepped(flow_env: FlowEnv, run_id: str) -> set[tuple[str, str]]:
-    """(asset, partition) materialized by a run, from the instance's event log."""
-    records = flow_env.instance.get_records_for_run(
-        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-    ).records
-    found = set()
-    for record in records:
-        materialization = record.event_log_entry.asset_materialization
-        assert materialization is not None
-        found.add((materialization.asset_key.to_user_string(), materialization.partition or ""))
-    return found
-
-
 @pytest.mark.parametrize(
     ("step", "spoil"),
     [
@@ -75,7 +60,7 @@ def test_replay_from_a_step_gives_the_target_of_a_full_run_without_fetching(
     assert not run_id.startswith("failed"), run_id
     assert flow_env.query(TARGET) == full
     later = ("transform", "load", "link")[("transform", "load", "link").index(step) :]
-    assert stepped(flow_env, run_id) == {(f"companies_{s}", DAY) for s in later}  # no extract
+    assert flow_env.stepped(run_id) == {(f"companies_{s}", DAY) for s in later}  # no extract
     run = flow_env.instance.get_run_by_id(run_id)
     assert run is not None and run.tags[REPLAY_TAG] == step
 
@@ -112,29 +97,17 @@ def test_reexecute_from_failure_starts_each_partition_at_its_failed_step(flow_en
     assert not failed.success
     landed = {(s, DAY) for s in ("extract", "transform", "load", "link")}
     landed |= {(s, NEXT) for s in ("extract", "transform", "load")}
-    assert stepped(flow_env, failed.run_id) == {(f"companies_{s}", key) for s, key in landed}
+    assert flow_env.stepped(failed.run_id) == {(f"companies_{s}", key) for s, key in landed}
 
     shutil.rmtree(blocker)  # the cause fixed; the sources gone (extract must not run again)
     for source in sources:
         source.unlink()
-    with flow_env.defs_state():
-        job = ReconstructableJob(
-            ReconstructableRepository.for_module("etl_assets.definitions", "defs"), "companies_job"
-        )
-        options = dg.ReexecutionOptions.from_failure(failed.run_id, flow_env.instance)
-        parent = flow_env.instance.get_run_by_id(failed.run_id)
-        assert parent is not None
-        # the UI's re-execution (instance.create_reexecuted_run) carries the parent's tags (its
-        # partition range) and marks a re-execution from failure; execute_job does neither
-        tags = {k: v for k, v in parent.tags.items() if k.startswith("dagster/asset_partition_range")}
-        resume = {**tags, RESUME_RETRY_TAG: "true"}
-        result = dg.execute_job(job, flow_env.instance, tags=resume, reexecution_options=options)
-        assert result.success, [e.message for e in result.all_events if e.is_failure]
-        # "re-execute all" is every step again: the extracts look for their (removed) files
-        every = dg.ReexecutionOptions(parent_run_id=failed.run_id)
-        again = dg.execute_job(job, flow_env.instance, tags=tags, reexecution_options=every)
-        assert not again.success and stepped(flow_env, again.run_id) == set()
-    assert stepped(flow_env, result.run_id) == {("companies_link", NEXT)}
+    result = flow_env.reexecute(failed.run_id)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    # "re-execute all" is every step again: the extracts look for their (removed) files
+    again = flow_env.reexecute(failed.run_id, from_failure=False)
+    assert not again.success and flow_env.stepped(again.run_id) == set()
+    assert flow_env.stepped(result.run_id) == {("companies_link", NEXT)}
     assert flow_env.query(TARGET) == [
         ("C1", "IT00000000001", "Holding Rossi S.p.A.", "Milano", "1000.00", 12, None),
         ("C2", "IT00000000002", "Rossi Caffè S.r.l.", "Forlì", None, None, "C1"),
