@@ -23,6 +23,7 @@ from etl_assets.orchestration import (
     resubmit_defs,
     test_connections_job,
 )
+from etl_assets.orchestration.executor import executor_for
 from etl_assets.resources import build_resources
 from etl_assets.settings import Settings
 from etl_assets.settings.runtime import current_settings
@@ -48,6 +49,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         max_park_age=settings.max_park_age,
         report_recipients=settings.mail.report_recipients,
         loaders=TableLoaders.of(f.flow for f in files),
+        queues=settings.executor.queues if settings.executor.kind == "celery" else {},
     )
     return dg.Definitions.merge(
         build_component_defs(PROJECT_ROOT, DEFS_DIR, components),
@@ -58,7 +60,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             jobs=[test_connections_job],
             sensors=[backfill_emails_sensor()],
             resources=build_resources(settings),
-            executor=dg.in_process_executor,
+            executor=executor_for(settings),
         ),
     )
 

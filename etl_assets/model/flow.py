@@ -246,6 +246,9 @@ class FlowModel(StrictModel):
         None, description="the one environment this flow is built in (null: every environment)"
     )
     retention: RunRetention | None = Field(None, description="runs housekeeping keeps (null: all)")
+    work: Literal["io", "cpu"] = Field(
+        "io", description="the Celery queue it runs on: io (files, database; the default) or cpu (heavy maps)"
+    )
     parameters: FlowParameters | None = Field(
         None, description="runtime parameters: value_sets, overrides, local (see model/parameters.py)"
     )

@@ -29,6 +29,7 @@ class ComponentSettings:
     report_recipients: Mapping[str, list[str]] = field(default_factory=dict)
     # every flow of the code location by the table it loads: the deps across flows
     loaders: TableLoaders = field(default_factory=TableLoaders)
+    queues: Mapping[str, str] = field(default_factory=dict)  # Celery's, by kind of work
 
 
 @record(checked=False)

@@ -16,6 +16,7 @@ from etl_assets.engine.verdicts import RECONCILIATION
 from etl_assets.model.flow import STEPS, FlowModel
 from etl_assets.model.versions import flow_versions
 from etl_assets.orchestration.columns import step_metadata
+from etl_assets.orchestration.executor import op_placement
 from etl_assets.orchestration.faults import RETRY_POLICY
 from etl_assets.orchestration.flow_run import FlowRun, FlowRuntime, Resources
 from etl_assets.orchestration.jobs import flow_jobs
@@ -96,6 +97,7 @@ def build_flow_defs(
         # a backfill's run takes up to backfill_chunk partitions; each lands or fails alone
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=flow.partitions.backfill_chunk),
         retry_policy=RETRY_POLICY,
+        **op_placement(runtime.queues.get(flow.work), flow.name),
         description=f"{flow.name}: extract, transform, load and link, a partition at a time",
     )
     def steps(

@@ -55,14 +55,17 @@ class FlowComponent(dg.Component):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         settings = component_settings(context)
-        runtime = FlowRuntime(timezone=settings.timezone, max_park_age=settings.max_park_age)
-        return build_flow_defs(self.flow, runtime, loaders=settings.loaders)
+        return build_flow_defs(self.flow, flow_runtime(settings), loaders=settings.loaders)
+
+
+def flow_runtime(settings: ComponentSettings) -> FlowRuntime:
+    return FlowRuntime(settings.timezone, settings.max_park_age, settings.queues)
 
 
 def build_flow_file_defs(files: list[FlowFile], settings: ComponentSettings) -> dg.Definitions:
     """The flows declared outside the package (``flows.dirs``), built as their component would
     build them (a component tree only reaches the package's own ``defs/``)."""
-    runtime = FlowRuntime(timezone=settings.timezone, max_park_age=settings.max_park_age)
+    runtime = flow_runtime(settings)
     with quiet_previews():
         return dg.Definitions.merge(
             *(

@@ -16,6 +16,7 @@ not land before (``reexecution``), from the staged file of the step before it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -45,6 +46,8 @@ class FlowRuntime:
 
     timezone: str = "Europe/Rome"
     max_park_age: timedelta = timedelta(hours=24)
+    # the Celery queue of each kind of work (a flow's ``work``); none: steps run in the run's process
+    queues: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,6 +1,7 @@
-"""The CLI commands of the Dagster instance: ``dagster-yaml`` writes an environment's
-``dagster.yaml``, ``exec`` starts a Dagster process with the instance's password in its
-environment (decrypted here, written nowhere)."""
+"""The CLI commands of the Dagster instance and its workers: ``dagster-yaml`` writes an
+environment's ``dagster.yaml``, ``exec`` starts a Dagster process with the instance's and the
+broker's passwords in its environment (decrypted here, written nowhere), ``worker`` starts a
+Celery worker on one queue."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import os
 import sys
 from pathlib import Path
 
+from etl_assets.orchestration.executor import executor_environment
 from etl_assets.orchestration.instance_config import PASSWORD_ENV, instance_environment, instance_yaml
 from etl_assets.settings import load_settings
 
 EXIT_OK, EXIT_USAGE = 0, 2
+CELERY_COMMAND = (sys.executable, "-m", "celery")  # the celery of this interpreter's environment
 
 
 def add_parsers(commands: argparse._SubParsersAction, env: argparse.ArgumentParser) -> None:
@@ -30,6 +33,14 @@ def add_parsers(commands: argparse._SubParsersAction, env: argparse.ArgumentPars
         "in its environment",
     )
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG ...]")
+    worker = commands.add_parser(
+        "worker", parents=[env], help="start a Celery worker for the environment's executor (one queue)"
+    )
+    worker.add_argument("--queue", choices=("io", "cpu"), default="io", help="kind of work (default io)")
+    worker.add_argument("--name", help="worker name (default: etl-<queue>-<pid>)")
+    worker.add_argument(
+        "--concurrency", type=int, help="tasks at once (default: executor.worker_concurrency)"
+    )
 
 
 def _dagster_yaml(args: argparse.Namespace) -> int:
@@ -67,7 +78,12 @@ def _exec(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     settings = load_settings(args.env)
-    environment = {**os.environ, "ETL_ENV": settings.env, **instance_environment(settings)}
+    environment = {
+        **os.environ,
+        "ETL_ENV": settings.env,
+        **instance_environment(settings),
+        **executor_environment(settings),
+    }
     try:
         os.execvpe(argv[0], argv, environment)
     except FileNotFoundError:
@@ -75,4 +91,41 @@ def _exec(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-COMMANDS = {"dagster-yaml": _dagster_yaml, "exec": _exec}
+def _worker(args: argparse.Namespace) -> int:
+    """Replace this process by ``celery worker`` on the queue of that kind of work, with the
+    broker's URL and the instance's password in its environment only."""
+    settings = load_settings(args.env)
+    if settings.executor.kind != "celery":
+        print(
+            f"etl-assets: environment {settings.env} runs steps in process (executor.kind: "
+            f"{settings.executor.kind}): set executor.kind: celery for workers",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    queue = settings.executor.queues[args.queue]
+    concurrency = args.concurrency or settings.executor.worker_concurrency[args.queue]
+    name = args.name or f"etl-{args.queue}-{os.getpid()}"
+    argv = [
+        *CELERY_COMMAND,
+        "-A",
+        "etl_assets.orchestration.celery_app",
+        "worker",
+        "-Q",
+        queue,
+        "-n",
+        f"{name}@%h",
+        "-c",
+        str(concurrency),
+        "--prefetch-multiplier=1",
+        "--loglevel=INFO",
+    ]
+    environment = {
+        **os.environ,
+        "ETL_ENV": settings.env,
+        **instance_environment(settings),
+        **executor_environment(settings, worker=True),
+    }
+    os.execvpe(argv[0], argv, environment)
+
+
+COMMANDS = {"dagster-yaml": _dagster_yaml, "exec": _exec, "worker": _worker}

@@ -33,11 +33,18 @@ def instance_config(settings: Settings) -> dict[str, Any]:
     storage, concurrency and retention."""
     config = copy.deepcopy(yaml.safe_load(SHIPPED_INSTANCE.read_text(encoding="utf-8")))
     instance = settings.instance
+    # Dagster takes the run limits either in run_queue or, beside the pools, in concurrency.runs
     queue = config["run_queue"]
-    queue["max_concurrent_runs"] = instance.max_concurrent_runs
-    for limit in queue["tag_concurrency_limits"]:
+    limits = queue.pop("tag_concurrency_limits")
+    for limit in limits:
         if limit["key"] == "dagster/backfill":
             limit["limit"] = instance.backfill_runs
+    del queue["max_concurrent_runs"]
+    config["concurrency"] = {
+        "runs": {"max_concurrent_runs": instance.max_concurrent_runs, "tag_concurrency_limits": limits},
+        # at most connections_per_flow steps of one flow at once (each flow's op is its own pool)
+        "pools": {"default_limit": settings.executor.connections_per_flow, "granularity": "op"},
+    }
     config["run_monitoring"]["max_runtime_seconds"] = instance.max_runtime_seconds
     days = instance.tick_retention_days
     config["retention"] = {

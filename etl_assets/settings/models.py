@@ -159,6 +159,37 @@ class InstanceSettings(StrictModel):
         return self
 
 
+class BrokerSettings(StrictModel):
+    """The Celery broker (RabbitMQ) the executor sends steps to."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5672, ge=1, le=65535)
+    user: str = "guest"
+    password: Secret | None = None
+    vhost: str = Field("/", description="RabbitMQ virtual host")
+
+
+class ExecutorSettings(StrictModel):
+    """Where a run's work executes: in the run's own process, or on Celery workers."""
+
+    kind: Literal["in_process", "celery"] = Field(
+        "in_process", description="in_process (dev) or celery (workers on the broker, test and prod)"
+    )
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    backend: str = Field("rpc://", description="Celery result backend")
+    queues: dict[Literal["io", "cpu"], str] = Field(
+        default_factory=lambda: {"io": "etl_io", "cpu": "etl_cpu"},
+        description="queue of each kind of flow (a flow's work: io or cpu)",
+    )
+    worker_concurrency: dict[Literal["io", "cpu"], int] = Field(
+        default_factory=lambda: {"io": 2, "cpu": 1},
+        description="tasks a worker of that queue runs at once (io: bounds the SFTP sessions it opens)",
+    )
+    connections_per_flow: int = Field(
+        2, ge=1, description="at most this many steps of one flow at once (its database connections)"
+    )
+
+
 class Settings(StrictModel):
     """Everything one environment needs; built by ``load_settings``."""
 
@@ -176,6 +207,7 @@ class Settings(StrictModel):
     housekeeping: HousekeepingSettings = Field(default_factory=HousekeepingSettings)
     flows: FlowsSettings = Field(default_factory=FlowsSettings)
     instance: InstanceSettings = Field(default_factory=InstanceSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
 
     @field_validator("timezone")
     @classmethod

@@ -41,7 +41,13 @@ def test_dev_keeps_embedded_storage_and_the_shipped_queue(tmp_path: Path, capsys
     written = yaml.safe_load((tmp_path / "dagster.yaml").read_text())
     shipped = yaml.safe_load(SHIPPED_INSTANCE.read_text())
     assert "storage" not in written  # SQLite under DAGSTER_HOME
-    assert written["run_queue"] == shipped["run_queue"]
+    shipped_queue = shipped["run_queue"]
+    assert written["concurrency"]["runs"] == {
+        "max_concurrent_runs": shipped_queue["max_concurrent_runs"],
+        "tag_concurrency_limits": shipped_queue["tag_concurrency_limits"],
+    }
+    assert written["concurrency"]["pools"] == {"default_limit": 2, "granularity": "op"}
+    assert written["run_queue"] == {"dequeue_interval_seconds": shipped_queue["dequeue_interval_seconds"]}
     assert written["run_monitoring"] == shipped["run_monitoring"]
     assert written["retention"]["schedule"] == {"purge_after_days": 30}
     assert "storage sqlite" in capsys.readouterr().out
@@ -51,8 +57,9 @@ def test_settings_set_the_limits(tmp_path: Path, write_settings: Callable[[str],
     write_settings("instance: {max_concurrent_runs: 6, backfill_runs: 4, max_runtime_seconds: 600}\n")
     assert main(["dagster-yaml", "-e", "dev", "--dagster-home", str(tmp_path)]) == 0
     written = yaml.safe_load((tmp_path / "dagster.yaml").read_text())
-    limits = {limit["key"]: limit for limit in written["run_queue"]["tag_concurrency_limits"]}
-    assert written["run_queue"]["max_concurrent_runs"] == 6
+    runs = written["concurrency"]["runs"]
+    limits = {limit["key"]: limit for limit in runs["tag_concurrency_limits"]}
+    assert runs["max_concurrent_runs"] == 6
     assert limits["dagster/backfill"]["limit"] == 4
     assert written["run_monitoring"]["max_runtime_seconds"] == 600
 
