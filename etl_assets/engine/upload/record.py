@@ -21,6 +21,7 @@ from etl_assets.engine.ledger.record import Delivery, Ledger, StageRecord, ledge
 from etl_assets.engine.upload.check import UploadCheck
 from etl_assets.engine.upload.place import Placed
 from etl_assets.model.flow import FlowModel
+from etl_assets.resources.errors import ConnectorError
 
 UPLOAD = "upload"  # the stage row's stage, and its run's prefix
 
@@ -51,7 +52,7 @@ def record_upload(
     record = StageRecord(UPLOAD, check.rows, check.rows - check.rejected, check.rejected, started)
     try:
         return UploadRecorded(ledger.uploaded(key, delivery, record))
-    except sa.exc.SQLAlchemyError as exc:  # psycopg's line names host and port, never the password
+    except (sa.exc.SQLAlchemyError, ConnectorError) as exc:  # psycopg names host and port, no password
         first = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
         return UploadRecorded(
             None,
