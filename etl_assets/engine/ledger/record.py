@@ -12,6 +12,10 @@ cannot take now (it is down) waits and goes in with the next write that gets thr
 load's own transaction, where a database down is the load's fault, retried as such). Every
 write is idempotent (an object by its checksum, a stage row by its run), so doing one twice
 costs a statement and changes nothing.
+
+Beside a run's deliveries: an upload's object and its ``upload`` row, written before any run
+(``uploaded``), which the run of the same bytes joins; and a resubmission's object (kind
+``resubmission``, ``resubmitted``), whose stages are the resubmission run's rows.
 """
 
 from __future__ import annotations
