@@ -45,10 +45,11 @@ def _ledger(args: argparse.Namespace) -> int:
     from etl_assets.sdk.project import Project
 
     project = Project.open(env=args.env)
-    engine = build_resources(project.settings)["database"].engine()
+    resources = build_resources(project.settings)
+    engine = resources["database"].engine()
     flows = {flow.name: flow.model for flow in project.flows}
     try:
-        return _ledger_verb(args, engine, flows)
+        return _ledger_verb(args, engine, flows, resources["folders"])
     except sa.exc.OperationalError as exc:  # the message names host and port, never the password
         first = str(exc.orig or exc).strip().splitlines()[0]
         print(
@@ -58,18 +59,26 @@ def _ledger(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-def _ledger_verb(args: argparse.Namespace, engine: object, flows: dict) -> int:
+def _ledger_verb(args: argparse.Namespace, engine: object, flows: dict, folders: object) -> int:
     import dataclasses
     import json
 
     from etl_assets.engine.ledger.show import format_objects, format_stale, object_rows, stale_partitions
+    from etl_assets.engine.resubmit.resolved import resolved_counts
+    from etl_assets.engine.staging import PartitionStage
 
     if args.verb == "show":
         found = object_rows(engine, args.flow, args.partition)
         if not found and args.flow not in flows:
             print(f"etl-assets: no flow {args.flow!r} (etl-assets flows list shows them)", file=sys.stderr)
             return EXIT_USAGE
-        print(json.dumps(found, indent=2, default=str) if args.json else format_objects(found))
+        rejects = []  # of one partition: its staged files are read
+        if args.partition and found:
+            rejects = resolved_counts(engine, PartitionStage(args.flow, args.partition, folders))
+        if args.json:
+            print(json.dumps(found, indent=2, default=str))
+        else:
+            print(format_objects(found, rejects))
         return EXIT_OK
     if args.flow is not None and args.flow not in flows:
         print(f"etl-assets: no flow {args.flow!r} (etl-assets flows list shows them)", file=sys.stderr)

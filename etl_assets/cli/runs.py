@@ -123,6 +123,7 @@ def _upload(args: argparse.Namespace) -> int:
             settings.timezone,
             replace=args.replace,
             dry_run=args.dry_run,
+            database=resources["database"],
         )
     except (UploadRefused, ConnectorError) as refused:
         print(f"etl-assets: {refused}", file=sys.stderr)
@@ -146,6 +147,11 @@ def _upload(args: argparse.Namespace) -> int:
         print(f"placed: {done.placed.location} (sha256 {done.placed.sha256[:12]}...)")
         if done.placed.replaced_backup:
             print(f"  the delivery it replaced is backed up at {done.placed.replaced_backup}")
+        if done.recorded and done.recorded.object_id is not None:
+            key = check.partition_key
+            print(f"ledger: data object {done.recorded.object_id} (etl-assets ledger show {args.flow} {key})")
+        elif done.recorded and done.recorded.warning:
+            print(f"etl-assets: warning: {done.recorded.warning}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -41,7 +41,9 @@ def resubmit_defs(flows: list[FlowModel]) -> dg.Definitions:
         folders: FoldersResource,
     ) -> dg.Output[list[str]]:
         try:
-            outcome = resubmit(Path(config.path), by_name, folders, database.engine(), utc_now())
+            outcome = resubmit(
+                Path(config.path), by_name, folders, database.engine(), utc_now(), context.run.run_id
+            )
         except Refused as refused:
             raise dg.Failure(
                 description=str(refused),
@@ -56,6 +58,7 @@ def resubmit_defs(flows: list[FlowModel]) -> dg.Definitions:
             "kind": KIND,
             "file": config.path,
             "resubmission": outcome.number,
+            "object_id": outcome.object_id,
             "submitted": outcome.submitted,
             "resolved": outcome.resolved,
             "already_resolved": outcome.already_resolved,

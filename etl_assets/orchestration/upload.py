@@ -3,7 +3,8 @@
 (``engine.upload.place``); a refused one is placed nowhere.
 
 Here, beside the engine's checks: the partition must be one of the flow's partitions (what its
-partitions definition holds), which only the Dagster layer knows.
+partitions definition holds), which only the Dagster layer knows. A placed file is recorded in
+the ledger of the target database (``engine.upload.record``: best effort, the reason told).
 """
 
 from __future__ import annotations
@@ -11,17 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from etl_assets.engine.ledger.record import ledger_now
 from etl_assets.engine.upload import Placed, Problem, UploadCheck, check_upload, place_upload
 from etl_assets.engine.upload.check import partition_start
+from etl_assets.engine.upload.record import UploadRecorded, record_upload
 from etl_assets.model.flow import FlowModel
 from etl_assets.orchestration.partitions import partitions_def
-from etl_assets.resources import FilesResource, FoldersResource
+from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource
 
 
 @dataclass(frozen=True)
 class Uploaded:
     check: UploadCheck
     placed: Placed | None  # None: refused, or a dry run
+    recorded: UploadRecorded | None = None  # in the ledger (None: not placed, or no database given)
 
 
 def upload(
@@ -33,9 +37,12 @@ def upload(
     timezone: str,
     replace: bool = False,
     dry_run: bool = False,
+    database: DatabaseResource | None = None,
 ) -> Uploaded:
-    """The file checked, then (accepted, not a dry run) placed; ``UploadRefused`` when a
-    delivery of that name waits already and ``replace`` is not given."""
+    """The file checked, then (accepted, not a dry run) placed and recorded in the ledger of
+    ``database``; ``UploadRefused`` when a delivery of that name waits already and ``replace``
+    is not given."""
+    started = ledger_now()
     check = check_upload(flow, path, partition_key)
     key = check.partition_key
     partitions = partitions_def(flow, timezone)
@@ -49,6 +56,6 @@ def upload(
     start = partition_start(flow, key)
     assert start is not None  # the key came from the name, or was checked against it
     placed = place_upload(flow, path, start, files, folders, replace=replace)
-    # ledger: record the upload here (flow, partition key, placed.location, placed.sha256,
-    # check.rows, check.rejected, placed.replaced_backup) once engine/ledger/ exists
-    return Uploaded(check, placed)
+    if database is None:
+        return Uploaded(check, placed)
+    return Uploaded(check, placed, record_upload(flow, path, check, placed, database.engine, started))

@@ -258,3 +258,23 @@ def test_runs_starting_side_by_side_on_a_new_database_create_the_ledger_once(flo
     waiting.join(10)
     assert not waiting.is_alive() and errors == []
     assert len(flow_env.query("select * from etl_data_models")) == 0
+
+
+def test_a_ledger_made_before_kind_and_origin_gets_them(flow_env: FlowEnv) -> None:
+    """A database whose etl_data_objects predates the columns: added on the next write, its
+    objects deliveries; the run's object found as before."""
+    from etl_assets.engine.ledger import tables
+
+    flow_env.put(FILE, companies_csv(*GOOD))
+    assert flow_env.run(PARTITION).success
+    flow_env.execute("alter table etl_data_objects drop column kind, drop column origin_object_id")
+    tables._MIGRATED.clear()  # a process that has not seen this database yet
+    [(object_id, *_)] = objects(flow_env)
+    again = flow_env.run(PARTITION)
+    assert again.success
+    assert flow_env.query("select id, kind, origin_object_id from etl_data_objects") == [
+        (object_id, "delivery", None)
+    ]
+    assert flow_env.query(
+        f"select distinct object_id from etl_data_object_stages where run_id = '{again.run_id}'"
+    ) == [(object_id,)]

@@ -1,10 +1,13 @@
 """Corrected rejects sent back: an operator corrects rows of an error file and resubmits it;
 the corrected rows are loaded once however often the file is sent, the still-wrong ones come
-back with their reasons, and a tampered file is refused whole. Real PostgreSQL, real runs."""
+back with their reasons, and a tampered file is refused whole; in the ledger each file sent back
+is a data object of its own, linked to the delivery it corrects. Real PostgreSQL, real runs."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +20,7 @@ from etl_assets.orchestration import resubmission
 from etl_assets.settings import load_settings
 from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv
 from etl_assets_tests.test_flows.test_companies import BAD, DAY, FILE, GOOD
+from etl_assets_tests.test_flows.test_hooks import calls, hooked_flow
 from etl_assets_tests.test_flows.test_offers import OFFERS_HEADER
 
 CORRECTIONS = {"C4": ("FOUNDED", "28/02/2019"), "C5": ("EMAIL", "posta@posta.it")}
@@ -82,12 +86,41 @@ def test_corrected_rows_load_once_still_wrong_come_back(rejected_day: FlowEnv, c
     resolved = env.query("select step, source_line, resubmission from etl_resolved_rejects order by 2")
     assert resolved == [("transform", 6, 1), ("transform", 7, 1)]
 
+    # the ledger: the file sent back is an object of its own, linked to the partition's delivery
+    [(delivery,)] = env.query("select id from etl_data_objects where kind = 'delivery'")
+    [(resubmitted, checksum, name, rows, origin, kept)] = env.query(RESUBMISSIONS)
+    assert (name, rows, origin) == ("transform.csv", 3, delivery)
+    assert (
+        checksum
+        == hashlib.sha256(errors.read_bytes()).hexdigest()
+        == hashlib.sha256(Path(kept).read_bytes()).hexdigest()
+    )
+    assert f"ledger: data object {resubmitted} (etl-assets ledger show companies {DAY})" in out
+    assert ledger_stages(env, run.run_id) == [
+        ("transform", resubmitted, 3, 2, 1, "succeeded"),
+        ("load", resubmitted, 2, 2, 0, "succeeded"),
+        ("link", resubmitted, 2, 2, 0, "succeeded"),
+    ]
+    object_ids = (
+        "select external_id, etl_object_id from accounts where external_id in ('C1', 'C4', 'C5') order by 1"
+    )
+    assert env.query(object_ids) == [("C1", delivery), ("C4", resubmitted), ("C5", resubmitted)]
+    assert main(["ledger", "show", "companies", DAY]) == 0
+    shown = capsys.readouterr().out
+    assert f"object {resubmitted}  partition {DAY}  transform.csv  resubmission of object {delivery}" in shown
+    assert "rejects of the partition's last run, resolved by resubmissions:" in shown
+    assert "  transform  rejected        4  resolved        2" in shown
+    assert main(["ledger", "stale", "companies"]) == 0  # a resubmission's stages stale nothing
+    assert capsys.readouterr().out.strip() == "companies: no stale partitions"
+
     before = env.query("select external_id, etl_loaded_at from accounts order by 1")
     assert main(["resubmit", str(errors)]) == 0  # the same file again: nothing loaded twice
     out = capsys.readouterr().out
     assert "3 rows submitted, 0 resolved, 2 resolved before (skipped), 1 still wrong" in out
     assert env.query("select external_id, etl_loaded_at from accounts order by 1") == before
     assert env.query("select count(*) from etl_resolved_rejects") == [(2,)]
+    assert [r[0] for r in env.query(RESUBMISSIONS)] == [resubmitted]  # the same bytes: the same object
+    assert env.query(object_ids) == [("C1", delivery), ("C4", resubmitted), ("C5", resubmitted)]
 
     # the still-wrong row corrected in its own file: resolved, the file of origin unchanged
     fixed = pl.read_csv(still_wrong, separator=";", infer_schema=False).with_columns(
@@ -97,6 +130,22 @@ def test_corrected_rows_load_once_still_wrong_come_back(rejected_day: FlowEnv, c
     assert "4 rejects of companies 2026-01-15 transform resolved" in capsys.readouterr().out
     assert env.query("select vat_code from accounts where external_id = 'C6'") == [("IT00000000006",)]
     assert env.query("select count(*) from accounts") == [(7,)]  # C1..C7, none twice
+    [_, (fixed_id, *_, origin, _)] = env.query(RESUBMISSIONS)
+    assert origin == delivery
+    assert env.query("select etl_object_id from accounts where external_id = 'C6'") == [(fixed_id,)]
+
+
+RESUBMISSIONS = (
+    "select id, checksum, name, rows, origin_object_id, raw_path from etl_data_objects "
+    "where kind = 'resubmission' order by id"
+)
+
+
+def ledger_stages(env: FlowEnv, run_id: str) -> list[tuple]:
+    return env.query(
+        "select stage, object_id, rows_in, rows_out, rows_rejected, status from etl_data_object_stages "
+        f"where run_id = '{run_id}' order by started_at"
+    )
 
 
 def refusal(path: Path, capsys) -> str:
@@ -199,6 +248,17 @@ def test_a_corrected_link_reject_is_linked_and_resolved_in_the_links_transaction
         "where a.external_id = 'C7'"
     ) == [("C1",)]
     assert env.query("select step, source_line from etl_resolved_rejects") == [("link", 9)]
+    [(resubmitted, origin)] = env.query(
+        "select id, origin_object_id from etl_data_objects where kind = 'resubmission'"
+    )
+    assert env.query("select etl_object_id from accounts where external_id = 'C7'") == [(resubmitted,)]
+    assert env.query(
+        f"select stage from etl_data_object_stages where object_id = {resubmitted} order by 1"
+    ) == [
+        ("link",),
+        ("load",),
+        ("transform",),
+    ]
     assert not errors.with_name("link.resubmission-1.csv").exists()  # nothing still wrong
 
 
@@ -216,3 +276,31 @@ def test_a_new_delivery_has_new_rejects_not_taken_for_resolved(rejected_day: Flo
     assert main(["resubmit", str(write(fixed, errors))]) == 0
     assert "1 rows submitted, 1 resolved, 0 resolved before" in capsys.readouterr().out
     assert env.query("select founded::text from accounts where external_id = 'C9'") == [("2019-02-28",)]
+
+
+def test_a_resubmissions_load_calls_on_load_commit_once_per_file(
+    flow_env: FlowEnv, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The file sent back is the commit (its sha256): sent twice, the hook is called once."""
+    monkeypatch.setenv("DAGSTER_HOME", str(flow_env.home / "dagster_home"))
+    (flow_env.home / "dagster_home").mkdir(parents=True)
+    hooked_flow(flow_env.home / "flows", {"on_load_commit": "hook_calls:record"}, source=flow_env.folder)
+    log = flow_env.home / "hook_calls.jsonl"
+    monkeypatch.setenv("HOOK_LOG", str(log))
+    monkeypatch.delitem(sys.modules, "hook_calls", raising=False)  # this test's module, not another's
+    flow_env.put(FILE, companies_csv(*GOOD, *BAD))
+    assert flow_env.run(DAY, job="hooked_job").success
+    assert len(calls(log, "on_load_commit")) == 1
+
+    errors = flow_env.home / "errors" / "hooked" / DAY / "transform.csv"
+    write(corrected(errors), errors)
+    assert main(["resubmit", str(errors)]) == 0
+    capsys.readouterr()
+    [first, resubmitted] = calls(log, "on_load_commit")
+    assert resubmitted["commit_id"].split(":")[0] == hashlib.sha256(errors.read_bytes()).hexdigest()
+    assert resubmitted["counts"]["inserted"] == 2 and resubmitted["staged_file"].endswith(
+        "resubmission-1/load.parquet"
+    )
+    assert resubmitted["run_id"] and resubmitted["run_id"] != first["run_id"]
+    assert main(["resubmit", str(errors)]) == 0  # the same file again: no second call
+    assert len(calls(log, "on_load_commit")) == 2

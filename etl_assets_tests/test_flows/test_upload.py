@@ -1,8 +1,10 @@
 """``etl-assets upload``: a file checked at the door (name, encoding, required columns, a dry
-run of the map) and, accepted, placed on the SFTP server where the companies extract reads it."""
+run of the map) and, accepted, placed on the SFTP server where the companies extract reads it,
+and recorded in the ledger (the run that extracts it joins the same data object)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from etl_assets.cli import main
 from etl_assets.model.declarations import declared_flows
 from etl_assets.orchestration.upload import upload as upload_file
+from etl_assets.resources import DatabaseResource
 from etl_assets.resources.files import LocalFilesResource
 from etl_assets.resources.folders import FoldersResource
 from etl_assets_tests.test_flows.conftest import HEADER, FlowEnv, companies_csv
@@ -51,8 +54,33 @@ def test_a_good_file_is_placed_and_the_next_run_loads_it(
     assert f"would reject 1 rows: {NAME}:4: FOUNDED:" in out
     assert remote(flow_env) == {NAME: data}  # placed whole, under its name, nothing else left
 
-    assert flow_env.run(DAY).success
+    # in the ledger before its run: the object, and an 'upload' row (the row the map would reject)
+    objects = "select id, checksum, name, size, rows, kind, raw_path from etl_data_objects order by id"
+    [(object_id, checksum, name, size, rows, kind, placed_at)] = flow_env.query(objects)
+    assert (name, size, rows, kind) == (NAME, len(data), 3, "delivery")
+    assert placed_at.endswith(f"{flow_env.folder}/{NAME}")
+    assert f"ledger: data object {object_id} (etl-assets ledger show companies {DAY})" in out
+    stages = "select stage, run_id, object_id, rows_in, rows_out, rows_rejected, status from etl_data_object_stages"
+    [(stage, run_id, *counts)] = flow_env.query(stages + " order by started_at")
+    assert (stage, run_id.startswith("upload:"), counts) == (
+        "upload",
+        True,
+        [object_id, 3, 2, 1, "succeeded"],
+    )
+    assert main(["ledger", "show", "companies", DAY]) == 0
+    shown = capsys.readouterr().out
+    assert f"object {object_id}  partition {DAY}  {NAME}" in shown and run_id in shown
+
+    # its run extracts the same bytes: the same object, kept where extract keeps it; the rows its
+    result = flow_env.run(DAY)
+    assert result.success
     assert flow_env.query("select external_id from accounts order by 1") == [("C1",), ("C2",)]
+    [(same_id, same_checksum, *_, kept)] = flow_env.query(objects)
+    assert (same_id, same_checksum) == (object_id, checksum)
+    assert Path(kept).read_bytes() == data
+    ran = flow_env.query(stages + f" where run_id = '{result.run_id}' order by started_at")
+    assert [(r[0], r[2]) for r in ran] == [(s, object_id) for s in ("extract", "transform", "load", "link")]
+    assert flow_env.query("select distinct etl_object_id from accounts") == [(object_id,)]
 
     # a second delivery of the day waits for --replace; the first is backed up before it goes
     corrected = companies_csv(*GOOD, BAD_DATE.replace("31/02", "28/02"))
@@ -130,3 +158,29 @@ def test_in_dev_the_file_lands_whole_in_the_import_folder(tmp_path: Path) -> Non
     assert done.check.accepted and done.placed is not None
     assert done.placed.location == str(home / "import" / NAME)
     assert {p.name: p.read_bytes() for p in (home / "import").iterdir()} == {NAME: data}
+
+
+def test_a_target_database_down_places_the_file_and_says_it_is_not_in_the_ledger(tmp_path: Path) -> None:
+    """The ledger is best effort: the file is placed, the line says why it is not recorded."""
+    (flow,) = [f.flow for f in declared_flows([]) if f.flow.name == "companies"]
+    home = tmp_path / "etl_home"
+    files, folders = LocalFilesResource(root=str(home / "import")), FoldersResource(home=str(home))
+    (tmp_path / NAME).write_bytes(companies_csv(*GOOD))
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    down = DatabaseResource(driver="postgresql", port=port, connect_timeout=2)
+    done = upload_file(flow, tmp_path / NAME, None, files, folders, "Europe/Rome", database=down)
+    assert done.placed is not None and (home / "import" / NAME).is_file()
+    assert done.recorded is not None and done.recorded.object_id is None
+    warning = done.recorded.warning or ""
+    assert "placed, but not in the ledger: the target database refused it" in warning
+    assert f"the run of companies {DAY} records the delivery when it extracts it" in warning
+    assert str(port) in warning
+
+    # a database that answers (SQLite, as in dev): recorded
+    sqlite = DatabaseResource(sqlite_file=str(tmp_path / "target.db"))
+    done = upload_file(
+        flow, tmp_path / NAME, None, files, folders, "Europe/Rome", replace=True, database=sqlite
+    )
+    assert done.recorded is not None and done.recorded.object_id == 1 and done.recorded.warning is None

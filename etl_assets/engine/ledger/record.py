@@ -12,6 +12,10 @@ cannot take now (it is down) waits and goes in with the next write that gets thr
 load's own transaction, where a database down is the load's fault, retried as such). Every
 write is idempotent (an object by its checksum, a stage row by its run), so doing one twice
 costs a statement and changes nothing.
+
+Beside a run's deliveries: an upload's object and its ``upload`` row, written before any run
+(``uploaded``), which the run of the same bytes joins; and a resubmission's object (kind
+``resubmission``, ``resubmitted``), whose stages are the resubmission run's rows.
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from etl_assets.engine.ledger.tables import ensure_ledger, has_ledger, models, objects, stages
+from etl_assets.engine.ledger.tables import (
+    DELIVERY,
+    RESUBMISSION,
+    ensure_ledger,
+    has_ledger,
+    models,
+    objects,
+    stages,
+)
 from etl_assets.engine.load.sql import dialect_insert
 from etl_assets.model.flow import STEPS, FlowModel
 from etl_assets.model.versions import FlowVersions, flow_versions
@@ -39,13 +51,14 @@ def ledger_now() -> datetime:
 
 @dataclass(frozen=True)
 class Delivery:
-    """What extract kept of a partition's file (``etl_data_objects``)."""
+    """What extract kept of a partition's file (``etl_data_objects``); an upload's is where
+    it was placed (an SFTP path), until its extract keeps it."""
 
     checksum: str
     name: str
     size: int
     rows: int
-    raw_path: Path
+    raw_path: Path | str
 
 
 @dataclass(frozen=True)
@@ -83,14 +96,50 @@ class Ledger:
         self.objects.pop(key, None)
         self._now(lambda conn: self._deliver(conn, key, delivery, ledger_now()))
 
-    def _deliver(self, conn: sa.Connection, key: str, delivery: Delivery, seen: datetime) -> None:
+    def uploaded(self, key: str, delivery: Delivery, record: StageRecord) -> int:
+        """An upload placed: its object (the run that extracts these bytes finds the same one)
+        and its ``upload`` row, in one transaction; the database's fault raised (the caller
+        decides what a ledger it cannot write costs). The object's id."""
+        with self.engine().begin() as conn:
+            self._deliver(conn, key, delivery, ledger_now(), kept=False)
+            self._stage_row(conn, key, record)
+        return self.objects[key]  # type: ignore[return-value]
+
+    def resubmitted(self, key: str, submission: Delivery) -> None:
+        """A corrected error file sent back: an object of kind ``resubmission`` (the same file
+        again: the same object), its origin the partition's delivery; the partition's stages
+        of this run are its (their rows, and the rows they load). Written as ``delivered``."""
+
+        def write(conn: sa.Connection) -> None:
+            origin = self._extracted(conn, key)
+            self._deliver(conn, key, submission, ledger_now(), RESUBMISSION, origin)
+
+        self.objects.pop(key, None)
+        self._now(write)
+
+    def _deliver(
+        self,
+        conn: sa.Connection,
+        key: str,
+        delivery: Delivery,
+        seen: datetime,
+        kind: str = DELIVERY,
+        origin: int | None = None,
+        kept: bool = True,
+    ) -> None:
+        """The object of ``delivery`` (found, else added); ``kept``: its ``raw_path`` is where
+        extract keeps it, the object's from now on (an upload's was where it was placed)."""
         ensure_ledger(conn)
-        find = sa.select(objects.c.id).where(
+        find = sa.select(objects.c.id, objects.c.raw_path).where(
             objects.c.flow == self.flow.name,
             objects.c.partition_key == key,
             objects.c.checksum == delivery.checksum,
         )
-        object_id = conn.execute(find).scalar_one_or_none()
+        found = conn.execute(find).one_or_none()
+        if found is not None and kept and kind == DELIVERY and found.raw_path != str(delivery.raw_path):
+            update = sa.update(objects).where(objects.c.id == found.id)
+            conn.execute(update.values(raw_path=str(delivery.raw_path)))
+        object_id = found.id if found is not None else None
         if object_id is None:  # asked first: a sequence skips the ids a refused insert took
             values = {
                 "flow": self.flow.name,
@@ -101,13 +150,15 @@ class Ledger:
                 "rows": delivery.rows,
                 "raw_path": str(delivery.raw_path),
                 "first_seen": seen,
+                "kind": kind,
+                "origin_object_id": origin,
             }
             conn.execute(
                 dialect_insert(conn)(objects)
                 .values(values)
                 .on_conflict_do_nothing(index_elements=["flow", "partition_key", "checksum"])
             )
-            object_id = conn.execute(find).scalar_one()
+            object_id = conn.execute(find).one().id
         self.objects[key] = object_id
 
     def object_of(self, conn: sa.Connection, key: str) -> int | None:
@@ -115,21 +166,24 @@ class Ledger:
         extract the ledger holds (None: extracted before there was a ledger)."""
         self._flush(conn)
         if key not in self.objects:
-            found = None
-            if has_ledger(conn):
-                found = conn.execute(
-                    sa.select(stages.c.object_id)
-                    .where(
-                        stages.c.flow == self.flow.name,
-                        stages.c.partition_key == key,
-                        stages.c.stage == "extract",
-                        stages.c.status != FAILED,
-                    )
-                    .order_by(stages.c.finished_at.desc())
-                    .limit(1)
-                ).scalar_one_or_none()
-            self.objects[key] = found
+            self.objects[key] = self._extracted(conn, key)
         return self.objects[key]
+
+    def _extracted(self, conn: sa.Connection, key: str) -> int | None:
+        """The object of the partition's last extract the ledger holds."""
+        if not has_ledger(conn):
+            return None
+        return conn.execute(
+            sa.select(stages.c.object_id)
+            .where(
+                stages.c.flow == self.flow.name,
+                stages.c.partition_key == key,
+                stages.c.stage == "extract",
+                stages.c.status != FAILED,
+            )
+            .order_by(stages.c.finished_at.desc())
+            .limit(1)
+        ).scalar_one_or_none()
 
     # -- every stage -------------------------------------------------------------------
     def stage_done(self, conn: sa.Connection, key: str, record: StageRecord) -> None:
@@ -151,7 +205,8 @@ class Ledger:
             "stage": record.stage,
             "run_id": self.run_id,
             "object_id": self.object_of(conn, key),
-            "stage_version": self.versions[record.stage],
+            # a stage not of the pipeline (upload: extract's and transform's checks) has its version
+            "stage_version": self.versions.stages.get(record.stage, self.versions.pipeline),
             "pipeline_version": self.versions.pipeline,
             "staged_path": str(record.staged_path) if record.staged_path else None,
             "error_file": str(record.error_file) if record.error_file else None,

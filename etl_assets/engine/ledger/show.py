@@ -1,14 +1,17 @@
 """Reading the ledger: a flow's objects and their stage rows, and the partitions last processed
-by an older version of a stage (stale)."""
+by an older version of a stage (stale). A ledger made before a column was added gets it
+(``ensure_ledger``) before it is read."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from etl_assets.engine.ledger.record import FAILED
-from etl_assets.engine.ledger.tables import has_ledger, objects, stages
+from etl_assets.engine.ledger.tables import RESUBMISSION, ensure_ledger, has_ledger, objects, stages
+from etl_assets.engine.resubmit.resolved import StepResolution
 from etl_assets.model.flow import STEPS, FlowModel
 from etl_assets.model.versions import flow_versions
 
@@ -36,12 +39,19 @@ def stale_partitions(engine: sa.Engine, flow: FlowModel) -> list[StalePartition]
     of that stage other than the current one, sorted by key; each with its stale stages,
     earliest first (reprocessing from the first one makes the partition current)."""
     current = flow_versions(flow)
-    with engine.connect() as conn:
+    # a resubmission's stages ran over a few corrected rows, not over the partition
+    resubmissions = sa.select(objects.c.id).where(objects.c.kind == RESUBMISSION)
+    with engine.begin() as conn:
         if not has_ledger(conn):
             return []
+        ensure_ledger(conn)
         rows = conn.execute(
             sa.select(stages.c.partition_key, stages.c.stage, stages.c.stage_version, stages.c.run_id)
-            .where(stages.c.flow == flow.name, stages.c.status != FAILED)
+            .where(
+                stages.c.flow == flow.name,
+                stages.c.status != FAILED,
+                sa.or_(stages.c.object_id.is_(None), stages.c.object_id.not_in(resubmissions)),
+            )
             .order_by(stages.c.finished_at)
         ).all()
     last: dict[tuple[str, str], tuple[str, str]] = {}
@@ -59,9 +69,10 @@ def stale_partitions(engine: sa.Engine, flow: FlowModel) -> list[StalePartition]
 def object_rows(engine: sa.Engine, flow: str, partition_key: str | None = None) -> list[dict[str, object]]:
     """The flow's objects (of one partition, if given), newest first, each with its stage rows
     (``stages``, in run order)."""
-    with engine.connect() as conn:
+    with engine.begin() as conn:
         if not has_ledger(conn):
             return []
+        ensure_ledger(conn)
         query = sa.select(objects).where(objects.c.flow == flow)
         stage_query = sa.select(stages).where(stages.c.flow == flow)
         if partition_key is not None:
@@ -77,14 +88,16 @@ def object_rows(engine: sa.Engine, flow: str, partition_key: str | None = None) 
     return found
 
 
-def format_objects(found: list[dict[str, object]]) -> str:
-    """``ledger show``'s text: an object a block, its stages a line each."""
+def format_objects(found: list[dict[str, object]], rejects: Sequence[StepResolution] = ()) -> str:
+    """``ledger show``'s text: an object a block (a resubmission names the delivery it
+    corrects), its stages a line each; then the partition's rejects, resolved or not."""
     if not found:
         return "no data objects recorded"
     blocks = []
     for item in found:
+        kind = f"  resubmission of object {item['origin_object_id']}" if item["kind"] == RESUBMISSION else ""
         head = (
-            f"object {item['id']}  partition {item['partition_key']}  {item['name']}  "
+            f"object {item['id']}  partition {item['partition_key']}  {item['name']}{kind}  "
             f"{item['size']} bytes  {item['rows']} rows  sha256 {str(item['checksum'])[:16]}...\n"
             f"  kept: {item['raw_path']}  first seen {item['first_seen']:%Y-%m-%d %H:%M:%S} UTC"
         )
@@ -102,6 +115,10 @@ def format_objects(found: list[dict[str, object]]) -> str:
                 if s[label]:
                     lines.append(f"    {label.replace('_', ' ')}: {s[label]}")
         blocks.append("\n".join([head, *lines]))
+    if rejects:
+        lines = ["rejects of the partition's last run, resolved by resubmissions:"]
+        lines += [f"  {r.step:<10} rejected {r.rejected:>8}  resolved {r.resolved:>8}" for r in rejects]
+        blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 

@@ -1,15 +1,20 @@
 """The ledger's three tables (PostgreSQL and SQLite), created on first write like
-``etl_partition_loads``."""
+``etl_partition_loads``; a column added since (``kind``, ``origin_object_id``) is added to a
+database made before it, once per process and database."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
+
+from etl_assets.engine.tables import add_missing_columns
 
 MODELS_TABLE = "etl_data_models"
 OBJECTS_TABLE = "etl_data_objects"
 STAGES_TABLE = "etl_data_object_stages"
 LEDGER = sa.MetaData()
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: an INTEGER PRIMARY KEY autoincrements
+DELIVERY, RESUBMISSION = "delivery", "resubmission"  # etl_data_objects.kind
+_MIGRATED: set[str] = set()  # the databases (by URL) whose ledger has every column, in this process
 
 # One row per pipeline version of a flow, written when the version first runs.
 models = sa.Table(
@@ -24,7 +29,8 @@ models = sa.Table(
     sa.Column("first_seen", sa.DateTime, nullable=False),  # UTC
 )
 
-# One row per delivery of a partition: the same bytes again are the same object.
+# One row per delivery of a partition (uploaded or fetched: the same bytes again are the same
+# object), and per corrected error file sent back (kind resubmission, origin: the delivery).
 objects = sa.Table(
     OBJECTS_TABLE,
     LEDGER,
@@ -37,6 +43,8 @@ objects = sa.Table(
     sa.Column("rows", sa.BigInteger, nullable=False),
     sa.Column("raw_path", sa.Text, nullable=False),  # where the delivery is kept
     sa.Column("first_seen", sa.DateTime, nullable=False),  # UTC
+    sa.Column("kind", sa.Text, nullable=False, server_default=DELIVERY),  # delivery | resubmission
+    sa.Column("origin_object_id", _ID, nullable=True),  # a resubmission's delivery (etl_data_objects.id)
     sa.UniqueConstraint("flow", "partition_key", "checksum", name="uq_etl_data_objects_delivery"),
 )
 
@@ -69,10 +77,30 @@ def ensure_ledger(conn: sa.Connection) -> None:
     once). Runs starting side by side on a new database would both create them and one would
     fail: on PostgreSQL the creator holds a lock until it commits, the others then find them."""
     if has_ledger(conn):
+        _migrate(conn)
         return
+    _lock(conn)
+    LEDGER.create_all(conn, checkfirst=True)
+    _MIGRATED.add(str(conn.engine.url))
+
+
+def _migrate(conn: sa.Connection) -> None:
+    """A ledger made before ``kind`` and ``origin_object_id``: the columns added (its objects
+    are deliveries), in the caller's transaction."""
+    url = str(conn.engine.url)
+    if url in _MIGRATED:
+        return
+    _lock(conn)  # runs side by side: the columns added by one, found by the others
+    if add_missing_columns(conn, objects):  # known for sure once this transaction committed
+        conn.execute(sa.update(objects).where(objects.c.kind.is_(None)).values(kind=DELIVERY))
+    else:
+        _MIGRATED.add(url)
+
+
+def _lock(conn: sa.Connection) -> None:
+    """On PostgreSQL, the ledger's creator (or migrator) holds a lock until it commits."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended('etl_assets:ledger', 0))"))
-    LEDGER.create_all(conn, checkfirst=True)
 
 
 def has_ledger(conn: sa.Connection) -> bool:

@@ -6,10 +6,18 @@ submissions are checked against); the partition's lock is held throughout, so it
 and a second submission wait. Rows still wrong go to
 ``errors/<flow>/<partition>/<step>.resubmission-<n>.csv`` with their reasons, in the shape of
 the error file they came from, ready to be corrected and sent back again.
+
+In the ledger a submission is a data object of its own (kind ``resubmission``, the same file
+again the same object), linked to the partition's delivery; its transform, load and link
+rows carry the resubmission's run, and the rows it loads its object's id (``etl_object_id``).
+The submitted file is kept in ``resubmission-<n>/raw/`` with its sha256, which is also its
+load's commit for ``on_load_commit`` (``hooks.commit_id``): the same file sent twice calls the
+hook once.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +28,10 @@ import sqlalchemy as sa
 
 from etl_assets.engine.catcher import ERROR_COLUMNS, CaughtErrors
 from etl_assets.engine.columns import LINE
+from etl_assets.engine.deliveries import file_sha256
+from etl_assets.engine.hooks import Hooks
+from etl_assets.engine.ledger.record import Delivery, Ledger, ledger_now
+from etl_assets.engine.ledger.tables import RESUBMISSION
 from etl_assets.engine.load.response import Outcome
 from etl_assets.engine.resubmit.resolved import (
     FINGERPRINT,
@@ -35,7 +47,7 @@ from etl_assets.model.flow import FlowModel
 from etl_assets.resources.files import partial_name
 from etl_assets.resources.folders import FoldersResource
 
-KIND = "resubmission"
+KIND = RESUBMISSION
 
 
 @dataclass(frozen=True)
@@ -61,9 +73,15 @@ class ResubmissionSteps(FlowSteps):
     resolved recorded in the transaction that loaded (or linked) them."""
 
     def __init__(
-        self, flow: FlowModel, folders: FoldersResource, submission: Submission, number: int
+        self,
+        flow: FlowModel,
+        folders: FoldersResource,
+        submission: Submission,
+        number: int,
+        hooks: Hooks | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
-        super().__init__(flow, folders)
+        super().__init__(flow, folders, hooks, ledger)
         self.submission = submission
         self.number = number
         self.resolved = 0
@@ -92,8 +110,6 @@ class ResubmissionSteps(FlowSteps):
             .join(good, on=LINE, how="semi")
             .filter(~pl.col(LINE).is_in(refused.implode()))
         )
-        # ledger: record this resubmission as a data object of kind=resubmission (its file,
-        # rows in, resolved, still wrong) linked to the delivery of partition ``key`` it came from
         self.resolved += record_resolved(
             conn, self.flow.name, key, self.submission.origin.step, lines, self.number
         )
@@ -107,6 +123,7 @@ class ResubmissionOutcome:
     number: int | None  # None: nothing left to run (every row resolved before)
     submitted: int
     already_resolved: int
+    object_id: int | None = None  # its data object in the ledger (None: not run, or not written yet)
     resolved: int = 0
     still_wrong: int = 0
     error_file: Path | None = None
@@ -121,15 +138,24 @@ class ResubmissionOutcome:
         ]
         if self.error_file:
             text.append(f"still wrong, with their reasons: {self.error_file}")
+        if self.object_id is not None:
+            where = f"{self.origin.flow} {self.origin.partition_key}"
+            text.append(f"ledger: data object {self.object_id} (etl-assets ledger show {where})")
         text += [c.line(self.origin.flow, self.origin.partition_key) for c in self.counts]
         return text
 
 
 def resubmit(
-    path: Path, flows: dict[str, FlowModel], folders: FoldersResource, engine: sa.Engine, now: datetime
+    path: Path,
+    flows: dict[str, FlowModel],
+    folders: FoldersResource,
+    engine: sa.Engine,
+    now: datetime,
+    run_id: str,
 ) -> ResubmissionOutcome:
     """Check the corrected error file at ``path`` and send its rows through transform, load and
-    link. ``Refused`` (nothing loaded) when it does not correct that partition's rejects."""
+    link, in the ledger under ``run_id`` (the orchestrator's run). ``Refused`` (nothing
+    loaded) when it does not correct that partition's rejects."""
     origin, flow = origin_of(path, flows)
     partition = PartitionStage(flow.name, origin.partition_key, folders)
     with partition.lock():
@@ -143,13 +169,29 @@ def resubmit(
         if fresh.height:
             number = 1 + sum(1 for p in partition.dir.glob(f"{KIND}-*") if p.is_dir())
             outcome.number = number
-            steps = ResubmissionSteps(flow, folders, Submission(path, origin, fresh), number)
-            _stage_rows(steps.stage(origin.partition_key), partition, fresh)
+            ledger = Ledger(flow, run_id, lambda: engine)
+            steps = ResubmissionSteps(
+                flow, folders, Submission(path, origin, fresh), number, Hooks(flow, run_id), ledger
+            )
+            stage = steps.stage(origin.partition_key)
+            ledger.resubmitted(origin.partition_key, _keep(path, stage, submission.rows.height))
+            _stage_rows(stage, partition, fresh)
             _run(steps, origin.partition_key, engine, now)
+            outcome.object_id = ledger.objects.get(origin.partition_key)
             outcome.resolved = steps.resolved
             outcome.error_file, outcome.still_wrong = still_wrong_file(steps, partition, origin, number)
         outcome.counts = resolved_counts(engine, partition)
     return outcome
+
+
+def _keep(path: Path, stage: PartitionStage, rows: int) -> Delivery:
+    """The submitted file kept in the resubmission's ``raw/`` with its sha256 beside it, as
+    extract keeps a delivery (what the load's commit is known by)."""
+    kept = stage.raw_dir / path.name
+    shutil.copy2(path, kept)
+    digest = file_sha256(kept)
+    kept.with_name(kept.name + ".sha256").write_text(f"{digest}  {kept.name}\n")
+    return Delivery(digest, path.name, kept.stat().st_size, rows, kept)
 
 
 def _stage_rows(stage: PartitionStage, partition: PartitionStage, rows: pl.DataFrame) -> None:
@@ -162,20 +204,34 @@ def _stage_rows(stage: PartitionStage, partition: PartitionStage, rows: pl.DataF
 
 
 def _run(steps: ResubmissionSteps, key: str, engine: sa.Engine, now: datetime) -> None:
-    """transform, load and link, as far as the flow's blocking checks let them go."""
-    transformed = steps.transform(key)
-    if _blocked(steps, "transform", transformed.caught, transformed.rows_in):
-        return
-    loaded = steps.load(key, engine)
-    if _blocked(steps, "load", loaded.caught, loaded.loaded.rows_in):
-        return
-    steps.link(key, engine, now)
+    """transform, load and link, as far as the flow's blocking checks let them go; a step that
+    failed leaves its 'failed' row in the ledger, as in a run."""
+    step, started = "transform", ledger_now()
+    try:
+        transformed = steps.transform(key)
+        if _blocked(steps, step, key, transformed.caught, transformed.rows_in):
+            return
+        step, started = "load", ledger_now()
+        loaded = steps.load(key, engine)
+        if _blocked(steps, step, key, loaded.caught, loaded.loaded.rows_in):
+            return
+        step, started = "link", ledger_now()
+        steps.link(key, engine, now)
+    except Exception as exc:
+        if steps.ledger is not None:
+            steps.ledger.failed(key, step, f"{type(exc).__name__}: {exc}", started)
+        raise
 
 
-def _blocked(steps: FlowSteps, step: str, caught: CaughtErrors, rows_in: int) -> bool:
-    """The step's blocking check failed (above ``warn_limit``): the steps after it do not run."""
+def _blocked(steps: FlowSteps, step: str, key: str, caught: CaughtErrors, rows_in: int) -> bool:
+    """The step's blocking check failed (above ``warn_limit``): the steps after it do not run,
+    the step's ledger row says 'stopped'."""
     tally = StepTally(rows_in=rows_in, caught=[caught])
-    return step in steps.flow.blocking_checks and steps.rejected_rows(tally).blocks
+    verdict = steps.rejected_rows(tally)
+    blocked = step in steps.flow.blocking_checks and verdict.blocks
+    if blocked and steps.ledger is not None:
+        steps.ledger.stopped(key, step, verdict.description)
+    return blocked
 
 
 def still_wrong_file(
