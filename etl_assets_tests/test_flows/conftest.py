@@ -77,6 +77,17 @@ class FlowEnv:
 
         return set_defs_state_storage(self.instance.defs_state_storage)
 
+    def stale_status(self, asset: str, partition: str) -> str:
+        """What the UI marks: Dagster's own stale status of an asset's partition (FRESH, STALE,
+        MISSING), from the code location's asset graph and this test's instance."""
+        from dagster._core.definitions.data_version import CachingStaleStatusResolver
+        from dagster._core.loader import LoadingContextForTest
+
+        with self.defs_state():
+            graph = build_definitions(load_settings("test")).resolve_asset_graph()
+        resolver = CachingStaleStatusResolver(self.instance, graph, LoadingContextForTest(self.instance))
+        return resolver.get_status(dg.AssetKey(asset), partition).value
+
     def query(self, sql: str) -> list[tuple]:
         with psycopg.connect(self.postgres.dsn(self.database)) as conn:
             return conn.execute(sql).fetchall()
