@@ -65,13 +65,14 @@ def provenance_tags(
         record = records.get(parent)
         latest = record.asset_entry.last_materialization_record if record else None
         if latest is None:  # never materialized
-            versions[parent], pointer = DEFAULT_DATA_VERSION, NULL_EVENT_POINTER
+            versions[parent] = DEFAULT_DATA_VERSION
+        elif not graph.get(parent).is_partitioned:  # its one version
+            versions[parent] = latest_data_version(latest)
         else:
             mapped = graph.get_parent_partition_keys_for_child(partition, parent, asset_key)
             versions[parent] = input_data_version(context.instance, parent, mapped, latest)
-            pointer = str(latest.storage_id)
         tags[get_input_data_version_tag(parent)] = versions[parent].value
-        tags[get_input_event_pointer_tag(parent)] = pointer
+        tags[get_input_event_pointer_tag(parent)] = str(latest.storage_id) if latest else NULL_EVENT_POINTER
     if file_sha256 is not None:
         tags[DATA_VERSION_TAG] = delivery_data_version(code_version, file_sha256).value
         tags[DATA_VERSION_IS_USER_PROVIDED_TAG] = "true"
@@ -90,10 +91,15 @@ def input_data_version(
     keys = list(mapped.partitions_subset.get_partition_keys())
     # Dagster's own limit: a parent mapped to this many partitions counts by its latest event
     if len(keys) >= SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD:
-        tagged = (latest.event_log_entry.tags or {}).get(DATA_VERSION_TAG)
-        return dg.DataVersion(tagged) if tagged else DEFAULT_DATA_VERSION
+        return latest_data_version(latest)
     by_partition = instance.event_log_storage.get_latest_tags_by_partition(
         parent, DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG], asset_partitions=keys
     )
     joined = "".join(tags[DATA_VERSION_TAG] for _, tags in sorted(by_partition.items()))
     return dg.DataVersion(sha256(joined.encode()).hexdigest())
+
+
+def latest_data_version(latest: dg.EventLogRecord) -> dg.DataVersion:
+    """The data version the parent's latest materialization carries (none: Dagster's default)."""
+    tagged = (latest.event_log_entry.tags or {}).get(DATA_VERSION_TAG)
+    return dg.DataVersion(tagged) if tagged else DEFAULT_DATA_VERSION
