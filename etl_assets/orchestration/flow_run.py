@@ -34,6 +34,7 @@ from etl_assets.model.flow import STEPS, FlowModel
 from etl_assets.orchestration.columns import COLUMN_SCHEMA, table_schema
 from etl_assets.orchestration.faults import RETRY_POLICY, connection_fault_line, is_connection_fault
 from etl_assets.orchestration.metadata import to_check_evaluation, to_check_result, to_metadata
+from etl_assets.orchestration.provenance import provenance_tags
 from etl_assets.orchestration.reexecution import landed_before, steps_to_run
 from etl_assets.orchestration.run_report import RunReport
 from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource, MailerResource
@@ -270,10 +271,15 @@ class FlowRun:
             raise _LastingFault(key, f"{step}: {line}") from exc
 
     def log(self, context: dg.AssetExecutionContext, step: str, key: str, outcome: StepReport) -> None:
-        """The (step, partition)'s materialization, then its checks, as the UI shows them."""
+        """The (step, partition)'s materialization with its provenance (the UI's stale marks),
+        then its checks, as the UI shows them."""
         asset_key = self.keys[step]
         metadata = to_metadata(outcome.metadata)
-        context.log_event(dg.AssetMaterialization(asset_key=asset_key, partition=key, metadata=metadata))
+        sha = outcome.metadata.get("sha256") if step == "extract" else None
+        tags = provenance_tags(context, asset_key, key, str(sha) if sha else None)
+        context.log_event(
+            dg.AssetMaterialization(asset_key=asset_key, partition=key, metadata=metadata, tags=tags)
+        )
         for verdict in outcome.verdicts:
             context.log_event(to_check_evaluation(verdict, asset_key, key, self.blocks_on(step, verdict)))
 

@@ -118,6 +118,38 @@ class FlowEnv:
 
         return set_defs_state_storage(self.instance.defs_state_storage)
 
+    def stale_status(self, asset: str, partition: str) -> str:
+        """What the UI marks: Dagster's own stale status of an asset's partition (FRESH, STALE,
+        MISSING), from the code location's asset graph and this test's instance."""
+        from dagster._core.definitions.data_version import CachingStaleStatusResolver
+        from dagster._core.loader import LoadingContextForTest
+
+        with self.defs_state():
+            graph = build_definitions(load_settings("test")).resolve_asset_graph()
+        resolver = CachingStaleStatusResolver(self.instance, graph, LoadingContextForTest(self.instance))
+        return resolver.get_status(dg.AssetKey(asset), partition).value
+
+    def webserver_stale_status(self, asset: str, partitions: list[str]) -> list[str]:
+        """The stale status the webserver's GraphQL gives the UI for the asset's partitions: the
+        project's workspace.yaml loaded in a code server of its own, on this test's instance."""
+        from dagster._core.workspace.context import WorkspaceProcessContext
+        from dagster._core.workspace.load_target import WorkspaceFileTarget
+        from dagster_graphql.test.utils import execute_dagster_graphql
+
+        query = """query ($key: AssetKeyInput!, $partitions: [String!]) {
+          assetNodes(assetKeys: [$key]) { staleStatusByPartition(partitions: $partitions) }
+        }"""
+        target = WorkspaceFileTarget([str(Path(__file__).resolve().parents[2] / "workspace.yaml")])
+        with self.defs_state(), WorkspaceProcessContext(self.instance, target) as workspace:
+            result = execute_dagster_graphql(
+                workspace.create_request_context(),
+                query,
+                {"key": {"path": [asset]}, "partitions": partitions},
+            )
+        assert not result.errors, result.errors
+        (node,) = result.data["assetNodes"]
+        return node["staleStatusByPartition"]
+
     def query(self, sql: str) -> list[tuple]:
         with psycopg.connect(self.postgres.dsn(self.database)) as conn:
             return conn.execute(sql).fetchall()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import dagster as dg
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
@@ -145,12 +146,22 @@ def test_one_partition_end_to_end(flow_env: FlowEnv, batches: str) -> None:
 
 def test_rerun_changes_nothing_and_a_corrected_file_updates(flow_env: FlowEnv) -> None:
     flow_env.put(FILE, companies_csv(*GOOD, BAD[0]))
-    assert flow_env.run(DAY).success
+    first = flow_env.run(DAY)
+    assert first.success
     snapshot = "select * from accounts order by id"
     before = flow_env.query(snapshot)
+    steps = [f"companies_{step}" for step in ("extract", "transform", "load", "link")]
+
+    def data_versions(result: dg.ExecuteInProcessResult) -> list[str]:
+        return [materializations(result, step)[0].tags["dagster/data_version"] for step in steps]
+
+    # the UI marks none of the steps stale: each made by the current code from its parent's data
+    assert [flow_env.stale_status(step, DAY) for step in steps] == ["FRESH"] * 4
 
     again = flow_env.run(DAY)
     assert again.success
+    assert data_versions(again) == data_versions(first)  # the same file, the same data
+    assert [flow_env.stale_status(step, DAY) for step in steps] == ["FRESH"] * 4
     assert flow_env.query(snapshot) == before  # nothing doubles, nothing rewritten
     load = materializations(again, "companies_load")[0].metadata
     assert (load["inserted"].value, load["updated"].value, load["unchanged"].value) == (0, 0, 3)
@@ -160,6 +171,8 @@ def test_rerun_changes_nothing_and_a_corrected_file_updates(flow_env: FlowEnv) -
     flow_env.put(FILE, companies_csv(GOOD[0], GOOD[1], renamed, corrected))
     fixed = flow_env.run(DAY)
     assert fixed.success
+    assert [a != b for a, b in zip(data_versions(fixed), data_versions(first), strict=True)] == [True] * 4
+    assert [flow_env.stale_status(step, DAY) for step in steps] == ["FRESH"] * 4
     load = materializations(fixed, "companies_load")[0].metadata
     assert (load["inserted"].value, load["updated"].value, load["unchanged"].value) == (1, 1, 2)
     assert flow_env.query("select name from accounts where external_id = 'C3'") == [

@@ -77,6 +77,8 @@ def test_kpi_report_for_a_month(flow_env: FlowEnv, write_settings) -> None:
         .success
     )
     assert flow_env.query("select count(*) from kpi_monthly") == [(3,)]
+    # Dagster's own provenance of the report against the flows' steps it reads: not stale
+    assert flow_env.stale_status("kpi_report_load", MONTH) == "FRESH"
 
     export = flow_env.home / "export"
     book = load_workbook(export / "kpi_report_2025-06.xlsx")

@@ -183,6 +183,13 @@ def test_a_map_change_is_a_new_version_and_the_older_partitions_are_stale(
             f"and partition_key = '{day}' order by started_at"
         )
 
+    def ui_stale(day: str) -> bool:
+        """What the UI marks: Dagster's own staleness of the transform asset's partition."""
+        return flow_env.stale_status("suppliers_transform", day) == "STALE"
+
+    assert [ui_stale(day) for day in days] == [True, True, False]  # the UI agrees with the ledger
+    # and the webserver's GraphQL, which the UI's asset page reads, says so
+    assert flow_env.webserver_stale_status("suppliers_transform", days) == ["STALE", "STALE", "FRESH"]
     untouched = rows_of(days[2])
     extracts = {day: [r for r in rows_of(day) if r[0] == "extract"] for day in days[:2]}
     assert cli.main(["ledger", "reprocess", "suppliers", "--dry-run"]) == cli.EXIT_OK
@@ -198,6 +205,7 @@ def test_a_map_change_is_a_new_version_and_the_older_partitions_are_stale(
             (stage, new[stage]) for stage in ("transform", "load", "link")
         ]
     assert rows_of(days[2]) == untouched
+    assert [ui_stale(day) for day in days] == [False, False, False]
     assert stale_partitions(engine, project.flows.get("suppliers").model) == []
     assert cli.main(["ledger", "reprocess", "suppliers"]) == cli.EXIT_OK
     assert "no stale partition" in capsys.readouterr().out

@@ -259,3 +259,26 @@ def test_parked_rows_expire_only_after_a_load_of_their_day_whoever_retries(flow_
         "select partition_key from etl_partition_loads where flow = 'companies' order by 1"
     )
     assert loads == [(f"{older:%Y-%m-%d}",), (f"{YESTERDAY:%Y-%m-%d}",)]
+
+
+def test_offers_link_is_fresh_after_the_companies_it_linked_to_and_stale_once_they_change(
+    flow_env: FlowEnv,
+) -> None:
+    """The link's dep on companies_load (another flow, daily against five-minute partitions) in
+    the UI's stale marks: fresh while the day it linked to is what it was, stale once it changed."""
+    day = f"{YESTERDAY:%Y-%m-%d}"
+    companies = f"companies_{YESTERDAY:%Y%m%d}.csv"
+    flow_env.put(companies, companies_csv(company("C1", "IT00000000001")))
+    assert flow_env.run(day).success
+    key, name = offers_partition("1200")
+    flow_env.put(name, offers_csv(offer("O1", "IT00000000001")))
+    assert flow_env.run(key, job="offers_job").success
+    steps = [f"offers_{step}" for step in ("extract", "transform", "load", "link")]
+    assert [flow_env.stale_status(step, key) for step in steps] == ["FRESH"] * 4
+
+    assert flow_env.run(day).success  # the same companies file again: the same data
+    assert flow_env.stale_status("offers_link", key) == "FRESH"
+
+    flow_env.put(companies, companies_csv(company("C1", "IT00000000001"), company("C2", "IT2")))
+    assert flow_env.run(day).success
+    assert [flow_env.stale_status(step, key) for step in steps] == ["FRESH"] * 3 + ["STALE"]
