@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
+from etl_assets.model.derive import derive_problems
 from etl_assets.model.hooks import HookName, hook_problems
 from etl_assets.model.parameters import FlowParameters, Scalar
 from etl_assets.model.tokens import token_problems
@@ -108,6 +109,10 @@ class MapField(StrictModel):
     )
     scale: int = Field(2, ge=0, le=12, description="Decimal: digits after the decimal comma")
     max_length: int | None = Field(None, ge=1, description="longest value accepted")
+    derive: str | None = Field(
+        None, description="'{first} {last}' template of other fields, or 'module:function' (model/derive.py)"
+    )
+    fill: Literal["missing", "always"] = Field("missing", description="derive: where it is empty, or always")
 
     @model_validator(mode="after")
     def _type_options(self) -> MapField:
@@ -282,10 +287,10 @@ class FlowModel(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _hooks(cls, data: Any) -> Any:
-        """Each hook resolves to a function taking the one context it is given, at its own key
-        (``hooks.on_load_commit``): a definitions load and a compile refuse it at its line."""
-        return _refused(cls.__name__, data, hook_problems(_part(data, "hooks")))
+    def _functions(cls, data: Any) -> Any:
+        """Hooks resolve to ``function(context)``, derives to map fields with no cycle (model/derive.py):
+        each at its key (``map.full_name.derive``), so definitions and compile refuse it at its line."""
+        return _refused(cls.__name__, data, hook_problems(_part(data, "hooks")) + derive_problems(data))
 
     @model_validator(mode="after")
     def _references(self) -> FlowModel:
@@ -313,12 +318,16 @@ class FlowModel(StrictModel):
         return self
 
     def source_column(self, name: str) -> str:
-        """The source column a map field reads."""
+        """The source column a map field reads (a derived field's may be absent from the file)."""
         return self.map[name].source or name.upper()
+
+    def reads_source(self, name: str) -> bool:
+        """A derive with ``fill: always`` reads no source column."""
+        return self.map[name].derive is None or self.map[name].fill == "missing"
 
     @property
     def required_columns(self) -> list[str]:
-        return [self.source_column(n) for n, f in self.map.items() if f.required]
+        return [self.source_column(n) for n, f in self.map.items() if f.required and f.derive is None]
 
     def asset_name(self, step: str) -> str:
         return f"{self.name}_{step}"

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from etl_assets.model.derive import is_template
 from etl_assets.model.flow import STEPS, FlowModel
+from etl_assets.model.functions import split_path
 
 # The engine modules whose code each stage runs (a change to one is a new version of the stage).
 STAGE_CODE: dict[str, tuple[str, ...]] = {
@@ -31,6 +33,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     ),
     "transform": (
         "etl_assets.engine.transform.maps",
+        "etl_assets.engine.transform.derived",
         "etl_assets.engine.transform.stage",
         "etl_assets.engine.drift",
     ),
@@ -107,8 +110,10 @@ def declaration_part(flow: FlowModel, stage: str) -> dict[str, Any]:
 
 
 def method_modules(flow: FlowModel) -> tuple[str, ...]:
-    """The modules of the functions the flow's ``Method`` fields name, sorted."""
-    return tuple(sorted({spec.method.partition(":")[0] for spec in flow.map.values() if spec.method}))
+    """The modules of the functions the flow's ``Method`` fields and derive Methods name, sorted."""
+    paths = [spec.method for spec in flow.map.values() if spec.method]
+    paths += [spec.derive for spec in flow.map.values() if spec.derive and not is_template(spec.derive)]
+    return tuple(sorted({split_path(path)[0] for path in paths}))
 
 
 def hook_module(path: str) -> str:

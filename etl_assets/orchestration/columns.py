@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from etl_assets.engine.tables import ID, META_COLUMNS, target_table
+from etl_assets.model.derive import derive_requires
 from etl_assets.model.flow import FlowModel
 from etl_assets.orchestration.lineage import TableLoaders
 
@@ -32,7 +33,12 @@ def column_description(flow: FlowModel, name: str) -> str | None:
     """What fills the column: the map field and its source column, the link, or the load."""
     if name in flow.map:
         spec = flow.map[name]
-        return f"{spec.type} from {flow.source_column(name)}" + (" (required)" if spec.required else "")
+        origin = f"from {', '.join(source_columns_of(flow, name))}"
+        if spec.derive is not None:
+            origin = (
+                f"derived by {spec.derive} ({'always' if spec.fill == 'always' else 'where empty'}) {origin}"
+            )
+        return f"{spec.type} {origin}" + (" (required)" if spec.required else "")
     link = next((link for link in flow.links if link.column == name), None)
     if link is not None:
         return f"id of the {link.table} row whose {link.match} is {link.field} (link step)"
@@ -41,6 +47,15 @@ def column_description(flow: FlowModel, name: str) -> str | None:
     if name in META_COLUMNS:
         return "set by the load"
     return None
+
+
+def source_columns_of(flow: FlowModel, name: str) -> list[str]:
+    """The source columns a map field's value comes from: its own; a derived field's, and
+    those of the fields its derive requires (and theirs)."""
+    spec = flow.map[name]
+    own = [flow.source_column(name)] if flow.reads_source(name) else []
+    required = derive_requires(spec.derive) if spec.derive else []
+    return list(dict.fromkeys([*own, *(c for r in required for c in source_columns_of(flow, r))]))
 
 
 def table_schema(flow: FlowModel, types: Mapping[str, str] | None = None) -> dg.TableSchema:
@@ -66,7 +81,7 @@ def table_schema(flow: FlowModel, types: Mapping[str, str] | None = None) -> dg.
 
 def source_schema(flow: FlowModel) -> dg.TableSchema:
     """The source file's columns the map reads (a file's columns are text)."""
-    columns = dict.fromkeys(flow.source_column(name) for name in flow.map)
+    columns = dict.fromkeys(c for name in flow.map for c in source_columns_of(flow, name))
     return dg.TableSchema(columns=[dg.TableColumn(name, "text") for name in columns])
 
 
@@ -75,7 +90,7 @@ def load_lineage(flow: FlowModel) -> dg.TableColumnLineage:
     extract = dg.AssetKey(flow.asset_name("extract"))
     return dg.TableColumnLineage(
         deps_by_column={
-            name: [dg.TableColumnDep(asset_key=extract, column_name=flow.source_column(name))]
+            name: [dg.TableColumnDep(asset_key=extract, column_name=c) for c in source_columns_of(flow, name)]
             for name in flow.map
         }
     )

@@ -27,7 +27,9 @@ from pydantic import ValidationError
 
 from etl_assets.model.declarations import DECLARATION, DeclarationError, is_flow_document, read_document
 from etl_assets.model.declarations import read_flow as read_declaration
+from etl_assets.model.derive import is_template
 from etl_assets.model.flow import IDENTIFIER_RULE, FlowModel, is_identifier
+from etl_assets.model.functions import split_path
 from etl_assets.model.parameters import FOLDER as SETS
 from etl_assets.model.parameters import (
     ParameterError,
@@ -85,8 +87,12 @@ class Archive:
 
 # -- Method modules ----------------------------------------------------------------------
 def method_modules(model: FlowModel) -> list[tuple[str, str]]:
-    """(map field, module) of every Method field."""
-    return [(n, f.method.partition(":")[0]) for n, f in model.map.items() if f.type == "Method" and f.method]
+    """(map field, module) of every Method field and derive Method."""
+    found = [(n, f.method.partition(":")[0]) for n, f in model.map.items() if f.type == "Method" and f.method]
+    found += [
+        (n, split_path(f.derive)[0]) for n, f in model.map.items() if f.derive and not is_template(f.derive)
+    ]
+    return found
 
 
 def is_package_module(module: str) -> bool:

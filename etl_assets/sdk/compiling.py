@@ -24,8 +24,16 @@ import yaml
 from pydantic import ValidationError
 
 from etl_assets.engine.columns import LINE, SOURCE_FILE
-from etl_assets.engine.transform.maps import compile_field, load_method, told_without
+from etl_assets.engine.transform.maps import (
+    CompiledField,
+    compile_field,
+    field_order,
+    load_method,
+    told_without,
+    typed_columns,
+)
 from etl_assets.model.declarations import line_of
+from etl_assets.model.derive import derive_requires
 from etl_assets.model.flow import FlowModel, MapField
 from etl_assets.model.parameters import FOLDER, PLACEHOLDER
 from etl_assets.sdk.documents import dump_document, merge_into
@@ -147,16 +155,21 @@ def _fields(model: FlowModel, problem) -> None:  # noqa: ANN001 - the closure ab
     Method's with its options decrypted, as a run would; a fault is told without them)."""
     sources = {model.source_column(n) for n in model.map}
     empty = pl.DataFrame(schema={**dict.fromkeys(sources, pl.String), LINE: pl.Int64, SOURCE_FILE: pl.String})
-    for name, spec in model.map.items():
+    done: list[CompiledField] = []  # in compile_map's order: a derived field after those it requires
+    for name in field_order(model):
+        spec = model.map[name]
         if spec.type == "Method" and not _options_fit(name, spec, problem):
             continue
+        if spec.derive and not set(derive_requires(spec.derive)) <= {f.name for f in done}:
+            continue  # a field it requires does not compile: that field's problem says so
         try:
             compiled = compile_field(name, spec, model.source_column(name), present=True, flow=model.name)
-            typed = empty.lazy().select(pl.col(LINE), compiled.raw).with_columns(compiled.value)
+            typed = typed_columns(empty.lazy(), [*done, compiled])
             checks = [c.alias(f"_c{i}") for i, (c, _) in enumerate(compiled.errors)]
             reasons = [r.alias(f"_r{i}") for i, (_, r) in enumerate(compiled.errors)]
-            with told_without(compiled.secrets):
+            with told_without([secret for f in (*done, compiled) for secret in f.secrets]):
                 typed.select(*checks, *reasons).collect()
+            done.append(compiled)
         except SecretError as exc:  # names the flow, field and option; never the value
             problem("transform", name, str(exc), "map", name, "options")
         except Exception as exc:  # any fault of the field's own expression is the finding
@@ -210,7 +223,7 @@ def _header(model: FlowModel, project, problem) -> None:  # noqa: ANN001
     header = [c.strip().strip("\ufeff") for c in header]
     for name, spec in model.map.items():
         column = model.source_column(name)
-        if column not in header:
+        if column not in header and spec.derive is None:  # a derive fills a column the file lacks
             severity: Severity = "error" if spec.required else "warning"
             problem(
                 "extract",

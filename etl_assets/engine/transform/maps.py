@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
+from etl_assets.engine.transform.derived import derived_raw, derived_reason, source_raw_column
+from etl_assets.model.derive import derive_order
 from etl_assets.model.flow import FlowModel, MapField
 from etl_assets.model.functions import load_function
 from etl_assets.model.parameters import Scalar
@@ -45,6 +47,9 @@ class CompiledField:
     raw: pl.Expr  # named raw_column(name)
     value: pl.Expr  # named name
     errors: list[tuple[pl.Expr, pl.Expr]]  # (condition, reason)
+    # a derived field: its raw column over the typed columns it requires (``raw`` is then its
+    # source value, named source_raw_column(name))
+    derived: pl.Expr | None = None
     # the clear values of a Method's decrypted options, for messages to leave out
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -58,15 +63,15 @@ def raw_column(name: str) -> str:
     return f"_raw:{name}"
 
 
-def _raw(column: str, present: bool, spec: MapField) -> pl.Expr:
+def _raw(column: str, present: bool, default: str | None) -> pl.Expr:
     """The source value stripped, empty as null, the default filled in."""
     if not present:
         raw = pl.lit(None, dtype=pl.String)
     else:
         stripped = pl.col(column).str.strip_chars()
         raw = pl.when(stripped == "").then(None).otherwise(stripped)
-    if spec.default is not None:
-        raw = raw.fill_null(pl.lit(spec.default))
+    if default is not None:
+        raw = raw.fill_null(pl.lit(default))
     return raw
 
 
@@ -143,13 +148,21 @@ def compile_field(name: str, spec: MapField, source: str, present: bool, *, flow
         errors.append((beyond, _reason(f"out of range for the column's {_column_type(spec)}", raw)))
     if converted is not None:  # the value is null exactly when the conversion failed
         errors.append((has & pl.col(name).is_null(), _reason(invalid, raw)))
+    if spec.derive is None:
+        raw_value = _raw(source, present, spec.default).alias(raw_column(name))
+        derived = None
+    else:
+        raw_value = _raw(source, present and spec.fill == "missing", None).alias(source_raw_column(name))
+        derived = derived_raw(name, spec).alias(raw_column(name))
+        errors = [(condition, derived_reason(name, spec, reason)) for condition, reason in errors]
     return CompiledField(
         name=name,
         source=source,
-        raw=_raw(source, present, spec).alias(raw_column(name)),
+        raw=raw_value,
         value=value.alias(name),
         errors=errors,
         secrets=secrets,
+        derived=derived,
     )
 
 
@@ -201,13 +214,21 @@ def _typed(spec: MapField, raw: pl.Expr) -> tuple[pl.Expr, pl.Expr | None, str]:
 
 
 def compile_map(flow: FlowModel, columns: list[str]) -> list[CompiledField]:
-    """Every field of the flow's map, given the columns the file actually has."""
+    """Every field of the flow's map, given the columns the file actually has, in the order
+    they are computed: the fields read from the file in map order, then the derived ones,
+    each after the fields it requires (a row's first error is the first in this order)."""
     present = set(columns)
     fields = []
-    for name, spec in flow.map.items():
+    for name in field_order(flow):
         source = flow.source_column(name)
-        fields.append(compile_field(name, spec, source, source in present, flow=flow.name))
+        fields.append(compile_field(name, flow.map[name], source, source in present, flow=flow.name))
     return fields
+
+
+def field_order(flow: FlowModel) -> list[str]:
+    """The map's fields read from the file, in map order, then the derived ones in ``derive_order``."""
+    derives = {name: spec.derive for name, spec in flow.map.items() if spec.derive is not None}
+    return [name for name in flow.map if name not in derives] + derive_order(derives)
 
 
 def apply_map(flow: FlowModel, frame: pl.LazyFrame, columns: list[str]) -> pl.DataFrame:
@@ -231,7 +252,7 @@ def _mapped(fields: list[CompiledField], frame: pl.LazyFrame) -> pl.DataFrame:
         [pl.when(cond).then(reason) for f in fields for cond, reason in f.errors] or [pl.lit(None, pl.String)]
     )
     mapped = (
-        _typed_columns(frame, fields)
+        typed_columns(frame, fields)
         .select(
             pl.col(LINE),
             pl.col(SOURCE_FILE),
@@ -244,11 +265,17 @@ def _mapped(fields: list[CompiledField], frame: pl.LazyFrame) -> pl.DataFrame:
     if failing.height == 0:
         return mapped.with_columns(pl.lit(None, pl.String).alias(ERROR_REASON))
     failing_rows = frame.join(failing.lazy(), on=LINE, how="semi")
-    reasons = _typed_columns(failing_rows, fields).select(LINE, first_reason.alias(ERROR_REASON))
+    reasons = typed_columns(failing_rows, fields).select(LINE, first_reason.alias(ERROR_REASON))
     return mapped.join(reasons.collect(), on=LINE, how="left").sort(LINE)
 
 
-def _typed_columns(frame: pl.LazyFrame, fields: list[CompiledField]) -> pl.LazyFrame:
-    """The frame's line and file, each field's raw column and its typed value."""
+def typed_columns(frame: pl.LazyFrame, fields: list[CompiledField]) -> pl.LazyFrame:
+    """The frame's line and file, each field's raw column and its typed value: the fields read
+    from the file at once, then each derived field after those it requires (``compile_map``'s
+    order)."""
     raws = frame.select(pl.col(LINE), pl.col(SOURCE_FILE), *(f.raw for f in fields))
-    return raws.with_columns(f.value for f in fields)
+    typed = raws.with_columns(f.value for f in fields if f.derived is None)
+    for f in fields:
+        if f.derived is not None:
+            typed = typed.with_columns(f.derived).with_columns(f.value)
+    return typed
