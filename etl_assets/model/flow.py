@@ -251,9 +251,7 @@ class FlowModel(StrictModel):
         None, description="the one environment this flow is built in (null: every environment)"
     )
     retention: RunRetention | None = Field(None, description="runs housekeeping keeps (null: all)")
-    work: Literal["io", "cpu"] = Field(
-        "io", description="the Celery queue it runs on: io (files, database; the default) or cpu (heavy maps)"
-    )
+    work: Literal["io", "cpu"] = Field("io", description="its Celery queue: io (files, databases) or cpu")
     parameters: FlowParameters | None = Field(
         None, description="runtime parameters: value_sets, overrides, local (see model/parameters.py)"
     )
