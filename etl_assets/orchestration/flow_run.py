@@ -325,7 +325,7 @@ class FlowRun:
         tally.rows_out = outcome.loaded.rows_in - outcome.loaded.rejected.height
         tally.caught.append(outcome.caught)
         verdicts = [steps.rejected_rows(tally), reconciliation([outcome.balance])]
-        extra: dict[str, object] = dict(counts)
+        extra: dict[str, object] = {**counts, **outcome.loaded.notes}
         if outcome.loaded.column_types:  # the table as the database has it
             extra[COLUMN_SCHEMA] = table_schema(self.flow, outcome.loaded.column_types)
         return self.finish("load", tally, extra, verdicts)
