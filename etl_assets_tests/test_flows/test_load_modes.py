@@ -8,15 +8,21 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from etl_assets.definitions import build_definitions
 from etl_assets.engine.load.response import Outcome
 from etl_assets.engine.steps import FlowSteps
 from etl_assets.model.flow import FlowModel
 from etl_assets.resources import FoldersResource
 from etl_assets.resources.files import LocalFilesResource
+from etl_assets.settings import load_settings
 from etl_assets_tests.services import PostgresServer
+from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv, materializations
+from etl_assets_tests.test_flows.test_companies import GOOD
+from etl_assets_tests.test_orchestration.test_flow_dirs import client_flow
 
 DAY, NEXT_DAY = "2026-01-15", "2026-01-16"
 HEADER = "ID;NAME;CITY;PARENT"
@@ -193,3 +199,34 @@ def test_history_options_are_checked_with_the_declaration() -> None:
         flow("history", tracked=["town"])
     with pytest.raises(ValueError, match="target.tracked goes with mode: history only"):
         flow("upsert", tracked=["city"])
+
+
+def run_job(env: FlowEnv, job: str, partition_key: str) -> dg.ExecuteInProcessResult:
+    with env.defs_state():
+        defs = build_definitions(load_settings("test"))
+        return defs.resolve_job_def(job).execute_in_process(
+            partition_key=partition_key, instance=env.instance, raise_on_error=False
+        )
+
+
+def test_a_snapshot_flows_deletions_are_in_the_load_metadata_and_the_email(flow_env: FlowEnv) -> None:
+    path = client_flow(flow_env.home / "flows", "snap")
+    text = path.read_text(encoding="utf-8").replace(
+        "folder: /outbound/companies", f"folder: {flow_env.folder}"
+    )
+    path.write_text(text.replace("    key: external_id\n", "    key: external_id\n    mode: snapshot\n"))
+    flow_env.put("companies_20260115.csv", companies_csv(*GOOD))
+    assert run_job(flow_env, "snap_job", "2026-01-15").success
+    flow_env.put("companies_20260116.csv", companies_csv(*GOOD[:2]))  # C3 is gone at the source
+    second = run_job(flow_env, "snap_job", "2026-01-16")
+    assert second.success
+    metadata = materializations(second, "snap_load")[0].metadata
+    assert (metadata["deleted"].value, metadata["snapshot_deleted"].value) == (1, 1)
+    assert flow_env.query("select external_id, etl_deleted_at is not null from snap order by 1") == [
+        ("C1", False),
+        ("C2", False),
+        ("C3", True),
+    ]
+    (message,) = flow_env.smtp.wait_for(1)
+    body = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "snapshot of the whole table: 1 rows whose key is missing deleted, 0 keys back" in body

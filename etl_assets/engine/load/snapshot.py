@@ -36,6 +36,19 @@ class SnapshotResult:
         return shown
 
 
+def snapshot_news(notes: dict[str, object]) -> str | None:
+    """One line for the run's e-mail when the snapshot deleted, restored or refused to delete."""
+    if "snapshot_deleted" not in notes:
+        return None
+    deleted, restored = notes["snapshot_deleted"], notes["snapshot_restored"]
+    skipped = notes.get("snapshot_deletion_skipped")
+    if not (deleted or restored or skipped):
+        return None
+    if skipped:
+        return f"snapshot whose deletions were skipped ({skipped}), {restored} keys back"
+    return f"snapshot of the whole table: {deleted} rows whose key is missing deleted, {restored} keys back"
+
+
 def deletion_refusal(flow: FlowModel, rejected: int, good_rows: int) -> str | None:
     """Why this delivery may not delete (None: it may), from the partition's rejected rows
     (transform's and load's) against ``warn_limit``, as the catcher judges them."""
