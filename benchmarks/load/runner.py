@@ -386,9 +386,9 @@ class Bench:
                 self.copy()
                 self.load()
                 self.flow()
+                if self.modes:  # each round too: a ratio between modes needs their medians
+                    run_modes(self, self.modes)
             self.round = 0
-            if self.modes:
-                run_modes(self, self.modes)
             self.report.measured = medians(self.report.measured)
             if with_dlt:
                 self.dlt()

@@ -16,8 +16,6 @@ from etl_assets.engine.load.sql import fetch_frame, stage_rows
 from etl_assets.engine.load.upsert import WRITTEN_SCHEMA, PartitionUpsert, existing_rows
 from etl_assets.engine.tables import ETL_ROW_HASH, ID, IS_CURRENT, VALID_FROM, VALID_TO
 
-KEYS_SCHEMA = {"key": pl.String}
-
 
 class PartitionHistory(PartitionUpsert):
     """One partition's versions, inside the caller's transaction; compared with the current
@@ -31,6 +29,10 @@ class PartitionHistory(PartitionUpsert):
     def tracked(self) -> list[str]:
         key = self.flow.target.key
         return [c for c in self.flow.target.tracked or list(self.flow.map) if c != key]
+
+    @property
+    def analyzed(self) -> set[str]:
+        return {*super().analyzed, IS_CURRENT}  # every look-up keeps the current rows only
 
     def prepare(self, good: pl.DataFrame) -> pl.DataFrame:
         return (
@@ -54,13 +56,8 @@ class PartitionHistory(PartitionUpsert):
         try:
             if self.tracked:
                 changed = sa.or_(*(table.c[c].is_distinct_from(staging.c[c]) for c in self.tracked))
-                close = (
-                    sa.update(table)
-                    .where(same_key, current, changed)
-                    .values({VALID_TO: self.now, IS_CURRENT: False})
-                    .returning(sa.cast(table.c[key], sa.Text))
-                )
-                fetch_frame(self.conn, close, KEYS_SCHEMA)
+                close = sa.update(table).where(same_key, current, changed)
+                self.conn.execute(close.values({VALID_TO: self.now, IS_CURRENT: False}))
             has_current = sa.select(table.c[ID]).where(same_key, current).exists()
             opened = (
                 sa.insert(table)
@@ -69,11 +66,12 @@ class PartitionHistory(PartitionUpsert):
             )
             written = [fetch_frame(self.conn, opened, WRITTEN_SCHEMA)]
             written.append(self._in_place(staging))
-            self.conn.execute(
-                sa.update(table)
-                .where(same_key, current, table.c[ETL_ROW_HASH].is_distinct_from(staging.c[ETL_ROW_HASH]))
-                .values({ETL_ROW_HASH: staging.c[ETL_ROW_HASH]})
-            )
+            if candidates.height > sum(w.height for w in written):
+                # unchanged rows whose stored hash differed (another version of the hash): stored
+                # anew, so the next re-load skips them without comparing
+                stale = table.c[ETL_ROW_HASH].is_distinct_from(staging.c[ETL_ROW_HASH])
+                refresh = sa.update(table).where(same_key, current, stale)
+                self.conn.execute(refresh.values({ETL_ROW_HASH: staging.c[ETL_ROW_HASH]}))
             return pl.concat(written)
         finally:
             staging.drop(self.conn)
