@@ -140,6 +140,14 @@ def test_a_snapshot_rejected_above_warn_limit_loads_but_deletes_nothing(
     assert load.rows() == [("P1", "Uno", "Ostia"), ("P2", "Due", "Milano"), ("P3", "Tre", "Napoli")]
 
 
+def test_an_empty_snapshot_deletes_nothing(tmp_path: Path, engine: sa.Engine) -> None:
+    load = Deliveries(flow("snapshot", hard_delete=True), tmp_path, engine)
+    load.deliver(*FIRST)
+    empty = load.deliver()  # the header only: an export cut short, not a table emptied at the source
+    assert empty.notes["snapshot_deletion_skipped"] == "the delivery brought no row: nothing deleted"
+    assert len(load.rows()) == 3
+
+
 def test_append_inserts_only_and_a_rerun_appends_nothing_twice(tmp_path: Path, engine: sa.Engine) -> None:
     load = Deliveries(flow("append"), tmp_path, engine)
     assert actions(load.deliver(*FIRST)) == {"inserted": 3}
