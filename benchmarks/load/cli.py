@@ -10,6 +10,7 @@ import sys
 
 from benchmarks import load as package
 from benchmarks.load.common import log
+from benchmarks.load.modes import mode_lines
 from benchmarks.load.paths import WORKERS, child_main
 from benchmarks.load.report import final_line, print_report
 from benchmarks.load.runner import Bench
@@ -50,7 +51,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rss-cap-mb", type=float, default=12_000, help="kill a path whose RSS passes this (default 12000)"
     )
+    parser.add_argument(
+        "--modes",
+        type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+        default=[],
+        help="load modes measured beside, e.g. upsert,snapshot,history: first load, re-load, "
+        "10%% changed, 5%% missing each (benchmarks/load/modes.py)",
+    )
     parser.add_argument("--only", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--reload", action="store_true", help=argparse.SUPPRESS)
     for name in ("--file", "--db", "--work", "--result"):
         parser.add_argument(name, help=argparse.SUPPRESS)
@@ -65,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     for rows in args.rows:
         log(f"benchmark of {rows:,} rows")
-        bench = Bench(rows, args.keep, dlt_python, args.rss_cap_mb, args.repeat)
+        bench = Bench(rows, args.keep, dlt_python, args.rss_cap_mb, args.repeat, args.modes)
         report = bench.run(with_dlt=not args.no_dlt)
         print_report(report)
+        for line in mode_lines(report, args.modes):
+            print(line)
         reports.append(report)
     print()
     print(final_line(reports))

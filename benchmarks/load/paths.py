@@ -24,6 +24,7 @@ from benchmarks.load.common import (
     ROOT,
     _mb,
 )
+from benchmarks.load.modes import work_mode
 
 
 def _vm_hwm_mb() -> float:
@@ -135,14 +136,20 @@ def _load(flow: Any, stage: Any, engine: Any) -> Any:
         return load_stage(conn, flow, stage.file("transform.parquet"), response)
 
 
-def work_load(args: argparse.Namespace) -> dict[str, Any]:
-    """The load step: transform.parquet upserted a batch at a time, in one transaction."""
+def prepared_stage(work: Path) -> Any:
+    """The staged files ``prepare`` left: the load step's input."""
     from etl_assets.engine.staging import PartitionStage
     from etl_assets.resources import FoldersResource
 
+    return PartitionStage(
+        companies_flow().name, PARTITION_KEY, FoldersResource(home=str(work / "prepare_home"))
+    )
+
+
+def work_load(args: argparse.Namespace) -> dict[str, Any]:
+    """The load step: transform.parquet upserted a batch at a time, in one transaction."""
     flow = companies_flow()
-    folders = FoldersResource(home=str(Path(args.work) / "prepare_home"))
-    stage = PartitionStage(flow.name, PARTITION_KEY, folders)
+    stage = prepared_stage(Path(args.work))
     engine = _engine(args.db)
     baseline = _vm_hwm_mb()
     started = time.perf_counter()
@@ -169,7 +176,7 @@ def work_flow(args: argparse.Namespace) -> dict[str, Any]:
     files, folders = _resources(Path(args.work) / "flow_home", Path(args.file), flow)
     engine = _engine(args.db)
     # with the ledger, as a Dagster run has it: its rows and the target's etl_object_id are measured
-    steps = FlowSteps(flow, folders, Ledger(flow, f"benchmark-{args.reload}", lambda: engine))
+    steps = FlowSteps(flow, folders, ledger=Ledger(flow, f"benchmark-{args.reload}", lambda: engine))
     clock = Clock(progress=Path(args.result).with_suffix(".progress"))
     baseline = _vm_hwm_mb()
     started = time.perf_counter()
@@ -229,6 +236,7 @@ WORKERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "load": work_load,
     "flow": work_flow,
     "floor": work_floor,
+    "mode": work_mode,
 }
 
 

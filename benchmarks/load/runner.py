@@ -18,6 +18,7 @@ from typing import Any
 
 from benchmarks.load.common import DLT_MISSING, FLOOR_ROWS, PG_HOST, PG_PORT, PG_USER, ROOT, _mb, log
 from benchmarks.load.generator import cached_file
+from benchmarks.load.modes import run_modes
 from benchmarks.load.report import Measured, Report, medians
 from etl_assets.samples import COMPANY_COLUMNS
 
@@ -151,8 +152,17 @@ def _killed(cap_mb: float, progress: Path) -> str:
 class Bench:
     """The paths on one file, each in a fresh database of its own."""
 
-    def __init__(self, rows: int, keep: bool, dlt_python: str | None, cap_mb: float, repeat: int = 1) -> None:
+    def __init__(
+        self,
+        rows: int,
+        keep: bool,
+        dlt_python: str | None,
+        cap_mb: float,
+        repeat: int = 1,
+        modes: list[str] | None = None,
+    ) -> None:
         self.rows = rows
+        self.modes = modes or []
         self.repeat = repeat
         self.round = 0
         self.keep = keep
@@ -185,7 +195,9 @@ class Bench:
             psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def child(self, only: str, database: str, reload: bool = False, name: str | None = None) -> Child:
+    def child(
+        self, only: str, database: str, reload: bool = False, name: str | None = None, extra: list[str] = ()
+    ) -> Child:
         """A path in a child process; the whole flow gets a home of its own each round."""
         quiesce()
         work = self.work / f"round{self.round}" if only == "flow" and self.round else self.work
@@ -202,6 +214,7 @@ class Bench:
             database,
             "--work",
             str(work),
+            *extra,
         ]
         return run_child([*argv, "--reload"] if reload else argv, work, name or only, cap_mb=self.cap_mb)
 
@@ -373,6 +386,8 @@ class Bench:
                 self.copy()
                 self.load()
                 self.flow()
+                if self.modes:  # each round too: a ratio between modes needs their medians
+                    run_modes(self, self.modes)
             self.round = 0
             self.report.measured = medians(self.report.measured)
             if with_dlt:

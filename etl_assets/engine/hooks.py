@@ -34,7 +34,7 @@ class LoadCounts:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
-    deleted: int = 0  # the load deletes nothing today: a row left out of a delivery stays
+    deleted: int = 0  # snapshot and append modes only (engine/load/modes.py)
     rejected: int = 0
 
     @classmethod

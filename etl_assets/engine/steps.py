@@ -26,10 +26,10 @@ from etl_assets.engine.ledger.record import Delivery, Ledger, StageRecord, ledge
 from etl_assets.engine.link import parking
 from etl_assets.engine.link.linker import link_stage
 from etl_assets.engine.link.parking import Retried, retry_parked
+from etl_assets.engine.load.modes import load_delivery
 from etl_assets.engine.load.partition_loads import lock_partition, record_load
 from etl_assets.engine.load.refusals import RowRefusedInBulk
 from etl_assets.engine.load.response import RESPONSE_SCHEMA, Outcome
-from etl_assets.engine.load.upsert import load_stage
 from etl_assets.engine.staging import PartitionStage, StagedWriter, count_rows
 from etl_assets.engine.transform.stage import transform_stage
 from etl_assets.model.flow import FlowModel, LinkSpec
@@ -247,7 +247,17 @@ class FlowSteps:
             lock_partition(conn, self.flow.name, key)
             flow = drift.evolved(self.flow, self.stage(key).file("extract.parquet"))
             object_id = self.ledger.object_of(conn, key) if self.ledger is not None else None
-            loaded = load_stage(conn, flow, good, response, bulk=bulk, object_id=object_id)
+            transform_rejected = self.count(key, "transform_rejected.parquet")
+            loaded = load_delivery(
+                conn,
+                flow,
+                good,
+                response,
+                partition=key,
+                bulk=bulk,
+                object_id=object_id,
+                rejected_before=transform_rejected,
+            )
             self.record_load(conn, key, loaded)
             self.hooks.record(conn, key, commit)
             if self.ledger is not None:

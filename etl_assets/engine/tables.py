@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from etl_assets.model.flow import FlowModel, MapField
+from etl_assets.model.load_modes import HISTORY_COLUMNS
 
 ID = "id"
 ETL_SOURCE_FILE = "etl_source_file"
@@ -12,10 +13,13 @@ ETL_SOURCE_LINE = "etl_source_line"
 ETL_LOADED_AT = "etl_loaded_at"
 ETL_ROW_HASH = "etl_row_hash"
 ETL_OBJECT_ID = "etl_object_id"  # the ledger's delivery that inserted or last changed the row
+ETL_DELETED_AT = "etl_deleted_at"  # snapshot: when the row's key went missing from a delivery
+ETL_PARTITION = "etl_partition"  # append: the partition that appended the row
+VALID_FROM, VALID_TO, IS_CURRENT = HISTORY_COLUMNS  # history: a version's life
 FILLFACTOR = 90
-# load columns a table made by an older version lacks: added on its next load (a null column,
-# no rewrite of the table)
-ADDED_META_COLUMNS = (ETL_OBJECT_ID,)
+# load columns a table made by an older version (or mode) lacks: added on its next load (a null
+# column, no rewrite of the table)
+ADDED_META_COLUMNS = (ETL_OBJECT_ID, ETL_DELETED_AT, ETL_PARTITION)
 META_COLUMNS = (ETL_ROW_HASH, ETL_SOURCE_FILE, ETL_SOURCE_LINE, ETL_LOADED_AT, ETL_OBJECT_ID)
 
 
@@ -33,16 +37,25 @@ def column_type(spec: MapField) -> sa.types.TypeEngine:
 
 
 def target_table(flow: FlowModel, metadata: sa.MetaData | None = None) -> sa.Table:
-    """``id``, one column per map field (the key unique), link columns, load metadata."""
+    """``id``, one column per map field (the key unique), link columns, load metadata, the
+    mode's columns. Append and history keep several rows a key: history's key is unique among
+    current rows only (a partial index), append's not at all."""
     metadata = metadata or sa.MetaData()
-    key = flow.target.key
+    key, mode = flow.target.key, flow.target.mode
     columns = [
         sa.Column(
             ID, sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
         )
     ]
     for name, spec in flow.map.items():
-        columns.append(sa.Column(name, column_type(spec), nullable=name != key, unique=name == key))
+        columns.append(
+            sa.Column(
+                name,
+                column_type(spec),
+                nullable=name != key,
+                unique=name == key and mode in ("upsert", "snapshot"),
+            )
+        )
     for link in flow.links:
         # not indexed: the link step's UPDATEs then stay HOT (no index to touch), see fillfactor
         columns.append(sa.Column(link.column, sa.BigInteger(), nullable=True))
@@ -53,12 +66,39 @@ def target_table(flow: FlowModel, metadata: sa.MetaData | None = None) -> sa.Tab
         sa.Column(ETL_LOADED_AT, sa.DateTime()),
         sa.Column(ETL_OBJECT_ID, sa.BigInteger()),  # etl_data_objects.id (engine/ledger)
     ]
+    columns += mode_columns(mode)
     # 10% free space a page: the link step's UPDATE of a row fits beside it (a HOT update)
     table = sa.Table(flow.target.table, metadata, *columns, postgresql_with={"fillfactor": FILLFACTOR})
     for link in flow.links:
         if link.table == flow.target.table and link.match in flow.map and link.match != key:
             sa.Index(f"ix_{flow.target.table}_{link.match}", table.c[link.match])
+    if mode == "append":
+        sa.Index(f"ix_{flow.target.table}_{ETL_PARTITION}", table.c[ETL_PARTITION])
+    if mode == "history":
+        current = table.c[IS_CURRENT].is_(True)
+        sa.Index(
+            f"ux_{flow.target.table}_current",
+            table.c[key],
+            unique=True,
+            postgresql_where=current,
+            sqlite_where=current,
+        )
     return table
+
+
+def mode_columns(mode: str) -> list[sa.Column]:
+    """The columns a load mode keeps beside the rows."""
+    if mode == "snapshot":
+        return [sa.Column(ETL_DELETED_AT, sa.DateTime())]
+    if mode == "append":
+        return [sa.Column(ETL_PARTITION, sa.Text())]
+    if mode == "history":
+        return [
+            sa.Column(VALID_FROM, sa.DateTime()),
+            sa.Column(VALID_TO, sa.DateTime()),
+            sa.Column(IS_CURRENT, sa.Boolean()),
+        ]
+    return []
 
 
 def ensure_table(conn: sa.Connection, flow: FlowModel) -> sa.Table:

@@ -23,6 +23,7 @@ from pydantic_core import InitErrorDetails
 
 from etl_assets.model.derive import derive_problems
 from etl_assets.model.hooks import HookName, hook_problems
+from etl_assets.model.load_modes import LoadMode, mode_fault
 from etl_assets.model.parameters import FlowParameters, Scalar
 from etl_assets.model.tokens import token_problems
 from etl_assets.settings.models import Environment
@@ -143,10 +144,13 @@ class SourceSpec(StrictModel):
 
 
 class TargetSpec(StrictModel):
-    """The table rows are upserted into."""
+    """The table rows go to, and how: ``mode`` (README, Flows: load modes)."""
 
     table: Identifier
     key: Identifier = Field(description="natural key column, a map field")
+    mode: LoadMode = Field("upsert", description="upsert | snapshot | append | history")
+    hard_delete: bool = Field(False, description="snapshot: delete missing keys instead of marking them")
+    tracked: list[Identifier] | None = Field(None, description="history: fields whose change opens a row")
 
 
 class DedupeSpec(StrictModel):
@@ -296,6 +300,9 @@ class FlowModel(StrictModel):
             raise ValueError(f"target.key {self.target.key!r} is not a map field")
         if not self.map[self.target.key].required:
             raise ValueError(f"map.{self.target.key}: the key field must be required")
+        fault = mode_fault(self.target, list(self.map))
+        if fault:
+            raise ValueError(fault)
         if self.dedupe.latest_by and self.dedupe.latest_by not in self.map:
             raise ValueError(f"dedupe.latest_by {self.dedupe.latest_by!r} is not a map field")
         columns: dict[str, str] = {}

@@ -28,6 +28,7 @@ from etl_assets.engine.hooks import HookError, Hooks
 from etl_assets.engine.ledger.record import Ledger, ledger_now
 from etl_assets.engine.load.partition_loads import utc_now
 from etl_assets.engine.load.response import ACTIONS
+from etl_assets.engine.load.snapshot import snapshot_news
 from etl_assets.engine.steps import ErrorFile, FlowSteps, ParkingOutcome, StepTally
 from etl_assets.engine.verdicts import RECONCILIATION, extract_verdicts, reconciliation
 from etl_assets.model.flow import STEPS, FlowModel
@@ -330,11 +331,14 @@ class FlowRun:
         if outcome.change is not None:
             counts.update(outcome.change.metadata())
             state.news[key] = outcome.change.line()
+        snapshot = snapshot_news(outcome.loaded.notes)
+        if snapshot:  # the e-mail: "The file is a new delivery ...; snapshot ..."
+            state.news[key] = "; ".join(filter(None, [state.news.get(key), snapshot]))
         tally.rows_in = outcome.loaded.rows_in
         tally.rows_out = outcome.loaded.rows_in - outcome.loaded.rejected.height
         tally.caught.append(outcome.caught)
         verdicts = [steps.rejected_rows(tally), reconciliation([outcome.balance])]
-        extra: dict[str, object] = dict(counts)
+        extra: dict[str, object] = {**counts, **outcome.loaded.notes}
         if outcome.loaded.column_types:  # the table as the database has it
             extra[COLUMN_SCHEMA] = table_schema(self.flow, outcome.loaded.column_types)
         return self.finish("load", tally, extra, verdicts)

@@ -15,7 +15,7 @@ from etl_assets.engine.columns import LINE
 from etl_assets.engine.load.response import RESPONSE_SCHEMA, Outcome
 from etl_assets.engine.load.sql import fetch_frame, stage_rows, within_staged_range
 from etl_assets.engine.staging import RowStream, StagedWriter, read_batches
-from etl_assets.engine.tables import ID, ensure_table, target_table
+from etl_assets.engine.tables import ID, IS_CURRENT, ensure_table, target_table
 from etl_assets.model.flow import FlowModel, LinkSpec
 
 FRESH = "_fresh"  # the load inserted the row: its link columns are still empty
@@ -43,6 +43,8 @@ def _lookup(conn: sa.Connection, link: LinkSpec, flow: FlowModel, values: pl.Ser
         joined = sa.select(sa.cast(ref.c[link.match], sa.Text), ref.c[ID]).join(
             staging, staging.c.value == sa.cast(ref.c[link.match], sa.Text)
         )
+        if IS_CURRENT in ref.c:  # a history table: a reference means the key's current version
+            joined = joined.where(ref.c[IS_CURRENT].is_(True))
         found = fetch_frame(conn, joined, {"_value": pl.String, "_ref_id": pl.Int64})
     finally:
         staging.drop(conn)

@@ -28,6 +28,8 @@ class Outcome:
     rejected: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RESPONSE_SCHEMA))
     # a load's target columns and their SQL types as the database has them (the UI shows them)
     column_types: dict[str, str] = field(default_factory=dict)
+    # what a load mode did beside the rows (a snapshot's deletions), for the load's metadata
+    notes: dict[str, object] = field(default_factory=dict)
 
     def add(self, answer: pl.DataFrame) -> None:
         """Count one batch's response frame."""

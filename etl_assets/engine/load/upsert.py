@@ -54,14 +54,19 @@ def load_stage(
     response: StagedWriter,
     bulk: bool = True,
     object_id: int | None = None,
+    load: PartitionUpsert | None = None,
 ) -> Outcome:
     """Upsert ``transform.parquet`` a batch at a time inside the caller's transaction; the
     response frame goes to ``response`` batch for batch (so link can read both in step).
+    ``load`` is another mode's loader (engine/load/modes.py), an upsert's by default.
 
     A value the target's columns cannot hold is rejected before it is sent (``TargetFit``);
     a row the database still refuses (a constraint or trigger of the client's) is found by
     halving its batch inside savepoints and rejected with the database's message."""
-    load = PartitionUpsert(conn, flow, expected_rows=count_rows(good_path), bulk=bulk, object_id=object_id)
+    if load is None:
+        load = PartitionUpsert(
+            conn, flow, expected_rows=count_rows(good_path), bulk=bulk, object_id=object_id
+        )
     fit = TargetFit.read(conn, flow)
     outcome = Outcome(dict.fromkeys(ACTIONS, 0), column_types=column_types(load.table, conn.dialect))
     batches = read_batches(good_path, min_rows=LOAD_BATCH_ROWS)
@@ -169,7 +174,7 @@ class PartitionUpsert:
             before = pl.DataFrame(schema=BEFORE_SCHEMA)
             keyed = frame.with_columns(pl.lit(None, pl.Int64).alias(c) for c in BEFORE_SCHEMA if c != "key")
         else:
-            before = existing_rows(self.conn, self.table, key, frame.select(key))
+            before = self.existing(frame.select(key))
             keyed = frame.join(before, on="key", how="left")
         new = keyed.filter(pl.col("_before_id").is_null())
         # Rows whose hash matches the stored one cannot have changed: they are not sent again
@@ -190,6 +195,16 @@ class PartitionUpsert:
         if candidates.height:
             written.append(self._upsert(candidates))
         return respond(frame, pl.concat(written), before)
+
+    @property
+    def analyzed(self) -> set[str]:
+        """The columns a first load's ANALYZE samples: those the next loads and links join on."""
+        own = (link.match for link in self.flow.links if link.table == self.flow.target.table)
+        return {ID, self.flow.target.key, *own}
+
+    def existing(self, keys: pl.DataFrame) -> pl.DataFrame:
+        """``key -> id, row hash`` of the rows these keys would write over."""
+        return existing_rows(self.conn, self.table, self.flow.target.key, keys)
 
     def settled(self, good: pl.DataFrame) -> pl.DataFrame:
         """``batch`` in a savepoint; should the database refuse a row of it, the batch is
@@ -304,8 +319,7 @@ class PartitionUpsert:
             # the columns the link step joins on, from a small sample: the link's plans need
             # row counts and how distinct the keys are, not fine histograms (0.02 s against
             # 0.15 s at 1M rows); autovacuum analyzes the whole table after the commit
-            own = (link.match for link in self.flow.links if link.table == self.flow.target.table)
-            columns = ", ".join(f'"{c}"' for c in sorted({ID, self.flow.target.key, *own}))
+            columns = ", ".join(f'"{c}"' for c in sorted(self.analyzed))
             self.conn.exec_driver_sql(f"SET LOCAL default_statistics_target = {FIRST_LOAD_STATISTICS}")
             self.conn.exec_driver_sql(f'ANALYZE "{self.table.name}" ({columns})')
         self.rebuild = []
@@ -360,12 +374,17 @@ def row_hash(columns: list[str]) -> pl.Expr:
     return pl.struct(columns).hash(seed=ROW_HASH_SEED).reinterpret(signed=True)
 
 
-def existing_rows(conn: sa.Connection, table: sa.Table, key: str, keys: pl.DataFrame) -> pl.DataFrame:
-    """``key -> id, row hash`` of the rows already in the target for these keys."""
+def existing_rows(
+    conn: sa.Connection, table: sa.Table, key: str, keys: pl.DataFrame, *where: sa.ColumnElement
+) -> pl.DataFrame:
+    """``key -> id, row hash`` of the rows already in the target for these keys (those of
+    them ``where`` keeps: a history's current rows)."""
     staging = stage_rows(conn, keys, table, [key])
     try:
-        matched = sa.select(sa.cast(table.c[key], sa.Text), table.c[ID], table.c[ETL_ROW_HASH]).join(
-            staging, staging.c[key] == table.c[key]
+        matched = (
+            sa.select(sa.cast(table.c[key], sa.Text), table.c[ID], table.c[ETL_ROW_HASH])
+            .join(staging, staging.c[key] == table.c[key])
+            .where(*where)
         )
         return fetch_frame(
             conn, within_staged_range(conn, matched, table.c[key], staging.c[key]), BEFORE_SCHEMA
