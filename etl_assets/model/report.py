@@ -8,7 +8,9 @@ from datetime import date
 
 from pydantic import Field
 
-from etl_assets.model.flow import IDENTIFIER, ScheduleSpec, StrictModel
+from etl_assets.model.base import StrictModel
+from etl_assets.model.cadence import ScheduleSpec
+from etl_assets.model.flow import IDENTIFIER
 
 
 class ChartSpec(StrictModel):

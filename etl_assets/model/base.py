@@ -1,0 +1,7 @@
+"""The base of every declaration model."""
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
