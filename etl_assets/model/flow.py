@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    model_validator,
-)
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails
 
 from etl_assets.model.hooks import HookName, hook_problems
+from etl_assets.model.identifiers import IDENTIFIER as IDENTIFIER  # re-exported: the SDK, the CLI
+from etl_assets.model.identifiers import IDENTIFIER_RULE as IDENTIFIER_RULE
+from etl_assets.model.identifiers import (
+    MAX_IDENTIFIER_LENGTH,
+    Identifier,
+    StrictModel,
+    identifier_problem,
+)
+from etl_assets.model.identifiers import is_identifier as is_identifier
 from etl_assets.model.parameters import FlowParameters, Scalar
+from etl_assets.model.sources import DatabaseSourceSpec as DatabaseSourceSpec
+from etl_assets.model.sources import SourceSpec
 from etl_assets.model.tokens import token_problems
 from etl_assets.settings.models import Environment
 
@@ -42,52 +45,11 @@ FieldType = Literal[
 ]
 Step = Literal["transform", "load", "link"]
 STEPS = ("extract", "transform", "load", "link")  # a flow's assets, in order
-IDENTIFIER = r"^[a-z][a-z0-9_]*$"
-# PostgreSQL keeps 63 bytes of a name and cuts the rest without an error: two long names
-# could become one.
-MAX_IDENTIFIER_LENGTH = 63
-IDENTIFIER_RULE = (
-    f"lower-case letters, digits and _ only, starting with a letter, at most {MAX_IDENTIFIER_LENGTH} "
-    "characters"
-)
 # Columns the load adds to every target table (engine/tables.py), and the name it keys its
 # response frames on (engine/load/upsert.py): a map field of that name would be overwritten.
 RESERVED_COLUMNS = frozenset({"id", "key"})
 # etl_row_hash, etl_loaded_at..., and the tables etl_parked_links, etl_partition_loads
 RESERVED_PREFIX = "etl_"
-
-
-def is_identifier(value: object) -> bool:
-    """A name SQL may carry as it is: lower case (PostgreSQL folds unquoted names to lower case,
-    so the name is the same quoted or not, in psql and in a report's query alike); no leading
-    ``_`` (the engine's own frame columns start with one). Every statement quotes it anyway."""
-    return (
-        isinstance(value, str)
-        and len(value) <= MAX_IDENTIFIER_LENGTH
-        and re.fullmatch(IDENTIFIER.strip("^$"), value) is not None
-    )
-
-
-def identifier_problem(where: str, value: object) -> str | None:
-    """Why ``value`` (declared at ``where``) cannot be a table, column or flow name; None if it can."""
-    if not is_identifier(value):
-        return f"{where} {value!r} is not an identifier: {IDENTIFIER_RULE}"
-    return None
-
-
-def _named(value: str, info: ValidationInfo) -> str:
-    problem = identifier_problem(info.field_name or "name", value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-# The pattern stays in the JSON schema (editors, dg); the check gives the message above.
-Identifier = Annotated[str, AfterValidator(_named), Field(json_schema_extra={"pattern": IDENTIFIER})]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class MapField(StrictModel):
@@ -125,59 +87,6 @@ class MapField(StrictModel):
             except re.error as exc:
                 raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
         return self
-
-
-class DatabaseSourceSpec(StrictModel):
-    """A table of another database, read incrementally by a monotonic column."""
-
-    connector: Identifier = Field(description="a connector under sources: in the settings, e.g. crm")
-    table: Identifier = Field(description="the table read")
-    watermark: Identifier = Field(
-        "updated_at", description="monotonic column (a timestamp or a number) changes are read by"
-    )
-    overlap_seconds: float = Field(
-        5.0,
-        ge=0,
-        description="rows from this far before the watermark are read again (rows written in the "
-        "watermark's own second are not lost; unchanged ones load nothing)",
-    )
-    columns: list[str] | None = Field(None, description="columns read (null: all)")
-    order_by: list[str] = Field(default_factory=list, description="tie-breakers after the watermark")
-
-
-class SourceSpec(StrictModel):
-    """What each partition reads: a file (file + folder), a database table (database), or the
-    records a Python generator yields (python)."""
-
-    file: str | None = Field(None, description="file name; {start:%Y%m%d} is the partition's start")
-    folder: str | None = Field(None, description="remote folder (sftp.folders.<flow> in the settings wins)")
-    delimiter: str = Field(";", min_length=1, max_length=1, description="of the file and the error files")
-    encoding: Literal["utf8", "cp1252"] = Field("utf8", description="utf8 (BOM or not) or cp1252")
-    settle_seconds: float = Field(1.0, ge=0, description="a size change within this time = still uploading")
-    database: DatabaseSourceSpec | None = Field(None, description="a table read by its watermark")
-    python: str | None = Field(
-        None, description="'module:function', a generator of dicts or Polars frames given a SourceContext"
-    )
-    options: dict[str, Scalar] | None = Field(None, description="python: what its context.options holds")
-    retries: int = Field(3, ge=0, le=20, description="python: new attempts of a page that failed")
-    backoff_seconds: float = Field(1.0, ge=0, description="python: first wait before a retry; doubles")
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> SourceSpec:
-        kinds = [k for k in ("file", "database", "python") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError(f"a source is one of file (with folder), database or python; given: {kinds}")
-        if self.file is not None and self.folder is None:
-            raise ValueError("a file source needs its folder")
-        if self.python is not None and ":" not in self.python:
-            raise ValueError("python needs 'module:function'")
-        if self.options is not None and self.python is None:
-            raise ValueError("options are a python source's: a file or database source takes none")
-        return self
-
-    @property
-    def kind(self) -> Literal["file", "database", "python"]:
-        return "file" if self.file is not None else "database" if self.database is not None else "python"
 
 
 class TargetSpec(StrictModel):

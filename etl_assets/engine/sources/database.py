@@ -19,7 +19,8 @@ from etl_assets.engine.sources.inputs import SourceInputs
 from etl_assets.engine.sources.records import stage_records, upper_columns
 from etl_assets.engine.sources.watermarks import Watermark, read_watermark, stage_watermark
 from etl_assets.engine.staging import PartitionStage
-from etl_assets.model.flow import DatabaseSourceSpec, FlowModel
+from etl_assets.model.flow import FlowModel
+from etl_assets.model.sources import DatabaseSourceSpec
 from etl_assets.resources.folders import FoldersResource
 
 
