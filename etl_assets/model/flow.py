@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails
 
+from etl_assets.model.functions import call_problem
 from etl_assets.model.hooks import HookName, hook_problems
 from etl_assets.model.identifiers import IDENTIFIER as IDENTIFIER  # re-exported: the SDK, the CLI
 from etl_assets.model.identifiers import IDENTIFIER_RULE as IDENTIFIER_RULE
@@ -235,6 +236,14 @@ class FlowModel(StrictModel):
         """Each hook resolves to a function taking the one context it is given, at its own key
         (``hooks.on_load_commit``): a definitions load and a compile refuse it at its line."""
         return _refused(cls.__name__, data, hook_problems(_part(data, "hooks")))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _python_source(cls, data: Any) -> Any:
+        """A python source resolves to a function taking its context, at ``source.python``."""
+        path = _part(_part(data, "source"), "python")
+        problem = call_problem(path, "source.python") if isinstance(path, str) and ":" in path else None
+        return _refused(cls.__name__, data, [(("source", "python"), path, problem)] if problem else [])
 
     @model_validator(mode="after")
     def _references(self) -> FlowModel:

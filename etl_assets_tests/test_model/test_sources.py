@@ -11,6 +11,7 @@ from etl_assets.model.flow import FlowModel
 
 MAP = {"code": {"type": "String", "required": True}}
 TARGET = {"table": "things", "key": "code"}
+API = "etl_assets_tests.test_flows.api_source:fetch_people"
 
 
 def flow(source: dict, **more: object) -> FlowModel:
@@ -24,7 +25,7 @@ def test_each_kind_of_source() -> None:
     table = flow({"database": {"connector": "crm", "table": "contacts"}}).source
     assert table.kind == "database" and table.database.watermark == "updated_at"
     assert table.database.overlap_seconds == 5
-    generated = flow({"python": "mod:fetch", "options": {"base_url": "http://x"}}).source
+    generated = flow({"python": API, "options": {"base_url": "http://x"}}).source
     assert generated.kind == "python" and generated.options == {"base_url": "http://x"}
 
 
@@ -33,11 +34,13 @@ def test_each_kind_of_source() -> None:
     [
         ({"folder": "/in"}, "a source is one of file (with folder), database or python; given: []"),
         (
-            {"file": "a.csv", "folder": "/in", "python": "m:f"},
+            {"file": "a.csv", "folder": "/in", "python": API},
             "a source is one of file (with folder), database or python; given: ['file', 'python']",
         ),
         ({"file": "a.csv"}, "a file source needs its folder"),
         ({"python": "fetch"}, "python needs 'module:function'"),
+        ({"python": "etl_assets_tests.test_flows.api_source:nothing"}, "nothing is not a function of"),
+        ({"python": "shutil:copyfile"}, "source.python (shutil:copyfile) is called as function(context)"),
         ({"database": {"connector": "crm", "table": "contacts"}, "options": {"a": 1}}, "options are"),
         ({"database": {"connector": "crm", "table": "Contacts"}}, "'Contacts' is not an identifier"),
     ],
