@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from etl_assets.engine.ledger.record import ledger_now
 from etl_assets.engine.ledger.tables import ensure_ledger, has_ledger, watermarks
+from etl_assets.engine.load.sql import dialect_insert
 from etl_assets.engine.staging import PartitionStage
 
 STAGED = "watermark.json"
@@ -90,12 +91,6 @@ def commit_watermark(
         return None
     staged = Watermark(**json.loads(path.read_text()))
     ensure_ledger(conn)
-    # the row locked: two loads of the flow side by side move it one after the other
-    current = conn.execute(
-        sa.select(watermarks.c.column_name, watermarks.c.value, watermarks.c.kind)
-        .where(watermarks.c.flow == flow)
-        .with_for_update()
-    ).first()
     values = {
         "column_name": staged.column,
         "value": staged.value,
@@ -104,9 +99,20 @@ def commit_watermark(
         "object_id": object_id,
         "committed_at": ledger_now(),
     }
-    if current is None:
-        conn.execute(sa.insert(watermarks).values(flow=flow, **values))
+    # a first watermark, unless another load of the flow wrote one at the same time
+    first = conn.execute(
+        dialect_insert(conn)(watermarks)
+        .values(flow=flow, **values)
+        .on_conflict_do_nothing(index_elements=["flow"])
+    )
+    if first.rowcount == 1:
         return staged
+    # the row locked: two loads of the flow side by side move it one after the other
+    current = conn.execute(
+        sa.select(watermarks.c.column_name, watermarks.c.value, watermarks.c.kind)
+        .where(watermarks.c.flow == flow)
+        .with_for_update()
+    ).one()
     before = Watermark(current.column_name, current.value, current.kind)
     if before.column == staged.column and before.kind == staged.kind and before.typed >= staged.typed:
         return before
