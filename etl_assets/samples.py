@@ -12,6 +12,8 @@ import random
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
+
 COMPANY_COLUMNS = [
     "COMPANY_ID",
     "VAT_CODE",
@@ -206,3 +208,85 @@ def write_demo_data(
         path.write_bytes(offers_file(offers_day, hhmm, known, rng))
         written.append(path)
     return written
+
+
+FIRST_NAMES = [
+    "Giulia",
+    "Marco",
+    "Francesca",
+    "Luca",
+    "Chiara",
+    "Matteo",
+    "Sofia",
+    "Andrea",
+    "Elena",
+    "Niccolò",
+]
+LAST_NAMES = [
+    "Rossi",
+    "Bianchi",
+    "Ferrari",
+    "Esposito",
+    "Romano",
+    "Colombo",
+    "Ricci",
+    "Marino",
+    "De Luca",
+    "Gallo",
+]
+
+
+def crm_contacts_table(metadata: sa.MetaData) -> sa.Table:
+    """The CRM's ``contacts`` table, as the sample client keeps it."""
+    return sa.Table(
+        "contacts",
+        metadata,
+        sa.Column("contact_id", sa.String(40), primary_key=True),
+        sa.Column("account_vat", sa.String(20)),
+        sa.Column("first_name", sa.String(80)),
+        sa.Column("last_name", sa.String(80)),
+        sa.Column("email", sa.String(200)),
+        sa.Column("phone", sa.String(40)),
+        sa.Column("updated_at", sa.DateTime, nullable=False, index=True),
+    )
+
+
+def crm_contact_rows(
+    days: int, end: date, rows_per_day: int, rng: random.Random, vats: list[str]
+) -> list[dict[str, object]]:
+    """Contacts created over ``days`` days up to ``end``, a few changed again a day later."""
+    rows: list[dict[str, object]] = []
+    for offset in range(days - 1, -1, -1):
+        day = end - timedelta(days=offset)
+        for i in range(rows_per_day):
+            first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+            rows.append(
+                {
+                    "contact_id": f"C{day:%Y%m%d}{i:04d}",
+                    "account_vat": rng.choice(vats) if vats else None,
+                    "first_name": first.lower() if i % 7 == 0 else first,
+                    "last_name": last,
+                    "email": f"{first}.{last}@example.it".lower().replace(" ", "")
+                    if i % 11
+                    else "not-an-email",
+                    "phone": f"+39 0{rng.randint(2, 9)} {rng.randint(1000000, 9999999)}",
+                    "updated_at": datetime(day.year, day.month, day.day, 8) + timedelta(seconds=37 * i),
+                }
+            )
+    return rows
+
+
+def write_crm_demo_data(
+    engine: sa.Engine, days: int = 3, end: date | None = None, rows_per_day: int = 20, seed: int = 20250101
+) -> int:
+    """The CRM's ``contacts`` table created and filled anew (the dev SQLite file); its row count."""
+    rng = random.Random(seed)
+    vats = [f"IT{rng.randint(10**10, 10**11 - 1)}" for _ in range(10)]
+    metadata = sa.MetaData()
+    table = crm_contacts_table(metadata)
+    rows = crm_contact_rows(days, end or date.today(), rows_per_day, rng, vats)
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+        metadata.create_all(conn)
+        conn.execute(sa.insert(table), rows)
+    return len(rows)

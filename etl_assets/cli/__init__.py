@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
         "--send-test-email", action="store_true", help="also send a test e-mail to the recipients"
     )
     demo = commands.add_parser(
-        "demo-data", parents=[env], help="write sample source files to ETL_HOME/import"
+        "demo-data",
+        parents=[env],
+        help="write sample source files to ETL_HOME/import, the dev CRM's contacts to data/crm.sqlite",
     )
     demo.add_argument("--days", type=int, default=3, help="how many daily files, up to today (default 3)")
     demo.add_argument("--rows", type=int, default=40, help="good rows per file (default 40)")
@@ -61,11 +63,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from etl_assets.samples import write_demo_data
+    from etl_assets.resources import build_resources
+    from etl_assets.samples import write_crm_demo_data, write_demo_data
 
-    target = args.to or Path(load_settings(args.env).home).expanduser() / "import"
+    settings = load_settings(args.env)
+    target = args.to or Path(settings.home).expanduser() / "import"
     for path in write_demo_data(target, days=args.days, rows_per_day=args.rows):
         print(path)
+    crm = settings.sources.get("crm")
+    if crm is not None and crm.driver == "sqlite":  # the dev CRM only: never a real one
+        connector = build_resources(settings)["sources"].connector("crm")  # type: ignore[attr-defined]
+        rows = write_crm_demo_data(connector.engine(), days=args.days, rows_per_day=args.rows)
+        print(f"{connector.sqlite_file} (contacts: {rows} rows)")
     return EXIT_OK
 
 

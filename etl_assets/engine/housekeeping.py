@@ -95,6 +95,8 @@ def tidy_sources(
     if mode == "keep":
         return
     for flow in flows:
+        if flow.source.kind != "file":  # nothing arrives in a folder for a table or a generator
+            continue
         folder = files.folder_of(flow.name, flow.source.folder)
         listing = files.list_files(folder)
         # flows may share a folder: each refused name once

@@ -13,12 +13,20 @@ _FIELD = re.compile(r"\{start:([^}]*)\}")
 
 
 def source_file_name(flow: FlowModel, start: datetime) -> str:
-    """The file name of a partition, e.g. ``companies_20260127.csv``."""
-    return flow.source.file.format(start=start)
+    """The file name of a partition, e.g. ``companies_20260127.csv``; a database or Python source's
+    extract is kept as ``<flow>_<start>.parquet``."""
+    return file_pattern(flow).format(start=start)
+
+
+def file_pattern(flow: FlowModel) -> str:
+    """The declared file name, or the name of a table's or a generator's kept extract."""
+    return flow.source.file or f"{flow.name}_{{start:%Y%m%d%H%M}}.parquet"
 
 
 def partition_key_for_file(flow: FlowModel, file_name: str) -> str | None:
     """The partition key a file name stands for, or None when the name is not this flow's."""
+    if flow.source.file is None:  # no file arrives for a table or a generator
+        return None
     match = _FIELD.search(flow.source.file)
     if match is None:
         return None

@@ -30,6 +30,7 @@ from etl_assets.engine.load.modes import load_delivery
 from etl_assets.engine.load.partition_loads import lock_partition, record_load
 from etl_assets.engine.load.refusals import RowRefusedInBulk
 from etl_assets.engine.load.response import RESPONSE_SCHEMA, Outcome
+from etl_assets.engine.sources import SourceInputs, commit_watermark, extract_generated, extract_table
 from etl_assets.engine.staging import PartitionStage, StagedWriter, count_rows
 from etl_assets.engine.transform.stage import transform_stage
 from etl_assets.model.flow import FlowModel, LinkSpec
@@ -154,17 +155,29 @@ class FlowSteps:
         return [link for link in self.flow.links if link.on_missing == "park"]
 
     # -- the steps ---------------------------------------------------------------------
-    def extract(self, key: str, start: datetime, files: FilesResource) -> ExtractOutcome:
-        """The partition's file fetched, kept (sha256), backed up and staged; ``pre_extract``
-        first."""
+    def extract(
+        self, key: str, start: datetime, files: FilesResource, inputs: SourceInputs | None = None
+    ) -> ExtractOutcome:
+        """The partition's file fetched (or its table's changes read, or its generator's records),
+        kept (sha256), backed up and staged; ``pre_extract`` first. ``inputs``: what a table or a
+        generator is read with."""
         started = ledger_now()
         self.hooks.call("pre_extract", key)
+        kind = self.flow.source.kind
         with self.stage(key).lock():
-            before = previous_sha256(self.flow, start, self.stage(key))
-            result = extract_partition(self.flow, key, start, files, self.folders)
+            before = previous_sha256(self.flow, start, self.stage(key)) if kind == "file" else None
+            if kind == "file":
+                result = extract_partition(self.flow, key, start, files, self.folders)
+            elif inputs is None:
+                raise ValueError(f"{self.flow.name}: a {kind} source is read with SourceInputs")
+            elif kind == "database":
+                result, _ = extract_table(self.flow, key, inputs, self.folders)
+            else:
+                result = extract_generated(self.flow, key, inputs, self.folders)
             if self.flow.schema_drift == "freeze" and result.extra_columns:
                 raise SourceFileError(result.file, drift.frozen_fault(self.flow, result.extra_columns))
             changed = None
+            # a table's or a generator's extract differs from run to run by nature: not a new delivery
             if before and before != result.sha256:
                 changed = f"{result.file}: sha256 {before[:12]}... -> {result.sha256[:12]}..."
                 deliveries.remember_loaded(self.stage(key), deliveries.delivery_name(before, result.file))
@@ -259,6 +272,8 @@ class FlowSteps:
                 rejected_before=transform_rejected,
             )
             self.record_load(conn, key, loaded)
+            # a table's watermark moves with the rows it stands for, or not at all
+            commit_watermark(conn, self.flow.name, self.stage(key), key, object_id)
             self.hooks.record(conn, key, commit)
             if self.ledger is not None:
                 rejected = loaded.rejected.height

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from etl_assets.model.base import StrictModel
+from etl_assets.model.identifiers import StrictModel
 from etl_assets.model.parameters import FlowParameters
 
 

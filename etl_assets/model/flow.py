@@ -7,24 +7,28 @@ so the YAML, the CLI and Dagster validate against one definition.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    model_validator,
-)
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails
 
-from etl_assets.model.base import StrictModel
 from etl_assets.model.cadence import FlowScheduleSpec, PartitionSpec, RunRetention, SensorSpec
 from etl_assets.model.derive import derive_problems
+from etl_assets.model.functions import call_problem
 from etl_assets.model.hooks import HookName, hook_problems
+from etl_assets.model.identifiers import IDENTIFIER as IDENTIFIER  # re-exported: the SDK, the CLI
+from etl_assets.model.identifiers import IDENTIFIER_RULE as IDENTIFIER_RULE
+from etl_assets.model.identifiers import (
+    MAX_IDENTIFIER_LENGTH,
+    Identifier,
+    StrictModel,
+    identifier_problem,
+)
+from etl_assets.model.identifiers import is_identifier as is_identifier
 from etl_assets.model.load_modes import LoadMode, mode_fault
 from etl_assets.model.parameters import FlowParameters, Scalar
+from etl_assets.model.sources import DatabaseSourceSpec as DatabaseSourceSpec
+from etl_assets.model.sources import SourceSpec
 from etl_assets.model.tokens import token_problems
 from etl_assets.settings.models import Environment
 
@@ -44,48 +48,11 @@ FieldType = Literal[
 ]
 Step = Literal["transform", "load", "link"]
 STEPS = ("extract", "transform", "load", "link")  # a flow's assets, in order
-IDENTIFIER = r"^[a-z][a-z0-9_]*$"
-# PostgreSQL keeps 63 bytes of a name and cuts the rest without an error: two long names
-# could become one.
-MAX_IDENTIFIER_LENGTH = 63
-IDENTIFIER_RULE = (
-    f"lower-case letters, digits and _ only, starting with a letter, at most {MAX_IDENTIFIER_LENGTH} "
-    "characters"
-)
 # Columns the load adds to every target table (engine/tables.py), and the name it keys its
 # response frames on (engine/load/upsert.py): a map field of that name would be overwritten.
 RESERVED_COLUMNS = frozenset({"id", "key"})
 # etl_row_hash, etl_loaded_at..., and the tables etl_parked_links, etl_partition_loads
 RESERVED_PREFIX = "etl_"
-
-
-def is_identifier(value: object) -> bool:
-    """A name SQL may carry as it is: lower case (PostgreSQL folds unquoted names to lower case,
-    so the name is the same quoted or not, in psql and in a report's query alike); no leading
-    ``_`` (the engine's own frame columns start with one). Every statement quotes it anyway."""
-    return (
-        isinstance(value, str)
-        and len(value) <= MAX_IDENTIFIER_LENGTH
-        and re.fullmatch(IDENTIFIER.strip("^$"), value) is not None
-    )
-
-
-def identifier_problem(where: str, value: object) -> str | None:
-    """Why ``value`` (declared at ``where``) cannot be a table, column or flow name; None if it can."""
-    if not is_identifier(value):
-        return f"{where} {value!r} is not an identifier: {IDENTIFIER_RULE}"
-    return None
-
-
-def _named(value: str, info: ValidationInfo) -> str:
-    problem = identifier_problem(info.field_name or "name", value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-# The pattern stays in the JSON schema (editors, dg); the check gives the message above.
-Identifier = Annotated[str, AfterValidator(_named), Field(json_schema_extra={"pattern": IDENTIFIER})]
 
 
 class MapField(StrictModel):
@@ -127,16 +94,6 @@ class MapField(StrictModel):
             except re.error as exc:
                 raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
         return self
-
-
-class SourceSpec(StrictModel):
-    """The file each partition reads."""
-
-    file: str = Field(description="file name; {start:%Y%m%d} is the partition's start")
-    folder: str = Field(description="remote folder (sftp.folders.<flow> in the settings wins)")
-    delimiter: str = Field(";", min_length=1, max_length=1)
-    encoding: Literal["utf8", "cp1252"] = Field("utf8", description="utf8 (BOM or not) or cp1252")
-    settle_seconds: float = Field(1.0, ge=0, description="a size change within this time = still uploading")
 
 
 class TargetSpec(StrictModel):
@@ -235,8 +192,18 @@ class FlowModel(StrictModel):
         each at its key (``map.full_name.derive``), so definitions and compile refuse it at its line."""
         return _refused(cls.__name__, data, hook_problems(_part(data, "hooks")) + derive_problems(data))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _python_source(cls, data: Any) -> Any:
+        """A python source resolves to a function taking its context, at ``source.python``."""
+        path = _part(_part(data, "source"), "python")
+        problem = call_problem(path, "source.python") if isinstance(path, str) and ":" in path else None
+        return _refused(cls.__name__, data, [(("source", "python"), path, problem)] if problem else [])
+
     @model_validator(mode="after")
     def _references(self) -> FlowModel:
+        if self.sensor is not None and self.source.kind != "file":
+            raise ValueError(f"sensor: a {self.source.kind} source has no file to wait for; use a schedule")
         if self.target.key not in self.map:
             raise ValueError(f"target.key {self.target.key!r} is not a map field")
         if not self.map[self.target.key].required:

@@ -37,6 +37,22 @@ def load_function(path: str, what: str = "Method") -> Callable[..., Any]:
     return function
 
 
+def call_problem(path: str, what: str) -> str | None:
+    """Why ``path`` cannot be called as ``function(context)`` (it does not resolve, its module
+    fails to import, or it takes other arguments); None if it can."""
+    try:
+        signature = inspect.signature(load_function(path, what))
+    except ValueError as exc:
+        return str(exc)
+    except Exception as exc:  # the module's own fault when imported
+        return f"{what} {path!r}: {type(exc).__name__}: {exc}"
+    try:
+        signature.bind(None)
+    except TypeError as exc:
+        return f"{what} ({path}) is called as function(context): {exc}"
+    return None
+
+
 def source_file(function: Callable[..., Any]) -> Path | None:
     """The file of the module defining ``function`` (None for a built-in)."""
     try:

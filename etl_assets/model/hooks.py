@@ -3,11 +3,10 @@ resolved and bound to the one argument it is called with (``engine/hooks.py`` ca
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Literal
 
-from etl_assets.model.functions import load_function, source_file
+from etl_assets.model.functions import call_problem, load_function, source_file
 
 # Stage boundaries a flow's hooks run at, as Flask Data Pipes' decorators.
 HookName = Literal["pre_extract", "post_transform", "on_load_commit", "on_failure"]
@@ -21,20 +20,9 @@ def hook_problems(hooks: Any) -> list[tuple[tuple[str | int, ...], Any, str]]:
     for name, path in hooks.items() if isinstance(hooks, dict) else ():
         if name not in HOOK_NAMES or not isinstance(path, str):
             continue
-        try:
-            signature = inspect.signature(load_function(path, f"hook {name}"))
-        except ValueError as exc:
-            found.append((("hooks", name), path, str(exc)))
-            continue
-        except Exception as exc:  # the module's own fault when imported
-            found.append((("hooks", name), path, f"hook {name} {path!r}: {type(exc).__name__}: {exc}"))
-            continue
-        try:
-            signature.bind(None)
-        except TypeError as exc:
-            found.append(
-                (("hooks", name), path, f"hook {name} ({path}) is called as function(context): {exc}")
-            )
+        problem = call_problem(path, f"hook {name}")
+        if problem is not None:
+            found.append((("hooks", name), path, problem))
     return found
 
 

@@ -8,9 +8,9 @@ from datetime import date
 
 from pydantic import Field
 
-from etl_assets.model.base import StrictModel
 from etl_assets.model.cadence import ScheduleSpec
 from etl_assets.model.flow import IDENTIFIER
+from etl_assets.model.identifiers import StrictModel
 
 
 class ChartSpec(StrictModel):

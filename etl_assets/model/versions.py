@@ -54,6 +54,11 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "etl_assets.engine.tables",
     ),
 }
+# A table's or a generator's extract runs these too (a file's does not: its version stays)
+SOURCE_CODE: dict[str, tuple[str, ...]] = {
+    "database": ("etl_assets.engine.sources.database", "etl_assets.engine.sources.records"),
+    "python": ("etl_assets.engine.sources.python", "etl_assets.engine.sources.records"),
+}
 HASH_LENGTH = 12
 # The stage a hook runs in: its module is part of that stage's code (on_failure changes no data)
 HOOK_STAGES = {"pre_extract": "extract", "post_transform": "transform", "on_load_commit": "load"}
@@ -79,6 +84,10 @@ def flow_versions(flow: FlowModel) -> FlowVersions:
 def stage_version(flow: FlowModel, stage: str) -> str:
     """A hash of what ``stage`` reads of ``flow`` and of the source of the code it runs."""
     modules = STAGE_CODE[stage] + (method_modules(flow) if stage == "transform" else ())
+    if stage == "extract" and flow.source.kind != "file":  # the generator's module is extract's code
+        modules += SOURCE_CODE[flow.source.kind] + (
+            (hook_module(flow.source.python),) if flow.source.python else ()
+        )
     hooks = {name: path for name, path in flow.hooks.items() if HOOK_STAGES.get(name) == stage}
     modules += tuple(sorted({hook_module(path) for path in hooks.values()}))
     declared = json.dumps({**declaration_part(flow, stage), "hooks": hooks}, sort_keys=True, default=str)

@@ -31,7 +31,13 @@ from etl_assets.orchestration.run_parameters import (
     steps_op,
 )
 from etl_assets.orchestration.sensors import catch_up_schedule, file_sensor
-from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource, MailerResource
+from etl_assets.resources import (
+    DatabaseResource,
+    FilesResource,
+    FoldersResource,
+    MailerResource,
+    SourcesResource,
+)
 
 __all__ = ["FlowRuntime", "build_flow_defs"]
 
@@ -107,10 +113,11 @@ def build_flow_defs(
         folders: FoldersResource,
         mailer: MailerResource,
         database: DatabaseResource,
+        sources: SourcesResource,
     ):  # no return annotation: Dagster reads one as the outputs' types
         this_run = flow_for_run(flow, config, reparameterise)
         runner = run_flow if this_run is flow else FlowRun(this_run, partitions, runtime)
-        runner(context, Resources(files, folders, mailer, database))
+        runner(context, Resources(files, folders, mailer, database, sources))
         # a generator that yields no output: each (step, partition) was logged as it landed
         yield from ()
 

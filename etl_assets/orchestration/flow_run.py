@@ -29,6 +29,7 @@ from etl_assets.engine.ledger.record import Ledger, ledger_now
 from etl_assets.engine.load.partition_loads import utc_now
 from etl_assets.engine.load.response import ACTIONS
 from etl_assets.engine.load.snapshot import snapshot_news
+from etl_assets.engine.sources import SourceInputs
 from etl_assets.engine.steps import ErrorFile, FlowSteps, ParkingOutcome, StepTally
 from etl_assets.engine.verdicts import RECONCILIATION, extract_verdicts, reconciliation
 from etl_assets.model.flow import STEPS, FlowModel
@@ -38,7 +39,13 @@ from etl_assets.orchestration.metadata import to_check_evaluation, to_check_resu
 from etl_assets.orchestration.provenance import provenance_tags
 from etl_assets.orchestration.reexecution import landed_before, steps_to_run
 from etl_assets.orchestration.run_report import RunReport
-from etl_assets.resources import DatabaseResource, FilesResource, FoldersResource, MailerResource
+from etl_assets.resources import (
+    DatabaseResource,
+    FilesResource,
+    FoldersResource,
+    MailerResource,
+    SourcesResource,
+)
 from etl_assets.resources.errors import ConnectorError
 
 
@@ -68,6 +75,7 @@ class Resources:
     folders: FoldersResource
     mailer: MailerResource
     database: DatabaseResource
+    sources: SourcesResource = field(default_factory=SourcesResource)
 
 
 class StepFailed(Exception):
@@ -240,7 +248,7 @@ class FlowRun:
         """The step for the partition; a fault turned into the partition's line."""
         try:
             if step == "extract":
-                return self.extract(context, key, steps, resources.files)
+                return self.extract(context, key, steps, resources)
             if step == "transform":
                 return self.transform(key, steps)
             if step == "load":
@@ -295,10 +303,12 @@ class FlowRun:
         return StepReport({**tally.metadata(), **extra}, verdicts, failure)
 
     def extract(
-        self, context: dg.AssetExecutionContext, key: str, steps: FlowSteps, files: FilesResource
+        self, context: dg.AssetExecutionContext, key: str, steps: FlowSteps, resources: Resources
     ) -> StepReport:
         tally = StepTally()
-        outcome = steps.extract(key, self.partitions.time_window_for_partition_key(key).start, files)
+        window = self.partitions.time_window_for_partition_key(key)
+        inputs = SourceInputs(window.start, window.end, resources.sources, resources.database.engine)
+        outcome = steps.extract(key, window.start, resources.files, inputs)
         result = outcome.extracted
         if result.extra_columns:
             context.log.warning(f"{result.file}: schema drift, extra columns kept: {result.extra_columns}")

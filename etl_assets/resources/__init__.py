@@ -8,6 +8,7 @@ from etl_assets.resources.files import FilesResource, LocalFilesResource, Remote
 from etl_assets.resources.folders import FoldersResource
 from etl_assets.resources.mailer import MailerResource
 from etl_assets.resources.sftp import SftpResource
+from etl_assets.resources.sources import SourcesResource
 
 __all__ = [
     "ConnectionResult",
@@ -19,6 +20,7 @@ __all__ = [
     "MailerResource",
     "RemoteFile",
     "SftpResource",
+    "SourcesResource",
     "build_resources",
     "test_connections",
 ]

@@ -1,6 +1,6 @@
 """Resources of one environment, built from its settings: the same keys everywhere.
 
-Assets ask for ``database``, ``files``, ``mailer`` and ``folders`` and never learn which
+Assets ask for ``database``, ``sources``, ``files``, ``mailer`` and ``folders`` and never learn which
 environment they run in (the dagster ``project_fully_featured`` way).
 """
 
@@ -15,23 +15,26 @@ from etl_assets.resources.files import FilesResource, LocalFilesResource
 from etl_assets.resources.folders import FoldersResource
 from etl_assets.resources.mailer import MailerResource
 from etl_assets.resources.sftp import SftpResource
-from etl_assets.settings.models import Settings
+from etl_assets.resources.sources import SourcesResource
+from etl_assets.settings.models import DatabaseSettings, Settings
 
 
 def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
-    """``database``, ``files``, ``mailer`` and ``folders`` for ``settings.env``."""
+    """``database``, ``sources``, ``files``, ``mailer`` and ``folders`` for ``settings.env``."""
     home = Path(settings.home).expanduser().resolve()
     folders = FoldersResource(home=str(home))
     return {
-        "database": _database(settings, home),
+        "database": _database(settings.database, home),
+        "sources": SourcesResource(
+            connectors={name: _database(db, home, f"sources.{name}") for name, db in settings.sources.items()}
+        ),
         "files": _files(settings, home),
         "mailer": _mailer(settings, home),
         "folders": folders,
     }
 
 
-def _database(settings: Settings, home: Path) -> DatabaseResource:
-    db = settings.database
+def _database(db: DatabaseSettings, home: Path, setting: str = "database") -> DatabaseResource:
     return DatabaseResource(
         driver=db.driver,
         sqlite_file=str(home / "data" / db.path) if db.driver == "sqlite" else "",
@@ -41,6 +44,7 @@ def _database(settings: Settings, home: Path) -> DatabaseResource:
         user=db.user,
         password=db.password or "",
         connect_timeout=db.connect_timeout,
+        setting=setting,
     )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from etl_assets.resources.errors import ConnectorError, first_line
 from etl_assets.resources.mailer import MailerResource
+from etl_assets.resources.sources import SourcesResource
 
 CHECKED = ("database", "files", "mailer")
 NAMES = {"database": "database", "files": "sftp", "mailer": "mail"}
@@ -27,11 +28,14 @@ class ConnectionResult:
 def test_connections(
     resources: Mapping[str, object], *, send_test_email: bool = False
 ) -> list[ConnectionResult]:
-    """Check ``database``, ``files`` and ``mailer`` in turn; never raises for a fault."""
+    """Check ``database``, each source connector, ``files`` and ``mailer`` in turn; never raises
+    for a fault."""
+    checked: list[tuple[str, object]] = [(NAMES[key], resources[key]) for key in CHECKED]
+    sources = resources.get("sources")
+    if isinstance(sources, SourcesResource):  # after the target: sources.crm, ...
+        checked[1:1] = [(f"sources.{n}", c) for n, c in sorted(sources.connectors.items())]
     results = []
-    for key in CHECKED:
-        resource = resources[key]
-        name = NAMES[key]
+    for name, resource in checked:
         try:
             if isinstance(resource, MailerResource):
                 detail = resource.check_connection(send_test_email=send_test_email)

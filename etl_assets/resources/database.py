@@ -17,7 +17,8 @@ _ENGINES_LOCK = threading.Lock()
 
 
 class DatabaseResource(ConfigurableResource):
-    """Target database; ``password`` is a token, decrypted only to connect."""
+    """Target database (or a source's, ``setting`` naming its place in the settings:
+    ``sources.crm``); ``password`` is a token, decrypted only to connect."""
 
     driver: Literal["sqlite", "postgresql"] = "sqlite"
     sqlite_file: str = ""
@@ -27,6 +28,7 @@ class DatabaseResource(ConfigurableResource):
     user: str = "postgres"
     password: str = ""
     connect_timeout: int = 10
+    setting: str = "database"
 
     @property
     def label(self) -> str:
@@ -36,7 +38,7 @@ class DatabaseResource(ConfigurableResource):
         return f"postgresql {self.user}@{self.host}:{self.port}/{self.database}"
 
     def _password(self) -> str | None:
-        return reveal("database", self.password, "database.password")
+        return reveal(self.setting, self.password, f"{self.setting}.password")
 
     def url(self) -> URL:
         """SQLAlchemy URL; its str() masks the password."""
@@ -86,7 +88,7 @@ class DatabaseResource(ConfigurableResource):
         except ConnectorError:
             raise
         except sa.exc.SQLAlchemyError as exc:
-            raise ConnectorError("database", self._reason(exc)) from None
+            raise ConnectorError(self.setting, self._reason(exc)) from None
         return f"{self.label} (server {version})"
 
     def _reason(self, exc: sa.exc.SQLAlchemyError) -> str:

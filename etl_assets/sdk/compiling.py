@@ -236,6 +236,8 @@ def _header(model: FlowModel, project, problem) -> None:  # noqa: ANN001
 
 
 def sample_file(model: FlowModel, home: Path) -> Path | None:
+    if model.source.file is None:  # a table or a generator: no sample file to compare with
+        return None
     prefix = model.source.file.split("{", 1)[0]
     suffix = model.source.file.rsplit("}", 1)[-1]
     candidates = [p for p in (home / "import").glob(f"{prefix}*{suffix}") if p.is_file()]

@@ -46,6 +46,13 @@ class DatabaseSettings(StrictModel):
     connect_timeout: int = Field(10, ge=1, description="seconds")
 
 
+class SourceDatabaseSettings(DatabaseSettings):
+    """A database a flow reads from (``source.database.connector`` names it), e.g. the client's CRM."""
+
+    path: str = Field("crm.sqlite", description="sqlite: file name under ETL_HOME/data")
+    database: str = "crm"
+
+
 class SftpSettings(StrictModel):
     """The server the client's files arrive on."""
 
@@ -202,6 +209,9 @@ class Settings(StrictModel):
         description="a parked row older than this is rejected (seconds or ISO 8601, PT24H)",
     )
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    sources: dict[str, SourceDatabaseSettings] = Field(
+        default_factory=dict, description="databases flows read from, by connector name, e.g. crm"
+    )
     sftp: SftpSettings | None = None
     mail: MailSettings = Field(default_factory=MailSettings)
     housekeeping: HousekeepingSettings = Field(default_factory=HousekeepingSettings)
@@ -251,6 +261,10 @@ def iter_secret_fields(model: BaseModel, prefix: str = "") -> Iterator[tuple[str
                 yield path, model, name
         elif isinstance(value, BaseModel):
             yield from iter_secret_fields(value, f"{path}.")
+        elif isinstance(value, dict):  # connectors by name (sources.crm.password)
+            for key, item in value.items():
+                if isinstance(item, BaseModel):
+                    yield from iter_secret_fields(item, f"{path}.{key}.")
 
 
 def _is_secret_union(annotation: object, metadata: list[object]) -> bool:

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import date
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -216,3 +217,21 @@ def test_a_ranged_run_of_its_own_lands_its_good_days_and_sends_one_email(flow_en
     lines = [line.strip() for line in body.splitlines() if line.strip().startswith("companies 2026-01-")]
     assert [line.split(":")[0] for line in lines] == [f"companies 2026-01-{d}" for d in (13, 14, 15)]
     assert lines[1].startswith("companies 2026-01-14: failed: ") and "companies_20260114.csv" in lines[1]
+
+
+def test_dev_contacts_from_the_demo_crm(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``etl-assets demo-data`` fills the dev CRM (SQLite); the contacts flow reads it by its
+    watermark, and a second run loads nothing again."""
+    monkeypatch.setenv("ETL_ENV", "dev")
+    demo = cli([ETL_ASSETS, "demo-data", "--days", "2", "--rows", "10"], isolated_env)
+    assert demo.returncode == 0, demo.stderr
+    assert f"{isolated_env / 'data' / 'crm.sqlite'} (contacts: 20 rows)" in demo.stdout
+    today = date.today().isoformat()
+    for _ in range(2):
+        run = dg_launch("--assets", "group:contacts", "--partition", today, home=isolated_env)
+        assert run.returncode == 0, run.stderr[-3000:]
+    with sqlite3.connect(isolated_env / "data" / "etl.sqlite") as conn:
+        (loaded,) = conn.execute("select count(*) from contacts").fetchone()
+        (mark,) = conn.execute("select value from etl_watermarks where flow = 'contacts'").fetchone()
+    assert loaded == 20 - 2  # a demo contact a day has a bad e-mail
+    assert mark.startswith(today)

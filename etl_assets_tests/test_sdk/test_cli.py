@@ -61,6 +61,7 @@ def test_a_flow_created_compiled_arranged_and_deleted_from_the_shell(
     listed = flows("list", "--json")
     assert [(f["name"], f["table"], f["packaged"]) for f in json.loads(listed.stdout)] == [
         ("companies", "accounts", True),
+        ("contacts", "contacts", True),
         ("offers", "offers", True),
         ("suppliers", "suppliers", False),
     ]
@@ -112,7 +113,12 @@ def test_compile_all_covers_the_reports(flows: Shell) -> None:
     compiled = flows("compile", "--all", "--json")
     assert compiled.returncode == 0
     results = {(r["flow"], r["kind"]): r for r in json.loads(compiled.stdout)}
-    assert list(results) == [("companies", "flow"), ("offers", "flow"), ("kpi_report", "report")]
+    assert list(results) == [
+        ("companies", "flow"),
+        ("contacts", "flow"),
+        ("offers", "flow"),
+        ("kpi_report", "report"),
+    ]
     (warning,) = results[("kpi_report", "report")]["problems"]  # dev: no SQLite file yet
     assert (warning["stage"], warning["severity"]) == ("query", "warning")
     assert warning["message"].endswith("the query was checked against the flows' declarations only")

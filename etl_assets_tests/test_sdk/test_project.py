@@ -37,7 +37,7 @@ attributes:
 
 
 def test_the_samples_are_listed_and_looked_up(project: Project) -> None:
-    assert [f.name for f in project.flows] == ["companies", "offers"]
+    assert [f.name for f in project.flows] == ["companies", "contacts", "offers"]
     assert [f.name for f in project.flows.get_all(cadence="five_minutes")] == ["offers"]
     assert project.flows.get(name="companies").target.table == "accounts"  # type: ignore[union-attr]
     assert project.flows.get(name="suppliers") is None
@@ -109,7 +109,7 @@ def test_a_duplicate_gets_its_own_name_table_and_file(project: Project) -> None:
     copy = project.duplicate_flow(original, "vendors")
     assert (copy.name, copy.target.table, copy.description) == ("vendors", "vendors", original.description)
     assert copy.path.parent.name == "vendors" and original.path.exists()
-    assert [f.name for f in project.flows] == ["companies", "offers", "suppliers", "vendors"]
+    assert [f.name for f in project.flows] == ["companies", "contacts", "offers", "suppliers", "vendors"]
 
 
 def test_delete_waits_for_active_runs_and_leaves_the_data(project: Project, isolated_env: Path) -> None:

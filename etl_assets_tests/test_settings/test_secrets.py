@@ -76,6 +76,22 @@ def test_plain_password_is_refused_in_prod_naming_the_setting(tmp_path: Path) ->
     assert PASSWORD not in str(info.value)
 
 
+def test_a_source_connector_has_its_own_password_under_the_same_policy(tmp_path: Path) -> None:
+    init_key()
+    token = encrypt("crm-secret")
+    source = "sources:\n  crm: {{driver: postgresql, database: crm, password: '{}'}}\n"
+    path = settings_with_password(tmp_path, encrypt(PASSWORD), extra=source.format("crm-secret"))
+    with pytest.raises(SettingsError) as info:
+        load_settings("prod", path)
+    assert "sources.crm.password is a plain password, refused because prod" in str(info.value)
+    assert "crm-secret" not in str(info.value)
+    settings = load_settings(
+        "prod", settings_with_password(tmp_path, encrypt(PASSWORD), source.format(token))
+    )
+    assert decrypt(settings.sources["crm"].password) == "crm-secret"
+    assert "crm-secret" not in settings.model_dump_json()
+
+
 def test_plain_password_is_refused_where_settings_require_encryption(tmp_path: Path) -> None:
     path = settings_with_password(tmp_path, PASSWORD, extra="require_encrypted_secrets: true\n")
     with pytest.raises(SettingsError, match="require_encrypted_secrets is true"):

@@ -1,4 +1,4 @@
-"""The ledger's three tables (PostgreSQL and SQLite), created on first write like
+"""The ledger's tables (PostgreSQL and SQLite), created on first write like
 ``etl_partition_loads``; a column added since (``kind``, ``origin_object_id``) is added to a
 database made before it, once per process and database."""
 
@@ -11,6 +11,7 @@ from etl_assets.engine.tables import add_missing_columns
 MODELS_TABLE = "etl_data_models"
 OBJECTS_TABLE = "etl_data_objects"
 STAGES_TABLE = "etl_data_object_stages"
+WATERMARKS_TABLE = "etl_watermarks"
 LEDGER = sa.MetaData()
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: an INTEGER PRIMARY KEY autoincrements
 DELIVERY, RESUBMISSION = "delivery", "resubmission"  # etl_data_objects.kind
@@ -71,11 +72,25 @@ stages = sa.Table(
     sa.Index("ix_etl_data_object_stages_object", "object_id"),
 )
 
+# One row per flow reading a table by a watermark: how far its committed loads have read.
+watermarks = sa.Table(
+    WATERMARKS_TABLE,
+    LEDGER,
+    sa.Column("flow", sa.Text, primary_key=True),
+    sa.Column("column_name", sa.Text, nullable=False),  # the source's watermark column
+    sa.Column("value", sa.Text, nullable=False),  # the greatest value loaded, as text (ISO or number)
+    sa.Column("kind", sa.Text, nullable=False),  # datetime | date | number | text: how to read value
+    sa.Column("partition_key", sa.Text, nullable=False),  # the partition whose load moved it
+    sa.Column("object_id", _ID, nullable=True),  # etl_data_objects.id of that extract
+    sa.Column("committed_at", sa.DateTime, nullable=False),  # UTC
+)
+
 
 def ensure_ledger(conn: sa.Connection) -> None:
-    """Create the ledger's tables where missing (in the caller's transaction, the three at
-    once). Runs starting side by side on a new database would both create them and one would
-    fail: on PostgreSQL the creator holds a lock until it commits, the others then find them."""
+    """Create the ledger's tables where missing (in the caller's transaction, all at once; a
+    table added since, alone). Runs starting side by side on a new database would both create
+    them and one would fail: on PostgreSQL the creator holds a lock until it commits, the
+    others then find them."""
     if has_ledger(conn):
         _migrate(conn)
         return
@@ -104,4 +119,5 @@ def _lock(conn: sa.Connection) -> None:
 
 
 def has_ledger(conn: sa.Connection) -> bool:
-    return sa.inspect(conn).has_table(STAGES_TABLE)
+    inspector = sa.inspect(conn)
+    return all(inspector.has_table(name) for name in LEDGER.tables)

@@ -102,6 +102,11 @@ def check_name(flow: FlowModel, name: str, partition_key: str | None) -> tuple[s
 def check_upload(flow: FlowModel, path: Path, partition_key: str | None = None) -> UploadCheck:
     """Every check of the upload at ``path``; its problems empty when it may be placed."""
     check = UploadCheck(path.name)
+    if flow.source.kind != "file":
+        check.problems.append(
+            Problem(path.name, f"{flow.name} reads a {flow.source.kind} source, not files: nothing to upload")
+        )
+        return check
     check.partition_key, problem = check_name(flow, path.name, partition_key)
     if problem:
         check.problems.append(problem)
