@@ -92,18 +92,6 @@ class RunState:
     news: dict[str, str] = field(default_factory=dict)  # what a partition's new delivery changed
 
 
-def ledger_metadata(ledger: Ledger, step: str, key: str) -> dict[str, object]:
-    """What the materialization tells of the ledger: the stage's version (the asset's code
-    version when it ran), the pipeline's, and the delivery's object id."""
-    metadata: dict[str, object] = {
-        "stage_version": ledger.versions[step],
-        "pipeline_version": ledger.versions.pipeline,
-    }
-    if ledger.objects.get(key) is not None:
-        metadata["object_id"] = ledger.objects[key]
-    return metadata
-
-
 class FlowRun:
     """The steps of one flow over a run's partitions, reported to Dagster as they land."""
 
@@ -181,7 +169,7 @@ class FlowRun:
                 self.on_failure(context, steps, key, step, str(failed))
                 return str(failed)
             if steps.ledger is not None:
-                outcome.metadata.update(ledger_metadata(steps.ledger, step, key))
+                outcome.metadata.update(steps.ledger.metadata(step, key))
             self.log(context, step, key, outcome)
             steps.stage(key).mark_stopped(step, outcome.failure)
             if outcome.failure:

@@ -89,6 +89,17 @@ class Ledger:
         self.pending: list[Callable[[sa.Connection], None]] = []  # writes the database has not taken yet
         self._flushing = False
 
+    def metadata(self, step: str, key: str) -> dict[str, object]:
+        """What the materialization tells of the ledger: the stage's version (the asset's code
+        version when it ran), the pipeline's, and the delivery's object id."""
+        found: dict[str, object] = {
+            "stage_version": self.versions[step],
+            "pipeline_version": self.versions.pipeline,
+        }
+        if self.objects.get(key) is not None:
+            found["object_id"] = self.objects[key]
+        return found
+
     # -- extract -----------------------------------------------------------------------
     def delivered(self, key: str, delivery: Delivery) -> None:
         """The delivery's object (the same bytes again: the same object), in a transaction of
