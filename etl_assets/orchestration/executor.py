@@ -67,5 +67,8 @@ def executor_for(settings: Settings) -> dg.ExecutorDefinition:
 
 
 def op_placement(queue: str | None, flow: str) -> dict[str, Any]:
-    """A flow op's queue (Celery) and concurrency pool (``connections_per_flow`` at a time)."""
-    return {"op_tags": {QUEUE_TAG: queue} if queue else None, "pool": f"etl_flow_{flow}"}
+    """A flow op's queue (Celery) and concurrency pool (``connections_per_flow`` at a time);
+    in process (no queue), neither: the run queue's limits are the only ones."""
+    if queue is None:
+        return {}
+    return {"op_tags": {QUEUE_TAG: queue}, "pool": f"etl_flow_{flow}"}
