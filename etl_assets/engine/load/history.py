@@ -12,7 +12,7 @@ from __future__ import annotations
 import polars as pl
 import sqlalchemy as sa
 
-from etl_assets.engine.load.sql import fetch_frame, stage_rows
+from etl_assets.engine.load.sql import fetch_frame, stage_rows, within_staged_range
 from etl_assets.engine.load.upsert import WRITTEN_SCHEMA, PartitionUpsert, existing_rows
 from etl_assets.engine.tables import ETL_ROW_HASH, ID, IS_CURRENT, VALID_FROM, VALID_TO
 
@@ -56,7 +56,9 @@ class PartitionHistory(PartitionUpsert):
         try:
             if self.tracked:
                 changed = sa.or_(*(table.c[c].is_distinct_from(staging.c[c]) for c in self.tracked))
+                # bounded by the staged keys' range: an index range, not the whole table per batch
                 close = sa.update(table).where(same_key, current, changed)
+                close = within_staged_range(self.conn, close, table.c[key], staging.c[key])
                 self.conn.execute(close.values({VALID_TO: self.now, IS_CURRENT: False}))
             has_current = sa.select(table.c[ID]).where(same_key, current).exists()
             opened = (

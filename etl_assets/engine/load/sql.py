@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from types import ModuleType
+from typing import TypeVar
 
 import polars as pl
 import sqlalchemy as sa
@@ -22,6 +23,9 @@ def pg() -> ModuleType:
 
 def dialect_insert(conn: sa.Connection):  # noqa: ANN202 - dialect-specific Insert
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+Bounded = TypeVar("Bounded", sa.Select, sa.Update)  # a statement with a WHERE to narrow
 
 
 def stage_rows(conn: sa.Connection, frame: pl.DataFrame, like: sa.Table, columns: list[str]) -> sa.Table:
@@ -46,8 +50,8 @@ def stage_rows(conn: sa.Connection, frame: pl.DataFrame, like: sa.Table, columns
 
 
 def within_staged_range(
-    conn: sa.Connection, query: sa.Select, column: sa.ColumnElement, staged: sa.ColumnElement
-) -> sa.Select:
+    conn: sa.Connection, query: Bounded, column: sa.ColumnElement, staged: sa.ColumnElement
+) -> Bounded:
     """``query`` limited to the staged values' range, as literals the planner can weigh.
 
     Files sorted by key (as ERPs write them) give batches of narrow key ranges: the join
