@@ -7,7 +7,9 @@ that reads the settings: it hands each part what it needs. Flows come from the p
 flows, outside the package): a flow added or changed there shows after "Reload definitions".
 """
 
+import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -24,6 +26,7 @@ from etl_assets.orchestration import (
     test_connections_job,
 )
 from etl_assets.orchestration.executor import executor_for
+from etl_assets.orchestration.run_scope import flows_to_build
 from etl_assets.resources import build_resources
 from etl_assets.settings import Settings
 from etl_assets.settings.runtime import current_settings
@@ -41,19 +44,24 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFS_DIR = PACKAGED_FLOWS
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
-    """Everything Dagster shows for one environment."""
+def build_definitions(settings: Settings, argv: Sequence[str] = ()) -> dg.Definitions:
+    """Everything Dagster shows for one environment; for a process whose command line
+    (``argv``) runs some flows, the flows of ``flows.dirs`` it needs only (``run_scope``: the
+    package's samples are always built)."""
     files = [f for f in declared_flows(settings.flow_dirs) if f.flow.environment in (None, settings.env)]
+    loaders = TableLoaders.of(f.flow for f in files)
     components = ComponentSettings(
         timezone=settings.timezone,
         max_park_age=settings.max_park_age,
         report_recipients=settings.mail.report_recipients,
-        loaders=TableLoaders.of(f.flow for f in files),
+        loaders=loaders,
         queues=settings.executor.queues if settings.executor.kind == "celery" else {},
     )
+    needed = flows_to_build(argv, [f.flow for f in files], loaders)
+    client = [f for f in files if not f.packaged and (needed is None or f.flow.name in needed)]
     return dg.Definitions.merge(
         build_component_defs(PROJECT_ROOT, DEFS_DIR, components),
-        build_flow_file_defs([f for f in files if not f.packaged], components),
+        build_flow_file_defs(client, components),
         housekeeping_defs([f.flow for f in files], settings.housekeeping, settings.timezone),
         resubmit_defs([f.flow for f in files]),
         dg.Definitions(
@@ -80,5 +88,5 @@ def defs() -> dg.Definitions:
     key = (settings.model_dump_json(), declared)  # content, not identity: ids get reused
     if key not in _built:
         _built.clear()
-        _built[key] = build_definitions(settings)
+        _built[key] = build_definitions(settings, sys.argv)
     return _built[key]

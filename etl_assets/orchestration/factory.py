@@ -121,7 +121,8 @@ def build_flow_defs(
         # a generator that yields no output: each (step, partition) was logged as it landed
         yield from ()
 
-    jobs, schedules = flow_jobs(flow, keys, runtime.timezone)
+    extract_checks = [c.name for c in checks if c.asset_key == keys["extract"]]
+    jobs, schedules = flow_jobs(flow, keys, extract_checks, runtime.timezone)
     definitions = dg.Definitions(
         assets=[steps],
         jobs=jobs,

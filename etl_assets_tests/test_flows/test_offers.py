@@ -205,9 +205,16 @@ def test_extracts_refresh_and_nightly_rerun_the_newest_loaded_partition(flow_env
     day = f"{YESTERDAY:%Y-%m-%d}"
     flow_env.put(f"companies_{YESTERDAY:%Y%m%d}.csv", companies_csv(company("C1", "IT00000000001")))
     assert flow_env.run(day).success
-    assert [r.partition_key for r in tick(refresh)] == [day]
+    [request] = tick(refresh)
+    assert request.partition_key == day
     assert [r.partition_key for r in tick(nightly)] == [day]
-    job = defs.resolve_job_def("companies_extracts_refresh")
+    assert [r.asset_selection for r in tick(nightly)] == [None]  # the whole companies_job
+    assert refresh.job_name == nightly.job_name == "companies_job"
+    assert [k.to_user_string() for k in request.asset_selection] == ["companies_extract"]
+    assert {c.name for c in request.asset_check_keys} == {"schema_drift", "source_unchanged"}
+    job = defs.resolve_job_def("companies_job").get_subset(
+        asset_selection=set(request.asset_selection), asset_check_selection=set(request.asset_check_keys)
+    )
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {"companies_extract"}
     # the source changed on the server since it was loaded: the refresh's quality check says so
     flow_env.put(
