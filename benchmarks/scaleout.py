@@ -111,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{scenario.partitions} partitions on {scenario.workers} worker(s): starting in {work}")
             (work / "run").mkdir()
             outcome = run_scaleout(scenario, work / "run", postgres)
+            problems = checks(outcome)  # reads the failed runs' logs, in the work folder
     finally:
         if args.keep:
             print(f"work folder kept: {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    problems = checks(outcome)
     for problem in problems:
         print(f"CHECK FAILED: {problem}")
     print(report(outcome))

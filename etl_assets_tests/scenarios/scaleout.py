@@ -29,7 +29,9 @@ from statistics import median
 
 import psycopg
 
+from etl_assets.orchestration.executor import op_placement
 from etl_assets.settings import encrypt
+from etl_assets.settings.models import ExecutorSettings
 from etl_assets_tests.scenarios.backfill_load import (
     Scenario,
     scenario_env,
@@ -39,6 +41,8 @@ from etl_assets_tests.scenarios.backfill_load import (
 from etl_assets_tests.scenarios.expected import Expected, expected_from_files
 from etl_assets_tests.test_flows.test_cli_runs import DAGSTER, ETL_ASSETS, ROOT
 
+POOL = op_placement("celery", "companies")["pool"]  # the companies op's pool, as the factory names it
+POOL_LIMIT = str(ExecutorSettings().connections_per_flow)  # what dagster.yaml's default limit gives it
 STEP_START = "- STEP_START -"  # Dagster's log line of a step starting, in the worker's log
 RECEIVED = re.compile(r"Task execute_plan\[([0-9a-f-]+)\] received")
 SUCCEEDED = re.compile(r"Task execute_plan\[([0-9a-f-]+)\] succeeded")
@@ -73,6 +77,7 @@ class RunTimes:
 
     partition: str
     spawned: float
+    log: Path
     exited: float = 0.0
     returncode: int | None = None
     run_id: str = ""
@@ -121,6 +126,11 @@ class Outcome:
             lines.append(
                 f"  {run.partition} rc={run.returncode} {run.status} worker={run.worker} {run.run_id[:8]}"
             )
+        lines += [
+            f"--- run {run.partition}\n{run.log.read_text(errors='replace')[-3000:]}"
+            for run in self.runs
+            if run.returncode != 0 and run.log.is_file()
+        ]
         lines += [f"--- {name}\n{text[-2000:]}" for name, text in self.worker_logs.items()]
         return "\n".join(lines)
 
@@ -149,6 +159,16 @@ def scaleout_env(base: Path, postgres, tag: str) -> tuple[dict[str, str], str, s
     env = {**os.environ, **env, "DAGSTER_HOME": str(base / "dagster_home"), "PYTHONPATH": str(ROOT)}
     subprocess.run(
         [ETL_ASSETS, "dagster-yaml", "-e", "test", "--dagster-home", env["DAGSTER_HOME"]],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    # The flow's pool made once, as an operator does after the first dagster-yaml: Dagster 1.13
+    # creates a pool's row on its first claim, and two runs claiming a new pool at once race on
+    # that insert (UniqueViolation on concurrency_limits, the run fails).
+    subprocess.run(
+        [ETL_ASSETS, "exec", "-e", "test", "--", DAGSTER, "instance", "concurrency", "set", POOL, POOL_LIMIT],
         env=env,
         cwd=ROOT,
         check=True,
@@ -254,8 +274,8 @@ def run_scaleout(scenario: ScaleOut, base: Path, postgres) -> Outcome:
         while pending or running:
             while pending and len(running) < scenario.at_once:
                 partition = pending.pop(0)
-                runs.append(RunTimes(partition, spawned=time.time()))
-                running[partition] = (runs[-1], materialize(partition, env, logs / f"run_{partition}.log"))
+                runs.append(RunTimes(partition, time.time(), logs / f"run_{partition}.log"))
+                running[partition] = (runs[-1], materialize(partition, env, runs[-1].log))
             for partition, (times, process) in list(running.items()):
                 if process.poll() is not None:
                     times.exited, times.returncode = time.time(), process.returncode
