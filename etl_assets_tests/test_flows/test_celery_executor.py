@@ -9,47 +9,18 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 
 from etl_assets.cli import main
+from etl_assets_tests.scenarios.scaleout import Workers
 from etl_assets_tests.services import PostgresServer
 from etl_assets_tests.test_flows.conftest import FlowEnv, companies_csv
 from etl_assets_tests.test_flows.test_cli_runs import DAGSTER, ETL_ASSETS, ROOT
 from etl_assets_tests.test_flows.test_companies import FILE, GOOD
 
 PARTITION = "2026-01-15"
-
-
-@contextmanager
-def worker(name: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    """``etl-assets worker`` on the io queue, until it says it is ready; stopped after."""
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [ETL_ASSETS, "worker", "-e", "test", "--queue", "io", "--name", name],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while "ready." not in log.read_text():
-            assert process.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_a_partition_runs_on_a_celery_worker_with_its_run_in_postgres(
@@ -76,8 +47,9 @@ def test_a_partition_runs_on_a_celery_worker_with_its_run_in_postgres(
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
     flow_env.put(FILE, companies_csv(*GOOD))
 
-    log = tmp_path / "worker.log"
-    with worker(f"w1-{tag}", env, log):
+    workers = Workers(1, tag, env, tmp_path)
+    try:
+        workers.wait_ready()
         done = subprocess.run(
             [ETL_ASSETS, "exec", "-e", "test", "--", DAGSTER, "asset", "materialize", "-m", "etl_assets"]
             + ["--select", "group:companies", "--partition", PARTITION],
@@ -87,8 +59,10 @@ def test_a_partition_runs_on_a_celery_worker_with_its_run_in_postgres(
             text=True,
             timeout=300,
         )
-        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:] + log.read_text()[-3000:]
-    worked = log.read_text()
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:] + workers.text(f"w1-{tag}")[-3000:]
+    finally:
+        workers.stop()
+    worked = workers.text(f"w1-{tag}")
     assert "Task execute_plan[" in worked and "succeeded" in worked  # the worker ran the step
 
     assert len(flow_env.query("select external_id from accounts")) == len(GOOD)
