@@ -6,9 +6,13 @@ is a data object of its own, linked to the delivery it corrects. Real PostgreSQL
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
 import polars as pl
@@ -45,16 +49,24 @@ def write(rows: pl.DataFrame, path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def rejected_day(flow_env: FlowEnv, monkeypatch: pytest.MonkeyPatch) -> FlowEnv:
-    """A partition whose transform rejected four rows (C4, C5, C6 and an older C1); the CLI's
-    runs recorded in a DAGSTER_HOME of the test's own."""
+@contextmanager
+def own_dagster_home(flow_env: FlowEnv) -> Iterator[Path]:
+    """The CLI's runs recorded in a DAGSTER_HOME of the test's own, set inside flow_env's
+    instance and unset before it ends (monkeypatch would restore, after flow_env's teardown,
+    the instance's deleted folder and leave it to the next test of the process)."""
     dagster_home = flow_env.home / "dagster_home"
-    dagster_home.mkdir(parents=True)
-    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
-    flow_env.put(FILE, companies_csv(*GOOD, *BAD))
-    assert flow_env.run(DAY).success
-    return flow_env
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    with mock.patch.dict(os.environ, {"DAGSTER_HOME": str(dagster_home)}):
+        yield dagster_home
+
+
+@pytest.fixture
+def rejected_day(flow_env: FlowEnv) -> Iterator[FlowEnv]:
+    """A partition whose transform rejected four rows (C4, C5, C6 and an older C1)."""
+    with own_dagster_home(flow_env):
+        flow_env.put(FILE, companies_csv(*GOOD, *BAD))
+        assert flow_env.run(DAY).success
+        yield flow_env
 
 
 def test_corrected_rows_load_once_still_wrong_come_back(rejected_day: FlowEnv, capsys) -> None:
@@ -282,25 +294,24 @@ def test_a_resubmissions_load_calls_on_load_commit_once_per_file(
     flow_env: FlowEnv, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """The file sent back is the commit (its sha256): sent twice, the hook is called once."""
-    monkeypatch.setenv("DAGSTER_HOME", str(flow_env.home / "dagster_home"))
-    (flow_env.home / "dagster_home").mkdir(parents=True)
-    hooked_flow(flow_env.home / "flows", {"on_load_commit": "hook_calls:record"}, source=flow_env.folder)
-    log = flow_env.home / "hook_calls.jsonl"
-    monkeypatch.setenv("HOOK_LOG", str(log))
-    monkeypatch.delitem(sys.modules, "hook_calls", raising=False)  # this test's module, not another's
-    flow_env.put(FILE, companies_csv(*GOOD, *BAD))
-    assert flow_env.run(DAY, job="hooked_job").success
-    assert len(calls(log, "on_load_commit")) == 1
+    with own_dagster_home(flow_env):
+        hooked_flow(flow_env.home / "flows", {"on_load_commit": "hook_calls:record"}, source=flow_env.folder)
+        log = flow_env.home / "hook_calls.jsonl"
+        monkeypatch.setenv("HOOK_LOG", str(log))
+        monkeypatch.delitem(sys.modules, "hook_calls", raising=False)  # this test's module, not another's
+        flow_env.put(FILE, companies_csv(*GOOD, *BAD))
+        assert flow_env.run(DAY, job="hooked_job").success
+        assert len(calls(log, "on_load_commit")) == 1
 
-    errors = flow_env.home / "errors" / "hooked" / DAY / "transform.csv"
-    write(corrected(errors), errors)
-    assert main(["resubmit", str(errors)]) == 0
-    capsys.readouterr()
-    [first, resubmitted] = calls(log, "on_load_commit")
-    assert resubmitted["commit_id"].split(":")[0] == hashlib.sha256(errors.read_bytes()).hexdigest()
-    assert resubmitted["counts"]["inserted"] == 2 and resubmitted["staged_file"].endswith(
-        "resubmission-1/load.parquet"
-    )
-    assert resubmitted["run_id"] and resubmitted["run_id"] != first["run_id"]
-    assert main(["resubmit", str(errors)]) == 0  # the same file again: no second call
-    assert len(calls(log, "on_load_commit")) == 2
+        errors = flow_env.home / "errors" / "hooked" / DAY / "transform.csv"
+        write(corrected(errors), errors)
+        assert main(["resubmit", str(errors)]) == 0
+        capsys.readouterr()
+        [first, resubmitted] = calls(log, "on_load_commit")
+        assert resubmitted["commit_id"].split(":")[0] == hashlib.sha256(errors.read_bytes()).hexdigest()
+        assert resubmitted["counts"]["inserted"] == 2 and resubmitted["staged_file"].endswith(
+            "resubmission-1/load.parquet"
+        )
+        assert resubmitted["run_id"] and resubmitted["run_id"] != first["run_id"]
+        assert main(["resubmit", str(errors)]) == 0  # the same file again: no second call
+        assert len(calls(log, "on_load_commit")) == 2
