@@ -129,6 +129,24 @@ class FlowSteps:
     def _error_file(self, key: str, step: str, rejected: int) -> Path | None:
         return self.stage(key).error_file(step) if rejected else None
 
+    def _stage_done(
+        self, conn: sa.Connection, key: str, step: str, result: Outcome, started: datetime, path: Path
+    ) -> None:
+        """The ledger's row of a load or link, in that step's own transaction."""
+        if self.ledger is None:
+            return
+        rejected = result.rejected.height
+        record = StageRecord(
+            step,
+            result.rows_in,
+            result.rows_in - rejected,
+            rejected,
+            started,
+            path,
+            self._error_file(key, step, rejected),
+        )
+        self.ledger.stage_done(conn, key, record)
+
     # -- staged files of a partition ---------------------------------------------------
     def stage(self, key: str) -> PartitionStage:
         return PartitionStage(self.flow.name, key, self.folders)
@@ -275,18 +293,7 @@ class FlowSteps:
             # a table's watermark moves with the rows it stands for, or not at all
             commit_watermark(conn, self.flow.name, self.stage(key), key, object_id)
             self.hooks.record(conn, key, commit)
-            if self.ledger is not None:
-                rejected = loaded.rejected.height
-                record = StageRecord(
-                    "load",
-                    loaded.rows_in,
-                    loaded.rows_in - rejected,
-                    rejected,
-                    started,
-                    response.path,
-                    self._error_file(key, "load", rejected),
-                )
-                self.ledger.stage_done(conn, key, record)
+            self._stage_done(conn, key, "load", loaded, started, response.path)
         if self.ledger is not None:
             self.ledger.committed()
         return loaded
@@ -340,18 +347,7 @@ class FlowSteps:
             self.record_link(conn, key, linked)
             if self.parks:
                 parked_now = parking.count_parked(conn, self.flow.name)
-            if self.ledger is not None:
-                rejected = linked.rejected.height
-                record = StageRecord(
-                    "link",
-                    linked.rows_in,
-                    linked.rows_in - rejected,
-                    rejected,
-                    started,
-                    response.path,
-                    self._error_file(key, "link", rejected),
-                )
-                self.ledger.stage_done(conn, key, record)
+            self._stage_done(conn, key, "link", linked, started, response.path)
         if self.ledger is not None:
             self.ledger.committed()
         field_name = self.flow.source_column(self.flow.links[0].field) if self.flow.links else ""
