@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 import sqlalchemy as sa
 
+from etl_assets.engine.ddl import create_missing
 from etl_assets.model.report import ReportModel
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def replace_rows(conn: sa.Connection, report: ReportModel, partition_key: str, f
     for name, dtype in frame.schema.items():
         columns.append(sa.Column(name, _sql_type(dtype)))
     table = sa.Table(report.table, metadata, *columns)
-    metadata.create_all(conn, checkfirst=True)
+    create_missing(conn, metadata)
     conn.execute(sa.delete(table).where(table.c[report.partition_column] == partition_key))
     if rows.height:
         conn.execute(table.insert(), rows.to_dicts())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from etl_assets.engine.ddl import create_missing, lock_ddl
 from etl_assets.model.flow import FlowModel, MapField
 from etl_assets.model.load_modes import HISTORY_COLUMNS
 
@@ -105,7 +106,7 @@ def ensure_table(conn: sa.Connection, flow: FlowModel) -> sa.Table:
     """Create the target table (and its indexes) if it does not exist yet; the table with the
     column types the database has."""
     table = target_table(flow)
-    table.metadata.create_all(conn, checkfirst=True)
+    create_missing(conn, table.metadata)
     # evolve: every column the table lacks; else the load's own added since the table was made
     add_missing_columns(conn, table, None if flow.schema_drift == "evolve" else ADDED_META_COLUMNS)
     if conn.dialect.name == "postgresql":
@@ -119,11 +120,16 @@ def add_missing_columns(
     """``ALTER TABLE ... ADD COLUMN`` for each column of ``table`` (or of ``only``) the
     database's lacks (a flow that evolves with its source), in the caller's transaction; the
     names added."""
+    wanted = [c for c in table.columns if only is None or c.name in only]
+    found = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+    if all(c.name in found for c in wanted):
+        return []
+    lock_ddl(conn)  # runs side by side: one adds the columns, the others then find them
     found = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
     preparer = conn.dialect.identifier_preparer
     added = []
-    for column in table.columns:
-        if column.name not in found and (only is None or column.name in only):
+    for column in wanted:
+        if column.name not in found:
             kind = column.type.compile(dialect=conn.dialect)
             conn.exec_driver_sql(
                 f"ALTER TABLE {preparer.quote(table.name)} ADD COLUMN {preparer.quote(column.name)} {kind}"

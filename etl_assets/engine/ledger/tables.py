@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from etl_assets.engine.ddl import create_missing, lock_ddl
 from etl_assets.engine.tables import add_missing_columns
 
 MODELS_TABLE = "etl_data_models"
@@ -89,13 +90,11 @@ watermarks = sa.Table(
 def ensure_ledger(conn: sa.Connection) -> None:
     """Create the ledger's tables where missing (in the caller's transaction, all at once; a
     table added since, alone). Runs starting side by side on a new database would both create
-    them and one would fail: on PostgreSQL the creator holds a lock until it commits, the
-    others then find them."""
+    them and one would fail: ``create_missing`` lets one make them, the others find them."""
     if has_ledger(conn):
         _migrate(conn)
         return
-    _lock(conn)
-    LEDGER.create_all(conn, checkfirst=True)
+    create_missing(conn, LEDGER)
     _MIGRATED.add(str(conn.engine.url))
 
 
@@ -105,17 +104,11 @@ def _migrate(conn: sa.Connection) -> None:
     url = str(conn.engine.url)
     if url in _MIGRATED:
         return
-    _lock(conn)  # runs side by side: the columns added by one, found by the others
+    lock_ddl(conn)  # runs side by side: the columns added by one, found by the others
     if add_missing_columns(conn, objects):  # known for sure once this transaction committed
         conn.execute(sa.update(objects).where(objects.c.kind.is_(None)).values(kind=DELIVERY))
     else:
         _MIGRATED.add(url)
-
-
-def _lock(conn: sa.Connection) -> None:
-    """On PostgreSQL, the ledger's creator (or migrator) holds a lock until it commits."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended('etl_assets:ledger', 0))"))
 
 
 def has_ledger(conn: sa.Connection) -> bool:

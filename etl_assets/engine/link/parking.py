@@ -19,6 +19,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
+from etl_assets.engine.ddl import create_missing
 from etl_assets.engine.link.linker import resolve_references, set_links
 from etl_assets.engine.load.partition_loads import newest_load_from_each_day
 from etl_assets.engine.load.sql import dialect_insert
@@ -51,7 +52,7 @@ def parked_table(metadata: sa.MetaData | None = None) -> sa.Table:
 
 def _table(conn: sa.Connection) -> sa.Table:
     table = parked_table()
-    table.metadata.create_all(conn, checkfirst=True)
+    create_missing(conn, table.metadata)
     return table
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from etl_assets.engine.ddl import create_missing
 from etl_assets.engine.load.partition_loads import utc_now
 from etl_assets.engine.load.sql import dialect_insert
 
@@ -54,7 +55,7 @@ def record_commit(conn: sa.Connection, flow: str, partition_key: str, hook: str,
     """Inside the load's transaction: this commit owes ``hook`` a call (kept as it is when the
     commit is one it already owed)."""
     table = hook_runs_table()
-    table.metadata.create_all(conn, checkfirst=True)
+    create_missing(conn, table.metadata)
     values = {
         "flow": flow,
         "partition_key": partition_key,

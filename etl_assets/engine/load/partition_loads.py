@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import polars as pl
 import sqlalchemy as sa
 
+from etl_assets.engine.ddl import create_missing
 from etl_assets.engine.load.sql import dialect_insert
 
 LOADS_TABLE = "etl_partition_loads"
@@ -47,7 +48,7 @@ def loads_table(metadata: sa.MetaData | None = None) -> sa.Table:
 def record_load(conn: sa.Connection, flow: str, partition_key: str, rows_in: int) -> None:
     """This partition loaded now (inside the load's transaction)."""
     table = loads_table()
-    table.metadata.create_all(conn, checkfirst=True)
+    create_missing(conn, table.metadata)
     values = {"flow": flow, "partition_key": partition_key, "loaded_at": utc_now(), "rows_in": rows_in}
     insert = dialect_insert(conn)(table).values(values)
     conn.execute(

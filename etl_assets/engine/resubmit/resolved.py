@@ -18,6 +18,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from etl_assets.engine.columns import LINE, SOURCE_FILE
+from etl_assets.engine.ddl import create_missing
 from etl_assets.engine.load.partition_loads import utc_now
 from etl_assets.engine.load.sql import dialect_insert
 from etl_assets.engine.staging import PartitionStage
@@ -101,7 +102,7 @@ def record_resolved(
     if lines.is_empty():
         return 0
     table = resolved_table()
-    table.metadata.create_all(conn, checkfirst=True)
+    create_missing(conn, table.metadata)
     now = utc_now()
     values = [
         {
