@@ -12,10 +12,11 @@ from pathlib import Path
 import dagster as dg
 
 from etl_assets.engine.load.partition_loads import utc_now
-from etl_assets.engine.resubmit.run import KIND, resubmit
+from etl_assets.engine.resubmit.run import KIND, ResubmissionOutcome, resubmit
 from etl_assets.engine.resubmit.submission import Refused
+from etl_assets.engine.run_email import send_run_email
 from etl_assets.model.flow import FlowModel
-from etl_assets.resources import DatabaseResource, FoldersResource
+from etl_assets.resources import DatabaseResource, FoldersResource, MailerResource
 
 JOB = "resubmit"
 TAG = "etl_assets/resubmission"
@@ -39,12 +40,24 @@ def resubmit_defs(flows: list[FlowModel]) -> dg.Definitions:
         config: ResubmitConfig,
         database: DatabaseResource,
         folders: FoldersResource,
+        mailer: MailerResource,
     ) -> dg.Output[list[str]]:
+        path = Path(config.path)
         try:
-            outcome = resubmit(
-                Path(config.path), by_name, folders, database.engine(), utc_now(), context.run.run_id
-            )
+            outcome = resubmit(path, by_name, folders, database.engine(), utc_now(), context.run.run_id)
         except Refused as refused:
+            flow, partition_key = _named_by(path)
+            where = send_run_email(
+                mailer=mailer,
+                folders=folders,
+                flow=flow,
+                run_id=context.run.run_id,
+                partition_keys=[partition_key],
+                error_files=[],
+                rejected=0,
+                failure=f"resubmission refused: {'; '.join(refused.reasons)}",
+            )
+            context.log.info(f"run e-mail: {where}")
             raise dg.Failure(
                 description=str(refused),
                 metadata={"reasons": dg.MetadataValue.json(refused.reasons)},
@@ -53,6 +66,8 @@ def resubmit_defs(flows: list[FlowModel]) -> dg.Definitions:
         lines = outcome.lines()
         for line in lines:
             context.log.info(line)
+        if where := _email_still_wrong(mailer, folders, outcome, context.run.run_id):
+            context.log.info(f"run e-mail: {where}")
         origin = outcome.origin
         metadata = {
             "kind": KIND,
@@ -103,6 +118,31 @@ def resubmit_defs(flows: list[FlowModel]) -> dg.Definitions:
         return dg.SensorResult(run_requests=requests)
 
     return dg.Definitions(jobs=[resubmit_job], sensors=[resubmit_sensor])
+
+
+def _email_still_wrong(
+    mailer: MailerResource, folders: FoldersResource, outcome: ResubmissionOutcome, run_id: str
+) -> str | None:
+    """The run's one e-mail when rows came back still wrong: their error file attached, as any
+    run that rejected rows sends it (SPEC: one e-mail per run that produced error files)."""
+    if not outcome.still_wrong or outcome.error_file is None:
+        return None
+    origin = outcome.origin
+    return send_run_email(
+        mailer=mailer,
+        folders=folders,
+        flow=origin.flow,
+        run_id=run_id,
+        partition_keys=[origin.partition_key],
+        error_files=[(origin.partition_key, f"{origin.step}.{KIND}-{outcome.number}", outcome.error_file)],
+        rejected=outcome.still_wrong,
+    )
+
+
+def _named_by(path: Path) -> tuple[str, str]:
+    """The flow and partition a refused file's folders name (``<flow>/<partition>/<step>.csv``),
+    for the subject of its e-mail: the file may name no flow we know."""
+    return path.parent.parent.name or "resubmit", path.parent.name
 
 
 def dropped(root: Path, now: float | None = None) -> list[Path]:

@@ -90,6 +90,12 @@ def test_corrected_rows_load_once_still_wrong_come_back(rejected_day: FlowEnv, c
     assert again.select("COMPANY_ID", "error_step", "error_field", "error_reason", "source_line").rows() == [
         ("C6", "transform", "VAT_CODE", "required value missing", "8")
     ]
+    # the run's one e-mail (the delivery's run sent the first): the still-wrong rows attached
+    mail = env.smtp.wait_for(2)[1]
+    assert mail["Subject"] == f"[etl_assets][test] companies {DAY}: 1 rows rejected"
+    (attached,) = mail.iter_attachments()
+    assert attached.get_filename() == f"companies_{DAY}_transform.resubmission-1.csv"
+    assert attached.get_payload(decode=True) == still_wrong.read_bytes()
     with dg.DagsterInstance.get() as instance:  # a run of the UI's, tagged
         (run,) = instance.get_runs(
             dg.RunsFilter(tags={"etl_assets/resubmission": f"companies/{DAY}/transform.csv"})
@@ -174,6 +180,9 @@ def test_tampered_files_are_refused_and_nothing_loads(rejected_day: FlowEnv, tmp
     renamed = write(rows.rename({"EMAIL": "E_MAIL"}), tmp_path / "a" / "companies" / DAY / "transform.csv")
     err = refusal(renamed, capsys)
     assert "columns not in the error file of companies: E_MAIL; columns missing: EMAIL" in err
+    mail = env.smtp.wait_for(2)[1]  # a refused run fails, and says why in its e-mail
+    assert mail["Subject"].startswith(f"[etl_assets][test] companies {DAY} failed: resubmission refused")
+    assert "columns missing: EMAIL" in mail.get_body().get_content()
 
     extra = rows.head(1).with_columns(pl.lit("C8").alias("COMPANY_ID"), pl.lit("3").alias("source_line"))
     added = write(pl.concat([rows, extra]), tmp_path / "b" / "companies" / DAY / "transform.csv")
