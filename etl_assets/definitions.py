@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from etl_assets.model.declarations import PACKAGED_FLOWS, declared_flows
+from etl_assets.model.declarations import PACKAGED_FLOWS, flows_of_environment
 from etl_assets.orchestration import (
     ComponentSettings,
     TableLoaders,
@@ -48,7 +48,7 @@ def build_definitions(settings: Settings, argv: Sequence[str] = ()) -> dg.Defini
     """Everything Dagster shows for one environment; for a process whose command line
     (``argv``) runs some flows, the flows of ``flows.dirs`` it needs only (``run_scope``: the
     package's samples are always built)."""
-    files = [f for f in declared_flows(settings.flow_dirs) if f.flow.environment in (None, settings.env)]
+    files = flows_of_environment(settings.flow_dirs, settings.env)
     loaders = TableLoaders.of(f.flow for f in files)
     components = ComponentSettings(
         timezone=settings.timezone,

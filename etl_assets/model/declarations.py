@@ -169,6 +169,11 @@ def check_together(files: list[FlowFile]) -> None:
         raise DeclarationError("\n".join(problems))
 
 
+def flows_of_environment(folders: Iterable[Path], env: str) -> list[FlowFile]:
+    """The declared flows an environment runs: those of every environment and its own."""
+    return [f for f in declared_flows(folders) if f.flow.environment in (None, env)]
+
+
 def declared_flows(folders: Iterable[Path]) -> list[FlowFile]:
     """The package's sample flows, then those of ``folders`` (``flows.dirs``), checked together."""
     files = flow_files(PACKAGED_FLOWS, packaged=True)

@@ -71,4 +71,9 @@ def op_placement(queue: str | None, flow: str) -> dict[str, Any]:
     in process (no queue), neither: the run queue's limits are the only ones."""
     if queue is None:
         return {}
-    return {"op_tags": {QUEUE_TAG: queue}, "pool": f"etl_flow_{flow}"}
+    return {"op_tags": {QUEUE_TAG: queue}, "pool": pool_of(flow)}
+
+
+def pool_of(flow: str) -> str:
+    """The Dagster concurrency pool of a flow's op."""
+    return f"etl_flow_{flow}"

@@ -1,7 +1,7 @@
 """The CLI commands of the Dagster instance and its workers: ``dagster-yaml`` writes an
 environment's ``dagster.yaml``, ``exec`` starts a Dagster process with the instance's and the
 broker's passwords in its environment (decrypted here, written nowhere), ``worker`` starts a
-Celery worker on one queue."""
+Celery worker on one queue, ``pools`` makes each flow's concurrency pool before runs claim it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from etl_assets.orchestration.executor import executor_environment
+from etl_assets.model.declarations import flows_of_environment
+from etl_assets.orchestration.executor import executor_environment, pool_of
 from etl_assets.orchestration.instance_config import PASSWORD_ENV, instance_environment, instance_yaml
 from etl_assets.settings import load_settings
 
@@ -41,6 +42,12 @@ def add_parsers(commands: argparse._SubParsersAction, env: argparse.ArgumentPars
     worker.add_argument(
         "--concurrency", type=int, help="tasks at once (default: executor.worker_concurrency)"
     )
+    pools = commands.add_parser(
+        "pools",
+        parents=[env],
+        help="make each flow's concurrency pool in the instance (executor.connections_per_flow slots)",
+    )
+    pools.add_argument("--reset", action="store_true", help="set pools that exist to the settings' limit too")
 
 
 def _dagster_yaml(args: argparse.Namespace) -> int:
@@ -128,4 +135,43 @@ def _worker(args: argparse.Namespace) -> int:
     os.execvpe(argv[0], argv, environment)
 
 
-COMMANDS = {"dagster-yaml": _dagster_yaml, "exec": _exec, "worker": _worker}
+def _pools(args: argparse.Namespace) -> int:
+    """Each flow's pool (``etl_flow_<flow>``) made once, with ``connections_per_flow`` slots:
+    Dagster 1.13 otherwise makes a pool's row at its first claim, and two runs claiming a new
+    pool at once race on that insert (one fails on a unique violation). A pool that exists
+    keeps the limit an operator gave it unless ``--reset``."""
+    import dagster as dg
+
+    settings = load_settings(args.env)
+    if settings.executor.kind != "celery":
+        print(f"environment {settings.env} runs steps in process: its flows use no pools")
+        return EXIT_OK
+    os.environ.update(instance_environment(settings))  # the dagster.yaml reads its password here
+    limit = settings.executor.connections_per_flow
+    flows = [f.flow.name for f in flows_of_environment(settings.flow_dirs, settings.env)]
+    try:
+        instance = dg.DagsterInstance.get()
+    except dg.DagsterHomeNotSetError:
+        print("etl-assets: DAGSTER_HOME is not set: the folder dagster-yaml wrote", file=sys.stderr)
+        return EXIT_USAGE
+    with instance:
+        storage = instance.event_log_storage
+        if not storage.supports_global_concurrency_limits:
+            print(
+                f"etl-assets: the instance in {instance.root_directory} keeps no pools (SQLite storage): "
+                f"write it with etl-assets dagster-yaml -e {settings.env}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        existing = storage.get_concurrency_keys()
+        for flow in flows:
+            pool = pool_of(flow)
+            if pool in existing and not args.reset:
+                print(f"{pool}: kept, {storage.get_concurrency_info(pool).slot_count} slots")
+                continue
+            storage.set_concurrency_slots(pool, limit)
+            print(f"{pool}: {limit} slots")
+    return EXIT_OK
+
+
+COMMANDS = {"dagster-yaml": _dagster_yaml, "exec": _exec, "worker": _worker, "pools": _pools}

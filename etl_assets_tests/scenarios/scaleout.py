@@ -164,16 +164,13 @@ def scaleout_env(base: Path, postgres, tag: str) -> tuple[dict[str, str], str, s
         check=True,
         capture_output=True,
     )
-    # The flow's pool made once, as an operator does after the first dagster-yaml: Dagster 1.13
+    # The flows' pools made once, as an operator does after the first dagster-yaml: Dagster 1.13
     # creates a pool's row on its first claim, and two runs claiming a new pool at once race on
     # that insert (UniqueViolation on concurrency_limits, the run fails).
-    subprocess.run(
-        [ETL_ASSETS, "exec", "-e", "test", "--", DAGSTER, "instance", "concurrency", "set", POOL, POOL_LIMIT],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
+    made = subprocess.run(
+        [ETL_ASSETS, "pools", "-e", "test"], env=env, cwd=ROOT, check=True, capture_output=True, text=True
     )
+    assert f"{POOL}: {POOL_LIMIT} slots" in made.stdout, made.stdout + made.stderr
     return env, database, instance_db
 
 

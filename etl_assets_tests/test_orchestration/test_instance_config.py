@@ -19,6 +19,7 @@ import yaml
 from etl_assets.cli import main
 from etl_assets.orchestration.instance_config import PASSWORD_ENV, SHIPPED_INSTANCE
 from etl_assets_tests.services import PostgresServer
+from etl_assets_tests.test_flows.test_cli_runs import DAGSTER
 
 # One trivial asset: what is asserted is where Dagster records the run, not our flows.
 TRIVIAL_RUN = textwrap.dedent(
@@ -125,3 +126,53 @@ def test_test_environment_records_runs_in_postgres_without_the_password_in_the_f
     )
     assert failed.returncode != 0
     assert PASSWORD_ENV in failed.stderr
+
+
+def test_pools_are_made_once_with_the_settings_limit(
+    tmp_path: Path,
+    postgres: PostgresServer,
+    pg_database: str,
+    write_settings: Callable[[str], Path],
+    encrypt_password: Callable[[str], str],
+) -> None:
+    write_settings(
+        "test:\n"
+        "  instance:\n"
+        "    storage: postgresql\n"
+        f"    postgres: {{host: {postgres.host}, port: {postgres.port}, database: {pg_database},"
+        f" user: {postgres.user}, password: '{encrypt_password(postgres.password)}'}}\n"
+        "  executor: {kind: celery, connections_per_flow: 3}\n"
+    )
+    dagster_home = tmp_path / "dagster_home"
+    assert main(["dagster-yaml", "-e", "test", "--dagster-home", str(dagster_home)]) == 0
+    environment = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+
+    def pools(*extra: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "etl_assets.cli", "pools", "-e", "test", *extra],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert postgres.password not in done.stdout + done.stderr
+        return done.stdout
+
+    def limits() -> dict[str, int]:
+        with psycopg.connect(postgres.dsn(pg_database)) as conn:
+            return dict(conn.execute('SELECT concurrency_key, "limit" FROM concurrency_limits').fetchall())
+
+    assert "etl_flow_companies: 3 slots" in pools()
+    assert limits()["etl_flow_companies"] == 3 and limits()["etl_flow_offers"] == 3
+    own = ["exec", "-e", "test", "--", DAGSTER, "instance", "concurrency", "set", "etl_flow_offers", "5"]
+    subprocess.run([sys.executable, "-m", "etl_assets.cli", *own], env=environment, check=True, timeout=180)
+    assert limits()["etl_flow_offers"] == 5  # an operator's own limit ...
+    assert "etl_flow_offers: kept, 5 slots" in pools()  # ... is kept
+    assert "etl_flow_offers: 3 slots" in pools("--reset")
+    assert limits()["etl_flow_offers"] == 3
+
+
+def test_pools_in_process_are_none(capsys) -> None:
+    assert main(["pools", "-e", "dev"]) == 0
+    assert "runs steps in process: its flows use no pools" in capsys.readouterr().out
