@@ -180,3 +180,51 @@ def test_an_older_row_loaded_after_a_newer_one_does_not_overwrite_it(
         assert newer.get_column("action").to_list() == ["updated"]
     with engine.connect() as conn:
         assert conn.execute(sa.text("select name from accounts")).scalar_one() == "Del giorno 19"
+
+
+def test_a_daily_delta_answers_every_line_with_its_action_and_its_rows_id(
+    postgres: PostgresServer, pg_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second delivery in another order, over several batches: a few rows changed, new and
+    missing; each line's action and target id are those of its key's row in the table."""
+    monkeypatch.setattr(loader, "LOAD_BATCH_ROWS", 20)
+    engine = sa.create_engine(postgres.url(pg_database))
+    first, delta = tmp_path / "first.parquet", tmp_path / "delta.parquet"
+    with StagedWriter(first) as writer:
+        for start in range(0, 60, 20):
+            writer.write(many(20, start))
+    with StagedWriter(tmp_path / "load1.parquet", RESPONSE_SCHEMA) as response, engine.begin() as conn:
+        assert load_stage(conn, FLOW, first, response).actions["inserted"] == 60
+    with engine.begin() as conn:
+        before = dict(conn.execute(sa.text("select external_id, id from accounts")).all())
+    changed, gone = {"C000005", "C000031", "C000058"}, {"C000002", "C000040"}
+    kept = many(60).filter(~pl.col("external_id").is_in(list(gone)))
+    kept = kept.with_columns(
+        pl.when(pl.col("external_id").is_in(list(changed)))
+        .then(pl.lit("Cambiato"))
+        .otherwise("name")
+        .alias("name")
+    )
+    fresh = rows("N1", "N2").with_columns(pl.col(LINE) + 100)
+    delivery = pl.concat([kept, fresh]).sample(fraction=1.0, shuffle=True, seed=7)  # not in key order
+    with StagedWriter(delta) as writer:
+        for start in range(0, delivery.height, 20):
+            writer.write(delivery.slice(start, 20))
+    with StagedWriter(tmp_path / "load2.parquet", RESPONSE_SCHEMA) as response, engine.begin() as conn:
+        loaded = load_stage(conn, FLOW, delta, response)
+    assert loaded.actions == {"inserted": 2, "updated": 3, "unchanged": 55, "rejected": 0}
+    answer = pl.read_parquet(tmp_path / "load2.parquet")
+    assert answer[LINE].to_list() == delivery[LINE].to_list()
+    with engine.begin() as conn:
+        after = dict(conn.execute(sa.text("select external_id, id from accounts")).all())
+    assert dict(zip(answer["key"], answer["target_id"], strict=True)) == {
+        k: after[k] for k in delivery["external_id"]
+    }
+    expected = {
+        k: "inserted" if k in ("N1", "N2") else "updated" if k in changed else "unchanged" for k in after
+    }
+    assert dict(zip(answer["key"], answer["action"], strict=True)) == {
+        k: expected[k] for k in delivery["external_id"]
+    }
+    assert all(after[k] == before[k] for k in before)  # ids stay; missing keys are left in the table
+    engine.dispose()

@@ -13,7 +13,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from etl_assets.engine.load.sql import fetch_frame, stage_rows, within_staged_range
-from etl_assets.engine.load.upsert import WRITTEN_SCHEMA, PartitionUpsert, existing_rows
+from etl_assets.engine.load.upsert import WRITTEN_SCHEMA, PartitionUpsert
 from etl_assets.engine.tables import ETL_ROW_HASH, ID, IS_CURRENT, VALID_FROM, VALID_TO
 
 
@@ -41,10 +41,9 @@ class PartitionHistory(PartitionUpsert):
             .with_columns(pl.lit(self.now).alias(VALID_FROM), pl.lit(True).alias(IS_CURRENT))
         )
 
-    def existing(self, keys: pl.DataFrame) -> pl.DataFrame:
-        return existing_rows(
-            self.conn, self.table, self.flow.target.key, keys, self.table.c[IS_CURRENT].is_(True)
-        )
+    @property
+    def current(self) -> tuple[sa.ColumnElement, ...]:
+        return (self.table.c[IS_CURRENT].is_(True),)
 
     def _upsert(self, candidates: pl.DataFrame) -> pl.DataFrame:
         """Close the current rows whose tracked columns changed, insert a current row for every

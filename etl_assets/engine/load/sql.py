@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import uuid
 from types import ModuleType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def pg() -> ModuleType:
@@ -74,6 +77,19 @@ def fetch_frame(
     """
     if conn.dialect.name != "postgresql":
         return pl.DataFrame(conn.execute(statement).all(), schema=schema, orient="row")
+    query, params = _bound(conn, statement)
+    return pg().copy_out(conn, query, schema, params)
+
+
+def fetch_arrays(conn: sa.Connection, statement: sa.Executable) -> list[np.ndarray]:
+    """PostgreSQL: the one row of a query whose columns are arrays of fixed-width values
+    without nulls (``array_agg``), decoded from binary COPY into NumPy arrays. A million
+    values come back as one message of a few MB, not a million rows of COPY."""
+    return pg().copy_out_arrays(conn, *_bound(conn, statement))
+
+
+def _bound(conn: sa.Connection, statement: sa.Executable) -> tuple[str, dict | None]:
+    """A statement as COPY's query text and psycopg's values for it."""
     compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params = compiled.construct_params()
     processors = compiled._bind_processors  # noqa: SLF001 - what an execute would apply to each value
@@ -82,5 +98,5 @@ def fetch_frame(
             params[name] = process(params[name])
     query = str(compiled)
     if not params:  # psycopg merges (and turns the dialect's %% back into %) only given values
-        return pg().copy_out(conn, query.replace("%%", "%"), schema)
-    return pg().copy_out(conn, query, schema, params)
+        return query.replace("%%", "%"), None
+    return query, params

@@ -22,9 +22,10 @@ import sqlalchemy as sa
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
 from etl_assets.engine.load.fits import TargetFit
 from etl_assets.engine.load.ids import drop_indexes, next_ids, reserve_ids
+from etl_assets.engine.load.lookup import ExistingRows
 from etl_assets.engine.load.refusals import RowRefusedInBulk, database_errors, database_message, row_fault
 from etl_assets.engine.load.response import ACTIONS, RESPONSE_SCHEMA, Outcome, in_order, refused_answer
-from etl_assets.engine.load.sql import dialect_insert, fetch_frame, pg, stage_rows, within_staged_range
+from etl_assets.engine.load.sql import dialect_insert, fetch_frame, pg, stage_rows
 from etl_assets.engine.staging import StagedWriter, count_rows, read_batches
 from etl_assets.engine.tables import (
     ETL_LOADED_AT,
@@ -43,7 +44,6 @@ INDEX_BUILD_MEMORY = "256MB"
 FIRST_LOAD_STATISTICS = 20  # ANALYZE samples 300 rows per unit: 6,000 rows
 ROW_HASH_SEED = 20250101
 LOAD_BATCH_ROWS = 200_000  # rows a round of look-up, COPY and upsert (row groups joined)
-BEFORE_SCHEMA = {"key": pl.String, "_before_id": pl.Int64, "_before_hash": pl.Int64}
 WRITTEN_SCHEMA = {"key": pl.String, "_written_id": pl.Int64}
 
 
@@ -86,7 +86,9 @@ def _fitted(load: PartitionUpsert, fit: TargetFit, batches: Iterable[pl.DataFram
     def fitting() -> Iterator[pl.DataFrame]:
         for good in batches:
             fits, refused = fit.split(load.flow, good)
-            pending.append((good.get_column(LINE), refused_answer(load.prepare(good), refused)))
+            # only the refused rows prepared here: preparing (hashing) the batch is the loader's work
+            unfit = good.join(refused.select(LINE), on=LINE, how="semi")
+            pending.append((good.get_column(LINE), refused_answer(load.prepare(unfit), refused)))
             yield fits
 
     if not load.rebuild:
@@ -137,6 +139,7 @@ class PartitionUpsert:
         self.empty = self.postgres and _is_empty(conn, self.table)
         self.expected_rows = expected_rows
         self.rebuild: list[str] = []
+        self.lookup: ExistingRows | None = None
         self.locked = self.empty and expected_rows >= INITIAL_LOAD_MIN_ROWS
         if self.locked:
             conn.exec_driver_sql(f'LOCK TABLE "{self.table.name}" IN ACCESS EXCLUSIVE MODE')
@@ -167,22 +170,19 @@ class PartitionUpsert:
 
     def batch(self, good: pl.DataFrame) -> pl.DataFrame:
         """Upsert one batch of transform output; its response frame."""
-        key = self.flow.target.key
         frame = self.prepare(good)
         if self.empty:
             # nothing to compare with: no lookup of existing keys (transform made keys unique)
-            before = pl.DataFrame(schema=BEFORE_SCHEMA)
-            keyed = frame.with_columns(pl.lit(None, pl.Int64).alias(c) for c in BEFORE_SCHEMA if c != "key")
+            keyed = frame.with_columns(
+                pl.lit(None, pl.Int64).alias("_before_id"), pl.lit(False).alias("_unchanged")
+            )
         else:
-            before = self.existing(frame.select(key))
-            keyed = frame.join(before, on="key", how="left")
+            keyed = frame.hstack(self.existing(frame).get_columns())
         new = keyed.filter(pl.col("_before_id").is_null())
         # Rows whose hash matches the stored one cannot have changed: they are not sent again
         # (a re-load of an unchanged file writes nothing). The UPDATE's own comparison of every
         # column stays the judge of what changed.
-        candidates = keyed.filter(
-            pl.col("_before_id").is_not_null() & pl.col("_before_hash").ne_missing(pl.col(ETL_ROW_HASH))
-        )
+        candidates = keyed.filter(pl.col("_before_id").is_not_null() & ~pl.col("_unchanged"))
         written = [pl.DataFrame(schema=WRITTEN_SCHEMA)]
         if new.height and self.postgres:
             inserted = self._copy_new(new)
@@ -194,7 +194,7 @@ class PartitionUpsert:
             candidates = pl.concat([new, candidates])
         if candidates.height:
             written.append(self._upsert(candidates))
-        return respond(frame, pl.concat(written), before)
+        return respond(keyed, pl.concat(written))
 
     @property
     def analyzed(self) -> set[str]:
@@ -202,9 +202,20 @@ class PartitionUpsert:
         own = (link.match for link in self.flow.links if link.table == self.flow.target.table)
         return {ID, self.flow.target.key, *own}
 
-    def existing(self, keys: pl.DataFrame) -> pl.DataFrame:
-        """``key -> id, row hash`` of the rows these keys would write over."""
-        return existing_rows(self.conn, self.table, self.flow.target.key, keys)
+    @property
+    def current(self) -> tuple[sa.ColumnElement, ...]:
+        """What keeps a target row among those a key can write over (all of them here)."""
+        return ()
+
+    def existing(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Each prepared row's id in the target (null: a new key) and whether its stored hash
+        is the row's, in the frame's order (``lookup.FOUND_SCHEMA``)."""
+        return self._lookup()(frame)
+
+    def _lookup(self) -> ExistingRows:
+        if self.lookup is None:
+            self.lookup = ExistingRows(self.conn, self.table, self.flow.target.key, self.current)
+        return self.lookup
 
     def settled(self, good: pl.DataFrame) -> pl.DataFrame:
         """``batch`` in a savepoint; should the database refuse a row of it, the batch is
@@ -213,6 +224,8 @@ class PartitionUpsert:
         of n cost about k * log2(n) more rounds, paid only when a row is refused."""
         if not self.postgres or good.height == 0:
             return self.batch(good)
+        if not self.empty:
+            self._lookup().ready()  # its temporary table made outside the savepoint
         try:
             with self.conn.begin_nested():
                 return self.batch(good)
@@ -325,12 +338,12 @@ class PartitionUpsert:
         self.rebuild = []
 
 
-def respond(frame: pl.DataFrame, written: pl.DataFrame, before: pl.DataFrame) -> pl.DataFrame:
-    """The response frame: each line's key, target id and action."""
+def respond(keyed: pl.DataFrame, written: pl.DataFrame) -> pl.DataFrame:
+    """The response frame: each line's key, target id and action (``keyed``: the prepared
+    rows with their look-up, ``written``: the keys inserted or updated)."""
     return (
-        frame.select(LINE, "key")
+        keyed.select(LINE, "key", "_before_id")
         .join(written, on="key", how="left", maintain_order="left")
-        .join(before, on="key", how="left", maintain_order="left")
         .select(
             LINE,
             "key",
@@ -372,22 +385,3 @@ def row_hash(columns: list[str]) -> pl.Expr:
     which then stores the new one (``_refresh_hashes``).
     """
     return pl.struct(columns).hash(seed=ROW_HASH_SEED).reinterpret(signed=True)
-
-
-def existing_rows(
-    conn: sa.Connection, table: sa.Table, key: str, keys: pl.DataFrame, *where: sa.ColumnElement
-) -> pl.DataFrame:
-    """``key -> id, row hash`` of the rows already in the target for these keys (those of
-    them ``where`` keeps: a history's current rows)."""
-    staging = stage_rows(conn, keys, table, [key])
-    try:
-        matched = (
-            sa.select(sa.cast(table.c[key], sa.Text), table.c[ID], table.c[ETL_ROW_HASH])
-            .join(staging, staging.c[key] == table.c[key])
-            .where(*where)
-        )
-        return fetch_frame(
-            conn, within_staged_range(conn, matched, table.c[key], staging.c[key]), BEFORE_SCHEMA
-        )
-    finally:
-        staging.drop(conn)

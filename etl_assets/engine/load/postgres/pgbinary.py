@@ -205,3 +205,33 @@ def _packed(run: list[np.ndarray]) -> pa.Array:
     for i, part in enumerate(run):
         record[f"f{i}"] = part
     return _as_binary(record)
+
+
+ARRAY_TYPES = {20: ">i8", 23: ">i4", 21: ">i2", 16: "?"}  # int8, int4, int2, bool: element oid -> dtype
+
+
+def decode_arrays(data: bytes) -> list[np.ndarray]:
+    """The columns of a binary COPY holding one row of one-dimensional arrays without nulls
+    (an empty or NULL array: an empty result), each as a NumPy array in native byte order."""
+    view = memoryview(data)
+    at = len(HEADER)
+    (fields,) = np.frombuffer(view[at : at + 2], ">i2")
+    at += 2
+    columns = []
+    for _ in range(fields):
+        (length,) = np.frombuffer(view[at : at + 4], ">i4")
+        at += 4
+        if length <= 0:
+            columns.append(np.empty(0, np.int64))
+            continue
+        ndim, has_null, oid = np.frombuffer(view[at : at + 12], ">i4")
+        if has_null or ndim != 1:
+            raise ValueError("decode_arrays reads one-dimensional arrays without nulls")
+        (count,) = np.frombuffer(view[at + 12 : at + 16], ">i4")
+        element = np.dtype(ARRAY_TYPES[int(oid)])
+        # each element: its length (4 bytes), then its value
+        layout = np.dtype([("length", ">i4"), ("value", element)])
+        values = np.frombuffer(view[at + 20 : at + length], layout, count=int(count))["value"]
+        columns.append(values.astype(element.newbyteorder("=")))
+        at += int(length)
+    return columns

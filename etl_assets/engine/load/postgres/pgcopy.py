@@ -12,6 +12,7 @@ import queue
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
+import numpy as np
 import polars as pl
 import psycopg
 import sqlalchemy as sa
@@ -142,3 +143,14 @@ def copy_out(
         return pl.DataFrame(schema=schema)
     buffer.seek(0)
     return pl.read_csv(buffer, has_header=False, new_columns=names, schema=schema)
+
+
+def copy_out_arrays(conn: sa.Connection, query: str, params: dict | None = None) -> list[np.ndarray]:
+    """The one row of a query of array columns, by binary COPY, as NumPy arrays."""
+    statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT binary)").format(sql.SQL(query))  # type: ignore[arg-type]
+    with (
+        conn.connection.driver_connection.cursor() as cursor,
+        cursor.copy(statement, params) as copy,
+    ):
+        data = b"".join(copy)
+    return pgbinary.decode_arrays(data)
