@@ -12,7 +12,7 @@ from benchmarks import load as package
 from benchmarks.load.common import log
 from benchmarks.load.modes import mode_lines
 from benchmarks.load.paths import WORKERS, child_main
-from benchmarks.load.report import final_line, print_report
+from benchmarks.load.report import delta_step_line, final_line, print_report
 from benchmarks.load.runner import Bench
 
 
@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repeat",
         type=int,
         default=1,
-        help="rounds of COPY, load step and whole flow, interleaved; the median run counts (default 1)",
+        help="rounds of COPY, keyed floor, load step and whole flow (first, re-load, delta), "
+        "interleaved; the median run counts (default 1)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the databases and the work directory")
     parser.add_argument("--no-dlt", action="store_true", help="skip the dlt peer")
@@ -62,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--reload", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--delta", action="store_true", help=argparse.SUPPRESS)
     for name in ("--file", "--db", "--work", "--result"):
         parser.add_argument(name, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(rows, args.keep, dlt_python, args.rss_cap_mb, args.repeat, args.modes)
         report = bench.run(with_dlt=not args.no_dlt)
         print_report(report)
+        print(delta_step_line(report))
         for line in mode_lines(report, args.modes):
             print(line)
         reports.append(report)

@@ -13,9 +13,11 @@ CACHE = Path(os.environ.get("ETL_BENCH_CACHE", "/tmp/etl_bench_cache"))
 PG_HOST = os.environ.get("ETL_BENCH_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("ETL_BENCH_PG_PORT", "5432"))
 PG_USER = os.environ.get("ETL_BENCH_PG_USER", "postgres")
-FLOOR_ROWS = 100_000
+EXECUTEMANY_ROWS = 100_000
 PARTITION_KEY = "2026-01-15"
 PARTITION_START = datetime(2026, 1, 15)
+DELTA_PARTITION_KEY = "2026-01-16"  # the daily delta: the next day's delivery
+DELTA_PARTITION_START = datetime(2026, 1, 16)
 DLT_MISSING = "dlt: not installed (pip install dlt[postgres])"
 
 

@@ -107,7 +107,7 @@ def run_modes(bench: Any, modes: list[str]) -> None:
 
 def _checker(rows: int, database: str, mode: str, phase: str, first_state: list) -> Any:
     """The check of one phase: its actions, the rows the table holds, a re-load's table identical."""
-    from benchmarks.load.runner import table_state
+    from benchmarks.load.children import table_state
 
     def check(done: Any) -> str:
         actions, held = expected(mode, phase, rows)

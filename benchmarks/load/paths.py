@@ -9,13 +9,16 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from benchmarks.load.common import (
-    FLOOR_ROWS,
+    DELTA_PARTITION_KEY,
+    DELTA_PARTITION_START,
+    EXECUTEMANY_ROWS,
     PARTITION_KEY,
     PARTITION_START,
     PG_HOST,
@@ -24,6 +27,7 @@ from benchmarks.load.common import (
     ROOT,
     _mb,
 )
+from benchmarks.load.floor import work_keyed_floor
 from benchmarks.load.modes import work_mode
 
 
@@ -89,14 +93,14 @@ def _engine(database: str) -> Any:
     return resource.engine()
 
 
-def _resources(home: Path, source: Path, flow: Any) -> tuple[Any, Any]:
+def _resources(home: Path, source: Path, flow: Any, start: datetime = PARTITION_START) -> tuple[Any, Any]:
     """Local files (the source linked in as the partition's file name) and the runtime folders."""
     from etl_assets.engine.partition_keys import source_file_name
     from etl_assets.resources import FoldersResource, LocalFilesResource
 
     imports = home / "import"
     imports.mkdir(parents=True, exist_ok=True)
-    target = imports / source_file_name(flow, PARTITION_START)
+    target = imports / source_file_name(flow, start)
     if not target.exists():
         try:
             target.hardlink_to(source)
@@ -117,7 +121,8 @@ def work_prepare(args: argparse.Namespace) -> dict[str, Any]:
     from etl_assets.engine.transform.stage import transform_stage
 
     flow = companies_flow()
-    files, folders = _resources(Path(args.work) / "prepare_home", Path(args.file), flow)
+    home = Path(args.work) / prepared_home(args.delta)
+    files, folders = _resources(home, Path(args.file), flow)
     started = time.perf_counter()
     extract_partition(flow, PARTITION_KEY, PARTITION_START, files, folders)
     stage = PartitionStage(flow.name, PARTITION_KEY, folders)
@@ -136,27 +141,40 @@ def _load(flow: Any, stage: Any, engine: Any) -> Any:
         return load_stage(conn, flow, stage.file("transform.parquet"), response)
 
 
-def prepared_stage(work: Path) -> Any:
+def prepared_home(delta: bool = False) -> str:
+    """The folder ``prepare`` leaves the first file's (or the delta's) transform output in."""
+    return "prepare_delta_home" if delta else "prepare_home"
+
+
+def prepared_stage(work: Path, delta: bool = False) -> Any:
     """The staged files ``prepare`` left: the load step's input."""
     from etl_assets.engine.staging import PartitionStage
     from etl_assets.resources import FoldersResource
 
     return PartitionStage(
-        companies_flow().name, PARTITION_KEY, FoldersResource(home=str(work / "prepare_home"))
+        companies_flow().name, PARTITION_KEY, FoldersResource(home=str(work / prepared_home(delta)))
     )
+
+
+def _allowed(args: argparse.Namespace, first: set[str]) -> set[str]:
+    """The actions a step may answer with: a first load's, all unchanged, or (the delta's) any;
+    the parent checks the delta's counts against the generator's."""
+    if args.delta:
+        return first | {"updated", "unchanged"}
+    return {"unchanged"} if args.reload else first
 
 
 def work_load(args: argparse.Namespace) -> dict[str, Any]:
     """The load step: transform.parquet upserted a batch at a time, in one transaction."""
     flow = companies_flow()
-    stage = prepared_stage(Path(args.work))
+    stage = prepared_stage(Path(args.work), args.delta)
     engine = _engine(args.db)
     baseline = _vm_hwm_mb()
     started = time.perf_counter()
     loaded = _load(flow, stage, engine)
     seconds = time.perf_counter() - started
     actions = {a: n for a, n in loaded.actions.items() if n}
-    _expect_actions("load", actions, {"unchanged"} if args.reload else {"inserted"})
+    _expect_actions("load", actions, _allowed(args, {"inserted"}))
     return {"seconds": seconds, "rows": loaded.rows_in, "actions": actions, "baseline_mb": baseline}
 
 
@@ -173,32 +191,32 @@ def work_flow(args: argparse.Namespace) -> dict[str, Any]:
     from etl_assets.engine.steps import FlowSteps
 
     flow = companies_flow()
-    files, folders = _resources(Path(args.work) / "flow_home", Path(args.file), flow)
+    key, start = PARTITION_KEY, PARTITION_START
+    if args.delta:  # the next day's delivery
+        key, start = DELTA_PARTITION_KEY, DELTA_PARTITION_START
+    files, folders = _resources(Path(args.work) / "flow_home", Path(args.file), flow, start)
     engine = _engine(args.db)
     # with the ledger, as a Dagster run has it: its rows and the target's etl_object_id are measured
-    steps = FlowSteps(flow, folders, ledger=Ledger(flow, f"benchmark-{args.reload}", lambda: engine))
+    run_id = f"benchmark-{'delta' if args.delta else args.reload}"
+    steps = FlowSteps(flow, folders, ledger=Ledger(flow, run_id, lambda: engine))
     clock = Clock(progress=Path(args.result).with_suffix(".progress"))
     baseline = _vm_hwm_mb()
     started = time.perf_counter()
     with clock.step("extract"), clock.part("extract", EXTRACT):
-        extracted = steps.extract(PARTITION_KEY, PARTITION_START, files)
+        extracted = steps.extract(key, start, files)
     with clock.step("transform"), clock.part("transform", TRANSFORM):
-        transformed = steps.transform(PARTITION_KEY)
+        transformed = steps.transform(key)
     assert transformed.caught.count == 0, f"transform rejected {transformed.caught.count} generated rows"
     with clock.step("load"), clock.part("load", LOAD):
-        loaded = steps.load(PARTITION_KEY, engine)
+        loaded = steps.load(key, engine)
     now = utc_now()
     with clock.step("link"), clock.part("link", LINK):
-        linked = steps.link(PARTITION_KEY, engine, now)
+        linked = steps.link(key, engine, now)
     seconds = time.perf_counter() - started
     load_actions = {a: n for a, n in loaded.loaded.actions.items() if n}
     link_actions = {a: n for a, n in linked.linked.actions.items() if n}
-    if args.reload:
-        _expect_actions("load re-load", load_actions, {"unchanged"})
-        _expect_actions("link re-load", link_actions, {"unchanged"})
-    else:
-        _expect_actions("load", load_actions, {"inserted"})
-        _expect_actions("link", link_actions, {"updated", "unchanged"})
+    _expect_actions("load", load_actions, _allowed(args, {"inserted"}))
+    _expect_actions("link", link_actions, _allowed(args, {"updated", "unchanged"}))
     return {
         "seconds": seconds,
         "rows": extracted.extracted.rows,
@@ -211,15 +229,15 @@ def work_flow(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def work_floor(args: argparse.Namespace) -> dict[str, Any]:
+def work_executemany(args: argparse.Namespace) -> dict[str, Any]:
     """SQLAlchemy Core executemany of the first rows into a text table keyed on COMPANY_ID."""
     import sqlalchemy as sa
 
-    frame = pl.read_csv(args.file, separator=";", infer_schema=False, n_rows=FLOOR_ROWS)
+    frame = pl.read_csv(args.file, separator=";", infer_schema=False, n_rows=EXECUTEMANY_ROWS)
     rows = frame.rename(str.lower).to_dicts()
     metadata = sa.MetaData()
     table = sa.Table(
-        "companies_floor",
+        "companies_executemany",
         metadata,
         *(sa.Column(c.lower(), sa.Text(), primary_key=c == "COMPANY_ID") for c in frame.columns),
     )
@@ -235,7 +253,8 @@ WORKERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "prepare": work_prepare,
     "load": work_load,
     "flow": work_flow,
-    "floor": work_floor,
+    "executemany": work_executemany,
+    "keyed_floor": work_keyed_floor,
     "mode": work_mode,
 }
 

@@ -39,6 +39,7 @@ class Report:
     server: str
     measured: list[Measured] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    delta_facts: dict[str, int] = field(default_factory=dict)
 
     def get(self, key: str) -> Measured | None:
         return next((m for m in self.measured if m.key == key and m.ok and m.seconds), None)
@@ -50,11 +51,18 @@ class Report:
         copy_rate, rate = copy.rate(), other.rate()
         return rate / copy_rate if rate and copy_rate else None
 
-    def worst_ratio(self, *keys: str) -> float | None:
-        """The slower of first load and re-load: both must meet a target."""
-        ratios = [self.ratio(k) for k in keys]
-        known = [r for r in ratios if r is not None]
-        return min(known) if len(known) == len(ratios) else None
+    def time_ratio(self, key: str, other: str) -> float | None:
+        """``other``'s time over ``key``'s (load_vs_floor: the floor's over the load step's)."""
+        one, two = self.get(key), self.get(other)
+        return two.seconds / one.seconds if one and two and one.seconds and two.seconds else None
+
+    def step_ratio(self, step: str) -> float | None:
+        """A step's time in the whole flow's delta over its time in the first load."""
+        first, delta = self.get("flow"), self.get("flow_delta")
+        if not first or not delta:
+            return None
+        seconds = [sum(t for s, _, t in m.detail.get("segments", []) if s == step) for m in (first, delta)]
+        return seconds[1] / seconds[0] if seconds[0] else None
 
     def peak_rss(self) -> str:
         """Peak RSS of our own paths (load step and whole flow, both loads); ``>N`` when one was killed."""
@@ -118,10 +126,20 @@ def print_report(report: Report) -> None:
         )
     for note in report.notes:
         print(note)
-    flows = [m for m in report.measured if m.key in ("flow", "flow_reload") and m.ok]
+    facts = report.delta_facts
+    if facts:
+        print(
+            f"daily delta: {facts['rows']:,} rows, {facts['changed']:,} changed "
+            f"({facts['parents_changed']:,} of them parents, {facts['relinked']:,} with another PARENT_VAT), "
+            f"{facts['new']:,} new "
+            f"({facts['new_with_parent']:,} with a parent), {facts['missing']:,} missing"
+        )
+    flows = [m for m in report.measured if m.key in ("flow", "flow_reload", "flow_delta") and m.ok]
     if not flows:
         return
-    print("\nwhole flow by step: seconds (first load | re-load); step peak RSS MB from VmHWM reset per step")
+    names = {"flow": "first load", "flow_reload": "re-load", "flow_delta": "delta"}
+    shown = " | ".join(names[m.key] for m in flows)
+    print(f"\nwhole flow by step: seconds ({shown}); step peak RSS MB from VmHWM reset per step")
     parts: dict[tuple[str, str], list[float | None]] = {}
     for column, m in enumerate(flows):
         for step, part, seconds in m.detail["segments"]:
@@ -137,8 +155,15 @@ def print_report(report: Report) -> None:
     print(f"  {'':<10} {'RSS MB after imports, before the flow':<{width}} {baseline}")
 
 
+def delta_step_line(report: Report) -> str:
+    """The delta's load and link steps against their first-load times (target: each under 1/3)."""
+    load, link = (_num(report.step_ratio(step), ".2f") for step in ("load", "link"))
+    return f"delta_step_vs_first load={load} link={link} (target: each < 0.33)"
+
+
 def final_line(reports: list[Report]) -> str:
-    """``load_vs_copy=.. flow_vs_copy=.. dlt_vs_copy=.. peak_rss_mb_1m=.. peak_rss_mb_10m=..``."""
+    """``load_vs_copy=.. flow_vs_copy=.. delta_flow_vs_copy=.. identical_flow_vs_copy=..
+    load_vs_floor=.. dlt_vs_copy=.. peak_rss_mb_1m=.. peak_rss_mb_10m=..``, of the first size."""
     main = reports[0]
     by_rows = {r.rows: r for r in reports}
 
@@ -146,8 +171,11 @@ def final_line(reports: list[Report]) -> str:
         return by_rows[rows].peak_rss() if rows in by_rows else "n/a"
 
     return (
-        f"load_vs_copy={_num(main.worst_ratio('load', 'load_reload'), '.2f')} "
-        f"flow_vs_copy={_num(main.worst_ratio('flow', 'flow_reload'), '.2f')} "
-        f"dlt_vs_copy={_num(main.worst_ratio('dlt', 'dlt_reload'), '.2f')} "
+        f"load_vs_copy={_num(main.ratio('load'), '.2f')} "
+        f"flow_vs_copy={_num(main.ratio('flow'), '.2f')} "
+        f"delta_flow_vs_copy={_num(main.ratio('flow_delta'), '.2f')} "
+        f"identical_flow_vs_copy={_num(main.ratio('flow_reload'), '.2f')} "
+        f"load_vs_floor={_num(main.time_ratio('load', 'keyed_floor'), '.2f')} "
+        f"dlt_vs_copy={_num(main.ratio('dlt'), '.2f')} "
         f"peak_rss_mb_1m={rss(1_000_000)} peak_rss_mb_10m={rss(10_000_000)}"
     )
