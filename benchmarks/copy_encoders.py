@@ -52,7 +52,7 @@ class Bench:
         self.runs = 0
         self.flow = companies_flow()
         log("extract + transform (not timed)")
-        work_prepare(argparse.Namespace(work=str(work), file=str(self.file)))
+        work_prepare(argparse.Namespace(work=str(work), file=str(self.file), delta=False))
         good = pl.read_parquet(prepared_stage(work).file("transform.parquet"))
         self.frame, self.table, self.columns = self._prepared(good)
         self.csv = work / "prepared.csv"
