@@ -1,0 +1,197 @@
+"""A re-load's look-up without the server's join (issue 23, PostgreSQL, upsert mode).
+
+Beside the staged files, ``data/<flow>/.table_snapshot/<table>.parquet`` holds the target's
+``key -> (id, etl_row_hash)`` for the whole table (every partition of the flow shares it),
+and the value V of the table's change counter it is true at. The counter is a sequence that
+a statement-level trigger advances once per statement writing the table's key, id, hash or
+mapped columns (ours, a client's, a rolled-back one: it is not transactional, so nothing
+waits on it). A load whose counter reads V at its start joins its batches to the snapshot
+here; any other value falls back to the server's join (``lookup.ExistingRows``).
+
+The new snapshot is the old one plus the rows this load wrote, true at the counter's value
+after our last write only if every value consumed since V was one of our statements (their
+count is known). Without a valid one to start from, the whole table is read back after the
+load. The file is written after the commit (temp + rename); a crash before just means no
+snapshot next time. What makes it stale: a value of the counter nobody accounted for.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from etl_assets.engine.change_counter import counter, quoted
+from etl_assets.engine.load.lookup import FOUND_SCHEMA
+from etl_assets.engine.load.sql import fetch_frame
+from etl_assets.engine.tables import ETL_ROW_HASH, ID
+from etl_assets.model.flow import FlowModel
+
+SNAPSHOT_DIR = ".table_snapshot"
+ROWS_SCHEMA = {"key": pl.String, ID: pl.Int64, ETL_ROW_HASH: pl.Int64}
+# a writer of the table still in its transaction: what it wrote is not what we can read yet
+WRITER_LOCKS = ("RowExclusiveLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
+AfterCommit = Callable[[sa.Engine], None]
+
+
+def table_identity(conn: sa.Connection, table: str) -> str:
+    """The database and the table's oid: a table dropped and made again is another table."""
+    return conn.execute(
+        sa.text("SELECT current_database() || ':' || to_regclass(:t)::oid"), {"t": quoted(conn, table)}
+    ).scalar_one()
+
+
+class TableSnapshot:
+    """One load's use of the table's snapshot: the look-up while it is valid, the rows the
+    load wrote, and the new snapshot handed out to be written after the commit."""
+
+    def __init__(
+        self,
+        conn: sa.Connection | None = None,
+        table: sa.Table | None = None,
+        key: str = "",
+        path: Path | None = None,
+        *,
+        empty: bool = False,
+    ) -> None:
+        self.conn, self.table, self.key, self.path = conn, table, key, path
+        self.active = conn is not None
+        self.base: pl.DataFrame | None = None
+        self.written: list[pl.DataFrame] = []
+        self.proven = True
+        self.build_seconds: float | None = None
+        self.identity, self.start, self.expected = "", 0, 0
+        if conn is None or table is None or path is None:
+            return
+        self.identity = table_identity(conn, table.name)
+        self.start = self.expected = counter(conn, table.name)
+        # an empty table under the first load's lock: nobody's rows but ours will be in it
+        self.base = pl.DataFrame(schema=ROWS_SCHEMA) if empty else self._read()
+
+    @property
+    def valid(self) -> bool:
+        """Whether the batches' look-ups are answered here (no server join)."""
+        return self.base is not None
+
+    def _read(self) -> pl.DataFrame | None:
+        assert self.path is not None
+        try:
+            meta = pq.read_schema(self.path).metadata or {}
+        except (FileNotFoundError, OSError):
+            return None
+        wanted = {b"identity": self.identity.encode(), b"counter": str(self.start).encode()}
+        if any(meta.get(name) != value for name, value in wanted.items()):
+            return None
+        return pl.read_parquet(self.path)
+
+    def lookup(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``ExistingRows``' answer (``FOUND_SCHEMA``, row for row) from the snapshot."""
+        assert self.base is not None
+        return (
+            frame.select("key", pl.col(ETL_ROW_HASH).alias("_hash"))
+            .join(self.base, on="key", how="left", maintain_order="left")
+            .select(
+                pl.col(ID).alias("_before_id"),
+                (pl.col(ID).is_not_null() & pl.col(ETL_ROW_HASH).eq_missing(pl.col("_hash"))).alias(
+                    "_unchanged"
+                ),
+            )
+            .cast(FOUND_SCHEMA)
+        )
+
+    def wrote(self, rows: pl.DataFrame, statements: int = 1) -> None:
+        """Rows (key, id, stored hash) our ``statements`` writing the table left there."""
+        self.expected += statements
+        if self.active and rows.height:
+            self.written.append(rows.select(list(ROWS_SCHEMA)).cast(ROWS_SCHEMA))
+
+    def read_back(self, staging: sa.Table, statements: int) -> None:
+        """The staged keys' rows as stored after our ``statements`` (the stored hash is the
+        upsert's and the hash refresh's to decide, not ours)."""
+        if not self.active:
+            return
+        assert self.conn is not None and self.table is not None
+        t, key = self.table, self.key
+        query = sa.select(sa.cast(t.c[key], sa.Text), t.c[ID], t.c[ETL_ROW_HASH]).join(
+            staging, staging.c[key] == t.c[key]
+        )
+        self.wrote(fetch_frame(self.conn, query, ROWS_SCHEMA), statements)
+
+    def lost(self) -> None:
+        """A statement of ours failed (a savepoint rolled back): what it counted is unknown."""
+        self.proven = False
+
+    def close(self) -> list[AfterCommit]:
+        """After the load's last write, in its transaction: the new snapshot, to be written
+        once the transaction committed (none if it cannot be proven)."""
+        if not self.active:
+            return []
+        assert self.conn is not None and self.table is not None
+        now = counter(self.conn, self.table.name)
+        if self.base is not None and self.proven and now == self.expected:
+            if not self.written and now == self.start:
+                return []  # nothing written: the snapshot on disk is still true
+            news = pl.concat(self.written).unique("key", keep="last")
+            rows = pl.concat([self.base.join(news, on="key", how="anti"), news])
+            return [self._writer(rows, now)]
+        started = time.perf_counter()
+        rows = self._whole_table()
+        self.build_seconds = time.perf_counter() - started
+        return [self._writer(rows, now)] if rows is not None else [self._forget]
+
+    def _whole_table(self) -> pl.DataFrame | None:
+        """The whole table read back, true at the counter's value read just before, unless
+        another writer is inside its transaction (what it wrote would be missing)."""
+        assert self.conn is not None and self.table is not None
+        writers = self.conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND relation = to_regclass(:t) "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND pid <> pg_backend_pid() AND mode = ANY(:modes)"
+            ),
+            {"t": quoted(self.conn, self.table.name), "modes": list(WRITER_LOCKS)},
+        ).scalar_one()
+        if writers:
+            return None
+        t = self.table
+        query = sa.select(sa.cast(t.c[self.key], sa.Text), t.c[ID], t.c[ETL_ROW_HASH])
+        return fetch_frame(self.conn, query, ROWS_SCHEMA)
+
+    def _writer(self, rows: pl.DataFrame, value: int) -> AfterCommit:
+        def write(engine: sa.Engine) -> None:
+            assert self.path is not None and self.table is not None
+            with engine.connect() as conn:
+                if counter(conn, self.table.name) != value:  # written over since: stale already
+                    self._forget(engine)
+                    return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            table = rows.to_arrow()
+            meta = {b"identity": self.identity.encode(), b"counter": str(value).encode()}
+            pq.write_table(table.replace_schema_metadata(meta), temporary, compression="lz4")
+            os.replace(temporary, self.path)
+
+        return write
+
+    def _forget(self, engine: sa.Engine | None = None) -> None:
+        assert self.path is not None
+        self.path.unlink(missing_ok=True)
+
+
+def opened(
+    conn: sa.Connection, flow: FlowModel, table: sa.Table, good_path: Path, empty: bool
+) -> TableSnapshot:
+    """The load's snapshot: PostgreSQL's upsert mode only (the other modes keep the server's look-up)."""
+    if conn.dialect.name != "postgresql" or flow.target.mode != "upsert":
+        return TableSnapshot()
+    return TableSnapshot(conn, table, flow.target.key, snapshot_path(good_path, table.name), empty=empty)
+
+
+def snapshot_path(good_path: Path, table: str) -> Path:
+    """``data/<flow>/.table_snapshot/<table>.parquet`` beside the partitions' folders."""
+    return good_path.parent.parent / SNAPSHOT_DIR / f"{table}.parquet"
