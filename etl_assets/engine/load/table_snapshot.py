@@ -87,14 +87,22 @@ class TableSnapshot:
         wanted = {b"identity": self.identity.encode(), b"counter": str(self.start).encode()}
         if any(meta.get(name) != value for name, value in wanted.items()):
             return None
-        return pl.read_parquet(self.path)
+        rows = pl.read_parquet(self.path)
+        return rows if rows.get_column("key").is_sorted() else rows.sort("key")
 
     def lookup(self, frame: pl.DataFrame) -> pl.DataFrame:
         """``ExistingRows``' answer (``FOUND_SCHEMA``, row for row) from the snapshot."""
         assert self.base is not None
+        keys = frame.get_column("key")
+        # the snapshot is sorted by key: a batch of a file in key order (as ERPs write them) is
+        # joined to its own range of it, not to the whole table (as the server's join does)
+        first, last = (
+            self.base.get_column("key").search_sorted(k, side)
+            for k, side in ((keys.min(), "left"), (keys.max(), "right"))
+        )
         return (
             frame.select("key", pl.col(ETL_ROW_HASH).alias("_hash"))
-            .join(self.base, on="key", how="left", maintain_order="left")
+            .join(self.base.slice(first, last - first), on="key", how="left", maintain_order="left")
             .select(
                 pl.col(ID).alias("_before_id"),
                 (pl.col(ID).is_not_null() & pl.col(ETL_ROW_HASH).eq_missing(pl.col("_hash"))).alias(
@@ -171,7 +179,7 @@ class TableSnapshot:
                     return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            table = rows.to_arrow()
+            table = rows.sort("key").to_arrow()
             meta = {b"identity": self.identity.encode(), b"counter": str(value).encode()}
             pq.write_table(table.replace_schema_metadata(meta), temporary, compression="lz4")
             os.replace(temporary, self.path)
