@@ -35,6 +35,7 @@ class Loads:
         self.engine, self.home, self.snapshots = engine, home, snapshots
         self.answers: list[list[tuple]] = []
         self.lookups: list[str] = []
+        self.built: list[str] = []
 
     def load(self, partition: str, frame: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> Outcome:
         folder = self.home / "data" / FLOW.name / partition
@@ -56,6 +57,7 @@ class Loads:
         answer = pl.read_parquet(folder / "load.parquet")
         self.answers.append(answer.select("key", "target_id", "action").rows())
         self.lookups.append(loaded.lookup)
+        self.built.append(loaded.snapshot)
         return loaded
 
     def sql(self, statement: str) -> None:
@@ -102,6 +104,12 @@ def client_delete(loads: Loads) -> None:
     loads.sql("delete from accounts where external_id = 'C000009'")
 
 
+def client_insert(loads: Loads) -> None:
+    """A row of the client's own, no row hash: not in the next delivery (the whole table is
+    then read back for the snapshot), written over by a later one."""
+    loads.sql("insert into accounts (external_id, vat_code, name) values ('K1', 'IT1', 'Del cliente')")
+
+
 def rolled_back(loads: Loads) -> None:
     with loads.engine.connect() as conn, conn.begin() as transaction:
         conn.execute(sa.text("update accounts set etl_row_hash = 1 where external_id = 'C000011'"))
@@ -116,8 +124,8 @@ def no_interference(loads: Loads) -> None:
 @pytest.mark.parametrize("bulk_first_load", [False, True], ids=["small-first-load", "bulk-first-load"])
 @pytest.mark.parametrize(
     "between",
-    [no_interference, client_update, client_delete, rolled_back],
-    ids=["nothing", "client-update", "client-delete", "rolled-back"],
+    [no_interference, client_update, client_delete, client_insert, rolled_back],
+    ids=["nothing", "client-update", "client-delete", "client-insert", "rolled-back"],
 )
 def test_a_reload_is_looked_up_in_the_snapshot_unless_someone_else_wrote(
     databases: tuple[Loads, Loads],
@@ -134,15 +142,26 @@ def test_a_reload_is_looked_up_in_the_snapshot_unless_someone_else_wrote(
         loads.load("2026-01-01", many(60), monkeypatch)  # the interference put right
         loads.load("2026-01-02", delta(), monkeypatch)  # another partition of the flow
         loads.load("2026-01-01", many(60), monkeypatch)  # back: its rows written over by the other
+        loads.load("2026-01-03", rows("C000001", "K1", name="Ultimo"), monkeypatch)
     with_snapshot, reference = databases
     assert with_snapshot.answers == reference.answers
     assert with_snapshot.stored() == reference.stored()
-    assert reference.lookups == ["server"] * 5
+    assert reference.lookups == ["server"] * 6
     after_interference = "table snapshot" if between is no_interference else "server"
     # the first load into an empty table under its lock: the empty table is its snapshot
     first = "table snapshot" if bulk_first_load else "server"
-    assert with_snapshot.lookups == [first, "table snapshot", after_interference] + ["table snapshot"] * 2
+    assert with_snapshot.lookups == [first, "table snapshot", after_interference] + ["table snapshot"] * 3
     assert with_snapshot.snapshot_file.exists()
+    # the table read back whole only when the delivery did not cover it (the client's own row)
+    rebuilt = "read whole" if between is client_insert else "the load's rows"
+    assert with_snapshot.built == [
+        "updated" if bulk_first_load else "the load's rows",
+        "kept",
+        "kept" if between is no_interference else rebuilt,
+        "updated",
+        "updated",
+        "updated",
+    ]
 
 
 def test_the_reload_after_a_client_edit_puts_its_row_back(

@@ -33,6 +33,7 @@ class Outcome:
     notes: dict[str, object] = field(default_factory=dict)
     # how a load looked up the rows it writes over: the server's join or the table's snapshot
     lookup: str = "server"
+    snapshot: str = "none"  # how the table's snapshot was made for the next load (load/table_snapshot)
     # what is written once the load's transaction committed (a table's snapshot), given the engine
     after_commit: list[Callable[[object], None]] = field(default_factory=list)
 

@@ -77,8 +77,8 @@ def load_stage(
         response.write(answer)
         outcome.add(answer)
     load.finish()
-    outcome.lookup = "table snapshot" if load.snapshot.valid else outcome.lookup
     outcome.after_commit = load.snapshot.close()
+    outcome.lookup, outcome.snapshot = load.snapshot.kind, load.snapshot.built
     return outcome
 
 
@@ -215,9 +215,7 @@ class PartitionUpsert:
     def existing(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Each prepared row's id in the target (null: a new key) and whether its stored hash
         is the row's, in the frame's order (``lookup.FOUND_SCHEMA``)."""
-        if self.snapshot.valid:
-            return self.snapshot.lookup(frame)
-        return self._lookup()(frame)
+        return self.snapshot.lookup(frame, self._lookup())
 
     def _lookup(self) -> ExistingRows:
         if self.lookup is None:
@@ -313,7 +311,9 @@ class PartitionUpsert:
             refresh = candidates.height > written.height
             if refresh:
                 self._refresh_hashes(staging)
-            self.snapshot.read_back(staging, statements=1 + refresh)
+            self.snapshot.read_back(
+                staging, statements=2 + refresh
+            )  # ON CONFLICT fires INSERT's and UPDATE's
             return written
         finally:
             staging.drop(self.conn)
