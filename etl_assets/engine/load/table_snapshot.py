@@ -99,7 +99,7 @@ class TableSnapshot:
         if any(meta.get(name) != value for name, value in wanted.items()):
             return None
         rows = pl.read_parquet(self.path)
-        return rows if rows.get_column("key").is_sorted() else rows.sort("key")
+        return by_key(rows)
 
     def lookup(self, frame: pl.DataFrame, server: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.DataFrame:
         """``ExistingRows``' answer (``FOUND_SCHEMA``, row for row) from the snapshot; without
@@ -162,8 +162,8 @@ class TableSnapshot:
             if not self.written and now == self.start:
                 self.built = "kept"
                 return []  # nothing written: the snapshot on disk is still true
-            news = pl.concat(self.written).unique("key", keep="last")
-            rows = pl.concat([self.base.join(news, on="key", how="anti"), news])
+            news = pl.concat(self.written)
+            rows = by_key(pl.concat([self.base.join(news, on="key", how="anti"), news]))
             self.built = "updated"
             return [self._writer(rows, now)]
         started = time.perf_counter()
@@ -176,7 +176,7 @@ class TableSnapshot:
         nobody else wrote since it started and they are all the table has; else read whole."""
         assert self.conn is not None and self.table is not None
         if self.quiet and self.proven and now == self.expected and self.written:
-            known = pl.concat(self.written).unique("key", keep="last")
+            known = by_key(pl.concat(self.written))
             count = self.conn.exec_driver_sql(f"SELECT count(*) FROM {quoted(self.conn, self.table.name)}")
             if count.scalar_one() == known.height:
                 self.built = "the load's rows"
@@ -202,7 +202,7 @@ class TableSnapshot:
                     return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            table = rows.sort("key").to_arrow()
+            table = by_key(rows).to_arrow()
             meta = {b"identity": self.identity.encode(), b"counter": str(value).encode()}
             pq.write_table(table.replace_schema_metadata(meta), temporary, compression="lz4")
             os.replace(temporary, self.path)
@@ -212,6 +212,16 @@ class TableSnapshot:
     def _forget(self, engine: sa.Engine | None = None) -> None:
         assert self.path is not None
         self.path.unlink(missing_ok=True)
+
+
+def by_key(rows: pl.DataFrame) -> pl.DataFrame:
+    """Rows sorted by key (sorted already: ~free), the last of a key kept. A key written twice
+    by one load is rare (a batch halved after a refusal), so the (slower) dedupe runs only then."""
+    rows = rows if rows.get_column("key").is_sorted() else rows.sort("key", maintain_order=True)
+    keys = rows.get_column("key")
+    if (keys == keys.shift(1)).any():
+        return rows.unique("key", keep="last", maintain_order=True)
+    return rows
 
 
 def other_writers(conn: sa.Connection, table: str) -> int:
