@@ -38,6 +38,14 @@ class Loads:
         self.built: list[str] = []
 
     def load(self, partition: str, frame: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> Outcome:
+        with self.engine.begin() as conn:
+            loaded = self.load_in(conn, partition, frame, monkeypatch)
+        return self.committed(partition, loaded)
+
+    def load_in(
+        self, conn: sa.Connection, partition: str, frame: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+    ) -> Outcome:
+        """The load's work in ``conn``'s transaction, which the caller commits."""
         folder = self.home / "data" / FLOW.name / partition
         folder.mkdir(parents=True, exist_ok=True)
         good = folder / "transform.parquet"
@@ -47,14 +55,14 @@ class Loads:
         with monkeypatch.context() as patch:
             if not self.snapshots:
                 patch.setattr(loader, "opened", lambda *args: TableSnapshot())
-            with (
-                StagedWriter(folder / "load.parquet", RESPONSE_SCHEMA) as response,
-                self.engine.begin() as conn,
-            ):
-                loaded = load_stage(conn, FLOW, good, response)
+            with StagedWriter(folder / "load.parquet", RESPONSE_SCHEMA) as response:
+                return load_stage(conn, FLOW, good, response)
+
+    def committed(self, partition: str, loaded: Outcome) -> Outcome:
+        """What the load step does once the load's transaction committed."""
         for write in loaded.after_commit:
             write(self.engine)
-        answer = pl.read_parquet(folder / "load.parquet")
+        answer = pl.read_parquet(self.home / "data" / FLOW.name / partition / "load.parquet")
         self.answers.append(answer.select("key", "target_id", "action").rows())
         self.lookups.append(loaded.lookup)
         self.built.append(loaded.snapshot)
@@ -193,3 +201,30 @@ def test_a_snapshot_of_another_table_of_the_same_name_is_not_used(
     loads.sql(f"select setval('etl_changes_accounts', {value})")
     assert loads.load("2026-01-01", many(60), monkeypatch).lookup == "server"
     assert loads.answers[-1] == [(k, i, "inserted") for k, i, _ in loads.answers[-1]]
+
+
+def test_loads_side_by_side_leave_no_snapshot_the_next_load_could_trust(
+    databases: tuple[Loads, Loads], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two partitions' loads at the same time, the second committing while the first is still
+    open: neither can prove the other's rows into a snapshot; the next load looks up on the
+    server and the table is what it is without snapshots."""
+    for loads in databases:
+        loads.load("2026-01-01", many(60), monkeypatch)
+        with loads.engine.connect() as first:
+            first.begin()
+            opened = loads.load_in(
+                first, "2026-01-01", many(60).with_columns(name=pl.lit("Primo")), monkeypatch
+            )
+            # other keys (the same ones would wait for the first's row locks): commits while it is open
+            loads.load("2026-01-02", rows("N7", "N8"), monkeypatch)
+            first.commit()
+        loads.committed("2026-01-01", opened)
+        loads.load("2026-01-01", many(60), monkeypatch)
+    with_snapshot, reference = databases
+    assert with_snapshot.answers == reference.answers
+    assert with_snapshot.stored() == reference.stored()
+    assert with_snapshot.lookups[-1] == "server"
+    # the second: another writer open when it looked (none); the first: its own writes proven in
+    # its transaction (updated), but the counter had moved at its commit: not written either
+    assert with_snapshot.built[1:3] == ["none", "updated"]
