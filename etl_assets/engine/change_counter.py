@@ -1,8 +1,9 @@
 """A target table's change counter (issue 23): a sequence that a statement-level trigger
-advances once per statement writing the table's key, id, row hash or mapped columns, whoever
-runs it (a client's SQL, a rolled-back load). Not transactional: nothing waits on it, and a
-value nobody accounted for only makes the next load look up on the server again
-(engine/load/table_snapshot.py). A link's UPDATE of its reference column does not advance it.
+advances once per statement writing the table's key, id or row hash (all a re-load's
+look-up answers with), whoever runs it (a client's SQL, a rolled-back load). Not
+transactional: nothing waits on it, and a value nobody accounted for only makes the next
+load look up on the server again (engine/load/table_snapshot.py). A link's UPDATE of its
+reference column does not advance it.
 """
 
 from __future__ import annotations
