@@ -138,7 +138,10 @@ def _load(flow: Any, stage: Any, engine: Any) -> Any:
     from etl_assets.engine.staging import StagedWriter
 
     with StagedWriter(stage.file("load.parquet"), RESPONSE_SCHEMA) as response, engine.begin() as conn:
-        return load_stage(conn, flow, stage.file("transform.parquet"), response)
+        loaded = load_stage(conn, flow, stage.file("transform.parquet"), response)
+    for write in getattr(loaded, "after_commit", ()):  # the table's snapshot, as FlowSteps._load
+        write(engine)
+    return loaded
 
 
 def prepared_home(delta: bool = False) -> str:

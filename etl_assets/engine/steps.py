@@ -296,6 +296,8 @@ class FlowSteps:
             self._stage_done(conn, key, "load", loaded, started, response.path)
         if self.ledger is not None:
             self.ledger.committed()
+        for write in loaded.after_commit:  # the table's snapshot: true only once committed
+            write(engine)
         return loaded
 
     def record_load(self, conn: sa.Connection, key: str, loaded: Outcome) -> None:

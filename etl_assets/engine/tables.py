@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from etl_assets.engine.change_counter import install_counter
 from etl_assets.engine.ddl import create_missing, lock_ddl
 from etl_assets.model.flow import FlowModel, MapField
 from etl_assets.model.load_modes import HISTORY_COLUMNS
@@ -111,6 +112,11 @@ def ensure_table(conn: sa.Connection, flow: FlowModel) -> sa.Table:
     add_missing_columns(conn, table, None if flow.schema_drift == "evolve" else ADDED_META_COLUMNS)
     if conn.dialect.name == "postgresql":
         as_found(conn, table)
+        if flow.target.mode == "upsert":  # a re-load's snapshot is checked by it (load/table_snapshot)
+            # only what a look-up answers with: a client's edit of another column changes no answer
+            # (the stored hash still says unchanged, as the server's join would), and a column
+            # a trigger names cannot change its type (ALTER TABLE ... TYPE) while it stands
+            install_counter(conn, table, [flow.target.key, ID, ETL_ROW_HASH])
     return table
 
 

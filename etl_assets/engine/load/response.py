@@ -3,6 +3,7 @@ id, the action and the reason; and its tallies over a partition."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -30,6 +31,11 @@ class Outcome:
     column_types: dict[str, str] = field(default_factory=dict)
     # what a load mode did beside the rows (a snapshot's deletions), for the load's metadata
     notes: dict[str, object] = field(default_factory=dict)
+    # how a load looked up the rows it writes over: the server's join or the table's snapshot
+    lookup: str = "server"
+    snapshot: str = "none"  # how the table's snapshot was made for the next load (load/table_snapshot)
+    # what is written once the load's transaction committed (a table's snapshot), given the engine
+    after_commit: list[Callable[[object], None]] = field(default_factory=list)
 
     def add(self, answer: pl.DataFrame) -> None:
         """Count one batch's response frame."""

@@ -81,11 +81,13 @@ def fetch_frame(
     return pg().copy_out(conn, query, schema, params)
 
 
-def fetch_arrays(conn: sa.Connection, statement: sa.Executable) -> list[np.ndarray]:
+def fetch_arrays(
+    conn: sa.Connection, statement: sa.Executable, raw: frozenset[int] = frozenset()
+) -> list[np.ndarray]:
     """PostgreSQL: the one row of a query whose columns are arrays of fixed-width values
     without nulls (``array_agg``), decoded from binary COPY into NumPy arrays. A million
     values come back as one message of a few MB, not a million rows of COPY."""
-    return pg().copy_out_arrays(conn, *_bound(conn, statement))
+    return pg().copy_out_arrays(conn, *_bound(conn, statement), raw=raw)
 
 
 def _bound(conn: sa.Connection, statement: sa.Executable) -> tuple[str, dict | None]:

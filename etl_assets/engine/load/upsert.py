@@ -26,6 +26,7 @@ from etl_assets.engine.load.lookup import ExistingRows
 from etl_assets.engine.load.refusals import RowRefusedInBulk, database_errors, database_message, row_fault
 from etl_assets.engine.load.response import ACTIONS, RESPONSE_SCHEMA, Outcome, in_order, refused_answer
 from etl_assets.engine.load.sql import dialect_insert, fetch_frame, pg, stage_rows
+from etl_assets.engine.load.table_snapshot import TableSnapshot, opened
 from etl_assets.engine.staging import StagedWriter, count_rows, read_batches
 from etl_assets.engine.tables import (
     ETL_LOADED_AT,
@@ -67,6 +68,7 @@ def load_stage(
         load = PartitionUpsert(
             conn, flow, expected_rows=count_rows(good_path), bulk=bulk, object_id=object_id
         )
+    load.snapshot = opened(conn, flow, load.table, good_path, load.locked and load.empty)
     fit = TargetFit.read(conn, flow)
     outcome = Outcome(dict.fromkeys(ACTIONS, 0), column_types=column_types(load.table, conn.dialect))
     batches = read_batches(good_path, min_rows=LOAD_BATCH_ROWS)
@@ -75,6 +77,8 @@ def load_stage(
         response.write(answer)
         outcome.add(answer)
     load.finish()
+    outcome.after_commit = load.snapshot.close()
+    outcome.lookup, outcome.snapshot = load.snapshot.kind, load.snapshot.built
     return outcome
 
 
@@ -140,6 +144,7 @@ class PartitionUpsert:
         self.expected_rows = expected_rows
         self.rebuild: list[str] = []
         self.lookup: ExistingRows | None = None
+        self.snapshot = TableSnapshot()  # a re-load's look-up without the server (load_stage's)
         self.locked = self.empty and expected_rows >= INITIAL_LOAD_MIN_ROWS
         if self.locked:
             conn.exec_driver_sql(f'LOCK TABLE "{self.table.name}" IN ACCESS EXCLUSIVE MODE')
@@ -210,7 +215,7 @@ class PartitionUpsert:
     def existing(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Each prepared row's id in the target (null: a new key) and whether its stored hash
         is the row's, in the frame's order (``lookup.FOUND_SCHEMA``)."""
-        return self._lookup()(frame)
+        return self.snapshot.lookup(frame, self._lookup())
 
     def _lookup(self) -> ExistingRows:
         if self.lookup is None:
@@ -224,7 +229,7 @@ class PartitionUpsert:
         of n cost about k * log2(n) more rounds, paid only when a row is refused."""
         if not self.postgres or good.height == 0:
             return self.batch(good)
-        if not self.empty:
+        if not (self.empty or self.snapshot.valid):
             self._lookup().ready()  # its temporary table made outside the savepoint
         try:
             with self.conn.begin_nested():
@@ -232,6 +237,7 @@ class PartitionUpsert:
         except database_errors() as exc:
             if not row_fault(exc):
                 raise
+            self.snapshot.lost()
             if good.height == 1:
                 reason = f"refused by the database: {database_message(exc)}"
                 refused = good.select(LINE).with_columns(
@@ -258,6 +264,7 @@ class PartitionUpsert:
                 )
                 next_id += good.height
                 write(rows)
+                self.snapshot.wrote(rows, statements=0)  # the one COPY counted at its end
                 yield rows.select(
                     LINE,
                     "key",
@@ -265,6 +272,7 @@ class PartitionUpsert:
                     pl.lit("inserted").alias("action"),
                     pl.lit(None, pl.String).alias("reason"),
                 ).cast(RESPONSE_SCHEMA)
+        self.snapshot.wrote(pl.DataFrame(), statements=1)
 
     def _copy_new(self, new: pl.DataFrame) -> pl.DataFrame | None:
         """COPY keys that were not in the table straight into it, with ids taken from the
@@ -275,6 +283,7 @@ class PartitionUpsert:
             pg().copy_rows(self.conn, self.table, rows, [ID, *self.columns])
         elif not _copy_new_rows(self.conn, self.table, rows, [ID, *self.columns]):
             return None
+        self.snapshot.wrote(rows)
         return rows.select("key", pl.col(ID).alias("_written_id"))
 
     def _upsert(self, candidates: pl.DataFrame) -> pl.DataFrame:
@@ -299,8 +308,12 @@ class PartitionUpsert:
                 where=changed,
             ).returning(sa.cast(table.c[key], sa.Text), table.c[ID])
             written = fetch_frame(self.conn, upsert, WRITTEN_SCHEMA)
-            if candidates.height > written.height:
+            refresh = candidates.height > written.height
+            if refresh:
                 self._refresh_hashes(staging)
+            self.snapshot.read_back(
+                staging, statements=2 + refresh
+            )  # ON CONFLICT fires INSERT's and UPDATE's
             return written
         finally:
             staging.drop(self.conn)

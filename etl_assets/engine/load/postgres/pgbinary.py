@@ -210,9 +210,10 @@ def _packed(run: list[np.ndarray]) -> pa.Array:
 ARRAY_TYPES = {20: ">i8", 23: ">i4", 21: ">i2", 16: "?"}  # int8, int4, int2, bool: element oid -> dtype
 
 
-def decode_arrays(data: bytes) -> list[np.ndarray]:
+def decode_arrays(data: bytes, raw: frozenset[int] = frozenset()) -> list[np.ndarray]:
     """The columns of a binary COPY holding one row of one-dimensional arrays without nulls
-    (an empty or NULL array: an empty result), each as a NumPy array in native byte order."""
+    (an empty or NULL array: an empty result), each as a NumPy array in native byte order;
+    the fields numbered in ``raw`` (a ``bytea``) as their bytes (``uint8``)."""
     view = memoryview(data)
     at = len(HEADER)
     (fields,) = np.frombuffer(view[at : at + 2], ">i2")
@@ -222,7 +223,11 @@ def decode_arrays(data: bytes) -> list[np.ndarray]:
         (length,) = np.frombuffer(view[at : at + 4], ">i4")
         at += 4
         if length <= 0:
-            columns.append(np.empty(0, np.int64))
+            columns.append(np.empty(0, np.uint8 if len(columns) in raw else np.int64))
+            continue
+        if len(columns) in raw:
+            columns.append(np.frombuffer(view[at : at + length], np.uint8))
+            at += int(length)
             continue
         ndim, has_null, oid = np.frombuffer(view[at : at + 12], ">i4")
         if has_null or ndim != 1:

@@ -145,12 +145,14 @@ def copy_out(
     return pl.read_csv(buffer, has_header=False, new_columns=names, schema=schema)
 
 
-def copy_out_arrays(conn: sa.Connection, query: str, params: dict | None = None) -> list[np.ndarray]:
-    """The one row of a query of array columns, by binary COPY, as NumPy arrays."""
+def copy_out_arrays(
+    conn: sa.Connection, query: str, params: dict | None = None, raw: frozenset[int] = frozenset()
+) -> list[np.ndarray]:
+    """The one row of a query of array columns (``raw``: of ``bytea``), by binary COPY, as NumPy arrays."""
     statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT binary)").format(sql.SQL(query))  # type: ignore[arg-type]
     with (
         conn.connection.driver_connection.cursor() as cursor,
         cursor.copy(statement, params) as copy,
     ):
         data = b"".join(copy)
-    return pgbinary.decode_arrays(data)
+    return pgbinary.decode_arrays(data, raw)
