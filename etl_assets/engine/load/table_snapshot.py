@@ -258,6 +258,7 @@ def whole_table(conn: sa.Connection, table: str, key: str) -> pl.DataFrame:
     offsets = np.zeros(len(ids) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     keys = pa.LargeStringArray.from_buffers(len(ids), pa.py_buffer(offsets), pa.py_buffer(blob))
+    missing = pl.Series("_missing", missing).cast(pl.Boolean)  # an empty table's arrays have no type
     frame = pl.DataFrame({"key": pl.from_arrow(keys), ID: ids, ETL_ROW_HASH: hashes, "_missing": missing})
     hashed = pl.when(~pl.col("_missing")).then(pl.col(ETL_ROW_HASH)).alias(ETL_ROW_HASH)
     return frame.select("key", ID, hashed).cast(ROWS_SCHEMA)
