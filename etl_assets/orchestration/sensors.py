@@ -12,8 +12,16 @@ from etl_assets.model.flow import FlowModel
 from etl_assets.resources.files import FilesResource
 
 # a file that arrived goes before a backfill's queued chunks: the run queue takes the highest
-# dagster/priority first (FIFO among equals), so a 5-minute flow is not held for a backfill
+# dagster/priority first (FIFO among equals), so a 5-minute flow is not held for a backfill;
+# and a flow's arrivals run one at a time (ARRIVAL_TAG, limited in dagster.yaml), so files
+# arriving faster than their runs end cannot take every slot and starve the backfill
 ARRIVAL_PRIORITY = {"dagster/priority": "10"}
+ARRIVAL_TAG = "etl_assets/arrival"
+
+
+def arrival_tags(flow: FlowModel) -> dict[str, str]:
+    """The tags of a run a file's arrival asks for."""
+    return {**ARRIVAL_PRIORITY, ARRIVAL_TAG: flow.name}
 
 
 def file_sensor(
@@ -58,7 +66,7 @@ def file_sensor(
                     dg.RunRequest(
                         run_key=f"{remote.name}:{remote.size}:{int(remote.mtime)}",
                         partition_key=key,
-                        tags=ARRIVAL_PRIORITY,
+                        tags=arrival_tags(flow),
                     )
                 )
                 done[remote.name] = key
@@ -125,7 +133,7 @@ def catch_up_schedule(
                     dg.RunRequest(
                         run_key=f"{remote.name}:{remote.size}:{int(remote.mtime)}",
                         partition_key=key,
-                        tags=ARRIVAL_PRIORITY,
+                        tags=arrival_tags(flow),
                     )
                 )
         return requests or dg.SkipReason("every file in the folder has been extracted")
