@@ -179,4 +179,5 @@ def test_two_backfills_of_one_partition_run_one_after_the_other(isolated_env: Pa
         ("dagster/partition", 1),
         ("dagster/asset_partition_range_start", 1),
         ("dagster/backfill", 2),
+        ("etl_assets/arrival", 1),  # a flow's file arrivals one at a time
     }
