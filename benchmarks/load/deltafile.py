@@ -11,14 +11,12 @@ it links as the delta does. Which row is what follows from a hash of its row num
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import polars as pl
 
-from benchmarks.load.common import CACHE, log
-from benchmarks.load.generator import CHUNK_ROWS, GENERATOR_VERSION, SEED, companies_frame
+from benchmarks.load.common import CACHE
+from benchmarks.load.generator import CHUNK_ROWS, GENERATOR_VERSION, SEED, cached, companies_frame
 
 DELTA_VERSION = 1
 BUCKETS = 100_000
@@ -123,12 +121,5 @@ def missing_file(delta: Path) -> Path:
 def cached_delta(rows: int) -> tuple[Path, dict[str, int]]:
     """The delta of the first file of ``rows`` rows, generated once per row count under CACHE."""
     path = CACHE / f"companies_v{GENERATOR_VERSION}_{rows}_delta_v{DELTA_VERSION}.csv"
-    facts = path.with_suffix(".json")
-    if path.exists() and facts.exists() and missing_file(path).exists():
-        return path, json.loads(facts.read_text())
-    log(f"generating the delta of {rows:,} rows into {path}")
-    started = time.perf_counter()
-    meta = write_delta_csv(path, rows)
-    facts.write_text(json.dumps(meta))
-    log(f"generated {meta['bytes'] / 1e6:.0f} MB in {time.perf_counter() - started:.1f} s")
-    return path, meta
+    what = f"the delta of {rows:,} rows"
+    return cached(path, lambda: write_delta_csv(path, rows), what, beside=(missing_file(path),))

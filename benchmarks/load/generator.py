@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 
@@ -122,12 +123,20 @@ def write_companies_csv(path: Path, rows: int, offset: int = 0, seed: int = SEED
 def cached_file(rows: int) -> tuple[Path, dict[str, int]]:
     """The companies file of ``rows`` rows, generated once per row count under CACHE."""
     path = CACHE / f"companies_v{GENERATOR_VERSION}_{rows}.csv"
+    return cached(path, lambda: write_companies_csv(path, rows), f"{rows:,} rows")
+
+
+def cached(
+    path: Path, write: Callable[[], dict[str, int]], what: str, beside: tuple[Path, ...] = ()
+) -> tuple[Path, dict[str, int]]:
+    """``path`` and its facts (``<path>.json``), written by ``write`` unless they (and the
+    files ``beside`` it) are in the cache already."""
     facts = path.with_suffix(".json")
-    if path.exists() and facts.exists():
+    if path.exists() and facts.exists() and all(p.exists() for p in beside):
         return path, json.loads(facts.read_text())
-    log(f"generating {rows:,} rows into {path}")
+    log(f"generating {what} into {path}")
     started = time.perf_counter()
-    meta = write_companies_csv(path, rows)
+    meta = write()
     facts.write_text(json.dumps(meta))
     log(f"generated {meta['bytes'] / 1e6:.0f} MB in {time.perf_counter() - started:.1f} s")
     return path, meta

@@ -27,9 +27,8 @@ def install_counter(conn: sa.Connection, table: sa.Table, watched: list[str]) ->
     lock_ddl(conn)
     if _watches(conn, table, watched):
         return
-    quote = conn.dialect.identifier_preparer.quote
-    sequence, name = quote(counter_name(table.name)), quote(table.name)
-    columns = ", ".join(quote(c) for c in dict.fromkeys(watched))
+    sequence, name = quoted(conn, counter_name(table.name)), quoted(conn, table.name)
+    columns = ", ".join(quoted(conn, c) for c in dict.fromkeys(watched))
     literal = "'" + sequence.replace("'", "''") + "'"
     conn.exec_driver_sql(f"CREATE SEQUENCE IF NOT EXISTS {sequence} CACHE 1")
     conn.exec_driver_sql(
@@ -37,7 +36,7 @@ def install_counter(conn: sa.Connection, table: sa.Table, watched: list[str]) ->
         "$$ BEGIN PERFORM nextval(TG_ARGV[0]::regclass); RETURN NULL; END $$"
     )
     conn.exec_driver_sql(
-        f"CREATE OR REPLACE TRIGGER {quote(counter_name(table.name))} AFTER INSERT OR DELETE OR TRUNCATE "
+        f"CREATE OR REPLACE TRIGGER {sequence} AFTER INSERT OR DELETE OR TRUNCATE "
         f"OR UPDATE OF {columns} ON {name} FOR EACH STATEMENT "
         f"EXECUTE FUNCTION {COUNT_FUNCTION}({literal})"
     )
