@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO, NoReturn
+from uuid import uuid4
 
 import polars as pl
 
@@ -23,8 +24,17 @@ from etl_assets.engine.catcher import ERROR_COLUMNS
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
 from etl_assets.engine.deliveries import back_up, file_sha256, keep_current, keep_delivery
 from etl_assets.engine.partition_keys import source_file_name
-from etl_assets.engine.staging import PartitionStage, StagedWriter, prefetched
+from etl_assets.engine.reuse import extract_tags, same_delivery, staged_columns
+from etl_assets.engine.staging import (
+    MADE_TAG,
+    SHA256_TAG,
+    PartitionStage,
+    StagedWriter,
+    count_rows,
+    prefetched,
+)
 from etl_assets.model.flow import FlowModel
+from etl_assets.model.versions import stage_version
 from etl_assets.resources.files import FilesResource, RemoteFile
 from etl_assets.resources.folders import FoldersResource
 
@@ -54,6 +64,7 @@ class Extracted:
     rows: int
     columns: list[str]
     extra_columns: list[str] = field(default_factory=list)
+    reused: bool = False  # the same bytes as the staged extract's, by the same version: not parsed again
 
 
 def previous_sha256(flow: FlowModel, start: datetime, stage: PartitionStage) -> str | None:
@@ -349,19 +360,28 @@ def extract_partition(
     of records at a time (memory holds a block, not the file)."""
     stage = PartitionStage(flow.name, partition_key, folders)
     file_name = source_file_name(flow, start)
+    staged = stage.file("extract.parquet")
     columns: list[str] = []
     # leaving the keeper waits for the checksum and the backup, whatever the parse did
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="keep") as keeper:
         raw_path, kept, listed = fetch(flow, start, files, stage, folders, keeper)
-        with (
-            raw_path.open("rb") as handle,
-            StagedWriter(stage.file("extract.parquet")) as writer,
-            # closed first, whatever happened: the reading thread stops before the file closes
-            closing(parse_stream(handle, flow, file_name)) as frames,
-        ):
-            for frame in frames:
-                writer.write(frame)
-                columns = columns or [c for c in frame.columns if c not in (LINE, SOURCE_FILE)]
+        made_from = extract_tags(file_name, listed.size, stage_version(flow, "extract"))
+        parsed_from = same_delivery(staged, made_from)
+        # the very bytes the staged file was parsed from, by this version: parsing is skipped
+        if reused := parsed_from is not None and parsed_from == kept.result():
+            rows, columns = count_rows(staged), staged_columns(staged)
+        else:
+            with (
+                raw_path.open("rb") as handle,
+                StagedWriter(staged, tags={**made_from, MADE_TAG: uuid4().hex}) as writer,
+                # closed first, whatever happened: the reading thread stops before the file closes
+                closing(parse_stream(handle, flow, file_name)) as frames,
+            ):
+                for frame in frames:
+                    writer.write(frame)
+                    columns = columns or [c for c in frame.columns if c not in (LINE, SOURCE_FILE)]
+                writer.tags[SHA256_TAG] = kept.result()  # the file records the bytes it holds
+            rows = writer.rows
     digest = kept.result()
     mapped = {flow.source_column(n) for n in flow.map}
     return Extracted(
@@ -370,7 +390,8 @@ def extract_partition(
         raw_path=raw_path,
         sha256=digest,
         size=listed.size,
-        rows=writer.rows,
+        rows=rows,
         columns=columns,
         extra_columns=[c for c in columns if c not in mapped],
+        reused=reused,
     )

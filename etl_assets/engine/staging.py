@@ -28,6 +28,14 @@ from etl_assets.resources.folders import FoldersResource
 
 T = TypeVar("T")
 LOCK_FILE = ".lock"
+# What a staged file records it was made from (``StagedWriter(tags=...)``): a step whose input
+# and version are those of its staged output reuses the output instead of computing it again.
+MADE_TAG = "etl_made"  # one per write: a file written again is another input, even from the same bytes
+VERSION_TAG = "etl_stage_version"
+SOURCE_TAG = "etl_source_file"
+SIZE_TAG = "etl_source_size"
+SHA256_TAG = "etl_source_sha256"
+INPUT_TAG = "etl_input"  # the MADE_TAG of the staged file the step read
 # the staged files a step reads, written by the steps before it: a step re-run alone needs them
 STEP_INPUTS = {
     "transform": ("extract.parquet",),
@@ -140,10 +148,14 @@ class StagedWriter:
     """One parquet file written a batch (row group) at a time; it appears under its name
     only when complete, so a failed step never leaves half a file for the next one."""
 
-    def __init__(self, path: Path, schema: dict[str, pl.DataType] | None = None) -> None:
+    def __init__(
+        self, path: Path, schema: dict[str, pl.DataType] | None = None, tags: dict[str, str] | None = None
+    ) -> None:
         self.path = path
         self.partial = path.with_name(partial_name(path.name))
         self.schema = schema
+        # key-value metadata of the file (``staged_tags``): what it was made from, set until close
+        self.tags: dict[str, str] = dict(tags or {})
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None
         self._thread: _WriterThread | None = None
@@ -177,7 +189,9 @@ class StagedWriter:
     def close(self) -> Path:
         """Finish the file; with no batch written, an empty file of ``schema``."""
         if self._writer is None:
-            pl.DataFrame(schema=self.schema or {}).write_parquet(self.partial)
+            empty = pl.DataFrame(schema=self.schema or {}).to_arrow()
+            tagged = empty.replace_schema_metadata({**(empty.schema.metadata or {}), **self.tags})
+            pq.write_table(tagged, self.partial)
         else:
             assert self._thread is not None
             try:
@@ -185,6 +199,8 @@ class StagedWriter:
             except BaseException:
                 self.abort()
                 raise
+            if self.tags:
+                self._writer.add_key_value_metadata(self.tags)
             self._writer.close()
         self.partial.replace(self.path)
         return self.path
@@ -251,6 +267,17 @@ def _frame(table: pa.Table) -> pl.DataFrame:
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+def staged_tags(path: Path) -> dict[str, str]:
+    """The key-value metadata a ``StagedWriter`` wrote into the file; none for a missing file."""
+    if not path.is_file():
+        return {}
+    try:
+        found = pq.read_metadata(path).metadata or {}
+    except (OSError, pa.ArrowException):  # unreadable: nothing can be reused from it
+        return {}
+    return {k.decode(): v.decode() for k, v in found.items() if not k.startswith(b"ARROW:")}
 
 
 def count_rows(path: Path) -> int:

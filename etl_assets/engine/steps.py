@@ -83,6 +83,7 @@ class TransformOutcome:
     good_rows: int
     collapsed: int
     caught: CaughtErrors
+    reused: bool = False  # the staged outputs of an earlier run from the same extract and version
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,9 @@ class FlowSteps:
             stage.error_file("transform"),
             self.flow.source.delimiter,
         )
-        return TransformOutcome(result.rows_in, result.good_rows, result.collapsed.height, caught)
+        return TransformOutcome(
+            result.rows_in, result.good_rows, result.collapsed.height, caught, result.reused
+        )
 
     def load(self, key: str, engine: sa.Engine) -> LoadOutcome:
         """The upsert of the partition's good rows, in one transaction; then ``on_load_commit``,

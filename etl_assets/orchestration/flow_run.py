@@ -307,6 +307,7 @@ class FlowRun:
             "bytes": result.size,
             "raw_path": result.raw_path,
             "schema_drift": result.extra_columns,
+            "reused_staged_extract": result.reused,
         }
         verdicts = extract_verdicts(
             {key: result.extra_columns} if result.extra_columns else {},
@@ -319,7 +320,7 @@ class FlowRun:
         outcome = steps.transform(key)
         tally.rows_in, tally.rows_out = outcome.rows_in, outcome.good_rows
         tally.caught.append(outcome.caught)
-        extra = {"collapsed_duplicates": outcome.collapsed}
+        extra = {"collapsed_duplicates": outcome.collapsed, "reused_staged_output": outcome.reused}
         return self.finish("transform", tally, extra, [steps.rejected_rows(tally)])
 
     def load(self, key: str, steps: FlowSteps, database: DatabaseResource, state: RunState) -> StepReport:

@@ -8,13 +8,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import uuid4
 
 import polars as pl
 
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
-from etl_assets.engine.staging import StagedWriter, read_batches
+from etl_assets.engine.reuse import reusable_outputs
+from etl_assets.engine.staging import (
+    INPUT_TAG,
+    MADE_TAG,
+    VERSION_TAG,
+    StagedWriter,
+    count_rows,
+    read_batches,
+    staged_tags,
+)
 from etl_assets.engine.transform.maps import apply_map
 from etl_assets.model.flow import FlowModel
+from etl_assets.model.versions import stage_version
 
 KEPT_LINE = "_kept_line"
 GROUP = "_group"
@@ -31,6 +42,7 @@ class Transformed:
     rejected_rows: int  # in transform_rejected.parquet: _line, _error_field, _error_reason
     collapsed: pl.DataFrame  # _line, _kept_line: exact copies of an earlier row
     rows_in: int
+    reused: bool = False  # the staged outputs of an earlier run from the same input and version
 
 
 def collapse_exact_duplicates(extracted: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -89,12 +101,16 @@ def transform_stage(flow: FlowModel, extract_path: Path, out_dir: Path) -> Trans
     first_pass = out_dir / "transform_first_pass.parquet"  # before duplicates are taken out
     scratch = out_dir / "transform_groups.parquet"
     failed_path = out_dir / "transform_failed.parquet"
+    tags = _made_from(flow, extract_path)
+    if tags and (reused := _reused(out_dir, tags, extract_path)) is not None:
+        return reused
+    tags = {**tags, MADE_TAG: uuid4().hex} if tags else {}
     rows_in = 0
     try:
         with (
-            StagedWriter(first_pass) as good,
+            StagedWriter(first_pass, tags=tags) as good,
             StagedWriter(scratch) as groups,
-            StagedWriter(failed_path, REJECTED_SCHEMA) as failed,
+            StagedWriter(failed_path, REJECTED_SCHEMA, tags=tags) as failed,
         ):
             for batch in read_batches(extract_path):
                 mapped, batch_groups = _map_batch(flow, batch)
@@ -105,13 +121,15 @@ def transform_stage(flow: FlowModel, extract_path: Path, out_dir: Path) -> Trans
                 rows_in += batch.height
         collapsed, losers = _duplicates(flow, extract_path, first_pass, scratch, rows_in)
         rejected_path = out_dir / "transform_rejected.parquet"
-        with StagedWriter(out_dir / "transform_collapsed.parquet", COLLAPSED_SCHEMA) as written:
+        with StagedWriter(out_dir / "transform_collapsed.parquet", COLLAPSED_SCHEMA, tags=tags) as written:
             written.write(collapsed)
         # transform.parquet comes last, and only whole: a step killed before it leaves none
         if collapsed.height or losers.height:
             excluded = pl.concat([collapsed.get_column(LINE), losers.get_column(LINE)]).implode()
-            rejected_rows = _write_rejected(rejected_path, failed_path, collapsed.get_column(LINE), losers)
-            good_rows = _rewrite_without(first_pass, good_path, excluded)
+            rejected_rows = _write_rejected(
+                rejected_path, failed_path, collapsed.get_column(LINE), losers, tags
+            )
+            good_rows = _rewrite_without(first_pass, good_path, excluded, tags)
         else:  # nothing to take out or merge in: the staged failures are the rejected rows
             good_rows, rejected_rows = good.rows, failed.rows
             failed_path.replace(rejected_path)
@@ -122,11 +140,13 @@ def transform_stage(flow: FlowModel, extract_path: Path, out_dir: Path) -> Trans
     return Transformed(good_rows=good_rows, rejected_rows=rejected_rows, collapsed=collapsed, rows_in=rows_in)
 
 
-def _write_rejected(path: Path, failed_path: Path, collapsed: pl.Series, losers: pl.DataFrame) -> int:
+def _write_rejected(
+    path: Path, failed_path: Path, collapsed: pl.Series, losers: pl.DataFrame, tags: dict[str, str]
+) -> int:
     """The rows the map failed (less collapsed copies) and the duplicates that lost, in line
     order, a batch at a time: a file whose every row fails never sits whole in memory."""
     pending = losers.sort(LINE)
-    with StagedWriter(path, REJECTED_SCHEMA) as writer:
+    with StagedWriter(path, REJECTED_SCHEMA, tags=tags) as writer:
         for batch in read_batches(failed_path):
             batch = batch.filter(~pl.col(LINE).is_in(collapsed.implode()))
             if batch.height == 0:
@@ -136,6 +156,31 @@ def _write_rejected(path: Path, failed_path: Path, collapsed: pl.Series, losers:
             pending = pending.filter(pl.col(LINE) > last)
         writer.write(pending)
     return writer.rows
+
+
+OUTPUTS = ("transform_collapsed.parquet", "transform_rejected.parquet", "transform.parquet")
+
+
+def _made_from(flow: FlowModel, extract_path: Path) -> dict[str, str]:
+    """What this transform's outputs are made from: the staged extract (the one write of it
+    that its tag names) and this version of transform; nothing when the extract has no tag."""
+    made = staged_tags(extract_path).get(MADE_TAG)
+    return {INPUT_TAG: made, VERSION_TAG: stage_version(flow, "transform")} if made else {}
+
+
+def _reused(out_dir: Path, made_from: dict[str, str], extract_path: Path) -> Transformed | None:
+    """The staged outputs of an earlier run, when all three were made by one run from the very
+    extract and version this one would use (a re-delivery of identical bytes, a replay, a retry)."""
+    if not reusable_outputs(out_dir, OUTPUTS, made_from):
+        return None
+    collapsed = pl.read_parquet(out_dir / OUTPUTS[0]).cast(COLLAPSED_SCHEMA)
+    return Transformed(
+        good_rows=count_rows(out_dir / OUTPUTS[2]),
+        rejected_rows=count_rows(out_dir / OUTPUTS[1]),
+        collapsed=collapsed,
+        rows_in=count_rows(extract_path),
+        reused=True,
+    )
 
 
 def _map_batch(flow: FlowModel, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -182,9 +227,9 @@ def _duplicates(
     return collapsed.cast(COLLAPSED_SCHEMA), losers.cast(REJECTED_SCHEMA)
 
 
-def _rewrite_without(source: Path, path: Path, lines: pl.Series) -> int:
+def _rewrite_without(source: Path, path: Path, lines: pl.Series, tags: dict[str, str]) -> int:
     """``source`` written to ``path``, batch for batch, without these lines; the rows left."""
-    with StagedWriter(path) as writer:
+    with StagedWriter(path, tags=tags) as writer:
         for batch in read_batches(source):
             writer.write(batch.filter(~pl.col(LINE).is_in(lines)))
     return writer.rows
