@@ -240,9 +240,8 @@ class FlowSteps:
             stage.error_file("transform"),
             self.flow.source.delimiter,
         )
-        return TransformOutcome(
-            result.rows_in, result.good_rows, result.collapsed.height, caught, result.reused
-        )
+        counts = (result.rows_in, result.good_rows, result.collapsed.height)
+        return TransformOutcome(*counts, caught, result.reused)
 
     def load(self, key: str, engine: sa.Engine) -> LoadOutcome:
         """The upsert of the partition's good rows, in one transaction; then ``on_load_commit``,
@@ -299,8 +298,7 @@ class FlowSteps:
             self._stage_done(conn, key, "load", loaded, started, response.path)
         if self.ledger is not None:
             self.ledger.committed()
-        for write in loaded.after_commit:  # the table's snapshot: true only once committed
-            write(engine)
+        loaded.committed(engine)  # the table's snapshot: true only once committed
         return loaded
 
     def record_load(self, conn: sa.Connection, key: str, loaded: Outcome) -> None:
@@ -355,6 +353,7 @@ class FlowSteps:
             self._stage_done(conn, key, "link", linked, started, response.path)
         if self.ledger is not None:
             self.ledger.committed()
+        linked.committed(engine)  # the links snapshot: true only once committed
         field_name = self.flow.source_column(self.flow.links[0].field) if self.flow.links else ""
         caught = catcher.catch(
             "link",

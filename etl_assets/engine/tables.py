@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from etl_assets.engine.change_counter import install_counter
+from etl_assets.engine.change_counter import LINKS, install_counter, links_counter_name
 from etl_assets.engine.ddl import create_missing, lock_ddl
 from etl_assets.model.flow import FlowModel, MapField
 from etl_assets.model.load_modes import HISTORY_COLUMNS
@@ -116,7 +116,13 @@ def ensure_table(conn: sa.Connection, flow: FlowModel) -> sa.Table:
             # only what a look-up answers with: a client's edit of another column changes no answer
             # (the stored hash still says unchanged, as the server's join would), and a column
             # a trigger names cannot change its type (ALTER TABLE ... TYPE) while it stands
-            install_counter(conn, table, [flow.target.key, ID, ETL_ROW_HASH])
+            # and what a link of the table to itself resolves from (engine/link/link_snapshot)
+            own = [link for link in flow.links if link.table == flow.target.table]
+            matched = [c for link in own for c in (link.match, link.field)]
+            install_counter(conn, table, [flow.target.key, ID, ETL_ROW_HASH, *matched])
+            if own:
+                references = [link.column for link in own]
+                install_counter(conn, table, references, links_counter_name(table.name), LINKS)
     return table
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -81,18 +82,25 @@ class Loads:
         return self.home / "data" / FLOW.name / SNAPSHOT_DIR / "accounts.parquet"
 
 
-@pytest.fixture
-def databases(postgres: PostgresServer, pg_database: str, tmp_path: Path) -> Iterator[tuple[Loads, Loads]]:
-    """The same loads with the snapshot and without it (the reference), each in its database."""
+@contextmanager
+def paired_engines(postgres: PostgresServer, pg_database: str) -> Iterator[tuple[sa.Engine, sa.Engine]]:
+    """The test's database and a reference database of its own, dropped after."""
     reference = f"etl_test_{secrets.token_hex(6)}"
     postgres.create_database(reference)
     engines = [sa.create_engine(postgres.url(db)) for db in (pg_database, reference)]
     try:
-        yield Loads(engines[0], tmp_path / "with", True), Loads(engines[1], tmp_path / "without", False)
+        yield engines[0], engines[1]
     finally:
         for engine in engines:
             engine.dispose()
         postgres.drop_database(reference)
+
+
+@pytest.fixture
+def databases(postgres: PostgresServer, pg_database: str, tmp_path: Path) -> Iterator[tuple[Loads, Loads]]:
+    """The same loads with the snapshot and without it (the reference), each in its database."""
+    with paired_engines(postgres, pg_database) as (ours, reference):
+        yield Loads(ours, tmp_path / "with", True), Loads(reference, tmp_path / "without", False)
 
 
 def delta() -> pl.DataFrame:

@@ -37,6 +37,11 @@ class Outcome:
     # what is written once the load's transaction committed (a table's snapshot), given the engine
     after_commit: list[Callable[[object], None]] = field(default_factory=list)
 
+    def committed(self, engine: object) -> None:
+        """What is written once the step's transaction committed (``after_commit``)."""
+        for write in self.after_commit:
+            write(engine)
+
     def add(self, answer: pl.DataFrame) -> None:
         """Count one batch's response frame."""
         self.rows_in += answer.height

@@ -32,13 +32,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from etl_assets.engine.change_counter import counter, quoted
+from etl_assets.engine.change_counter import counter, links_counter_name, quoted
 from etl_assets.engine.load.lookup import FOUND_SCHEMA
 from etl_assets.engine.load.sql import fetch_arrays, fetch_frame
 from etl_assets.engine.tables import ETL_ROW_HASH, ID
 from etl_assets.model.flow import FlowModel
 
 SNAPSHOT_DIR = ".table_snapshot"
+# tags of a load's response file (``load_tags``)
+TABLE_TAG, WAS_EMPTY_TAG = "etl_table", "etl_table_was_empty"
+COUNTER_FROM_TAG, COUNTER_TO_TAG = "etl_counter_from", "etl_counter_to"
+LINKS_COUNTER_TAG = "etl_links_counter"
 ROWS_SCHEMA = {"key": pl.String, ID: pl.Int64, ETL_ROW_HASH: pl.Int64}
 # a writer of the table still in its transaction: what it wrote is not what we can read yet
 WRITER_LOCKS = ("RowExclusiveLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
@@ -73,6 +77,8 @@ class TableSnapshot:
         self.build_seconds: float | None = None
         self.built = "none"  # how the new snapshot was made: kept, updated, the load's rows, read whole
         self.identity, self.start, self.expected = "", 0, 0
+        self.moved: tuple[int, int] | None = None  # the counter from start to end by our statements alone
+        self.empty = empty
         if conn is None or table is None or path is None:
             return
         self.identity = table_identity(conn, table.name)
@@ -162,6 +168,8 @@ class TableSnapshot:
             return []
         assert self.conn is not None and self.table is not None
         now = counter(self.conn, self.table.name)
+        if self.proven and now == self.expected:  # nobody's statements but ours since the start
+            self.moved = (self.start, now)
         if self.base is not None and self.proven and now == self.expected:
             if not self.written and now == self.start:
                 self.built = "kept"
@@ -216,6 +224,25 @@ class TableSnapshot:
     def _forget(self, engine: sa.Engine | None = None) -> None:
         assert self.path is not None
         self.path.unlink(missing_ok=True)
+
+
+def load_tags(snapshot: TableSnapshot) -> dict[str, str]:
+    """What the load's response file records of the table for the link after it (its own
+    snapshot, engine/link/link_snapshot.py): the table, the change counter's move by this load's
+    statements alone, whether the table was empty before it, and the links counter at its end."""
+    if not snapshot.active or snapshot.moved is None:
+        return {}
+    assert snapshot.conn is not None and snapshot.table is not None
+    tags = {
+        TABLE_TAG: snapshot.identity,
+        COUNTER_FROM_TAG: str(snapshot.moved[0]),
+        COUNTER_TO_TAG: str(snapshot.moved[1]),
+        WAS_EMPTY_TAG: "1" if snapshot.empty else "0",
+    }
+    links = links_counter_name(snapshot.table.name)
+    if snapshot.conn.execute(sa.text("SELECT to_regclass(:s)"), {"s": quoted(snapshot.conn, links)}).scalar():
+        tags[LINKS_COUNTER_TAG] = str(counter(snapshot.conn, snapshot.table.name, links))
+    return tags
 
 
 def by_key(rows: pl.DataFrame) -> pl.DataFrame:

@@ -26,7 +26,7 @@ from etl_assets.engine.load.lookup import ExistingRows
 from etl_assets.engine.load.refusals import RowRefusedInBulk, database_errors, database_message, row_fault
 from etl_assets.engine.load.response import ACTIONS, RESPONSE_SCHEMA, Outcome, in_order, refused_answer
 from etl_assets.engine.load.sql import dialect_insert, fetch_frame, pg, stage_rows
-from etl_assets.engine.load.table_snapshot import TableSnapshot, opened
+from etl_assets.engine.load.table_snapshot import TableSnapshot, load_tags, opened
 from etl_assets.engine.staging import StagedWriter, count_rows, read_batches
 from etl_assets.engine.tables import (
     ETL_LOADED_AT,
@@ -71,14 +71,13 @@ def load_stage(
     load.snapshot = opened(conn, flow, load.table, good_path, load.locked and load.empty)
     fit = TargetFit.read(conn, flow)
     outcome = Outcome(dict.fromkeys(ACTIONS, 0), column_types=column_types(load.table, conn.dialect))
-    batches = read_batches(good_path, min_rows=LOAD_BATCH_ROWS)
-    answers = _fitted(load, fit, batches)
-    for answer in answers:
+    for answer in _fitted(load, fit, read_batches(good_path, min_rows=LOAD_BATCH_ROWS)):
         response.write(answer)
         outcome.add(answer)
     load.finish()
     outcome.after_commit = load.snapshot.close()
     outcome.lookup, outcome.snapshot = load.snapshot.kind, load.snapshot.built
+    response.tags.update(load_tags(load.snapshot))  # for the link after it (link/link_snapshot)
     return outcome
 
 
