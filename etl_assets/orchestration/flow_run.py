@@ -337,7 +337,8 @@ class FlowRun:
         tally.rows_out = outcome.loaded.rows_in - outcome.loaded.rejected.height
         tally.caught.append(outcome.caught)
         verdicts = [steps.rejected_rows(tally), reconciliation([outcome.balance])]
-        extra: dict[str, object] = {**counts, **outcome.loaded.notes}
+        # how the rows were looked up: the table's snapshot, or the server's join (load/table_snapshot)
+        extra: dict[str, object] = {**counts, **outcome.loaded.notes, "looked_up_in": outcome.loaded.lookup}
         if outcome.loaded.column_types:  # the table as the database has it
             extra[COLUMN_SCHEMA] = table_schema(self.flow, outcome.loaded.column_types)
         return self.finish("load", tally, extra, verdicts)
@@ -354,6 +355,7 @@ class FlowRun:
             counts["expired_from_parking"] = state.parking.retried.expired.height
         outcome = steps.link(key, database.engine(), now)
         counts.update(outcome.linked.actions)
+        counts["looked_up_in"] = outcome.linked.lookup  # the links snapshot, or the server's joins
         if outcome.parked_now is not None:
             counts["parked_now"] = outcome.parked_now
         tally.rows_in = outcome.linked.rows_in

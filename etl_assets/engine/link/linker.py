@@ -7,7 +7,8 @@ values (reasons and the response need nothing more), but a stored link is read a
 only where it can differ from that answer: rows the load inserted or updated, and rows it
 left unchanged whose stored link no longer names a current row matching their value (never
 resolved: rejected or parked before; or its parent changed its match value, was deleted or
-superseded), which one query finds on the server (``stale_links``).
+superseded), which one query finds on the server (``stale_links``), or a join on the table's
+links snapshot while it is proven true (``link_snapshot``).
 """
 
 from __future__ import annotations
@@ -267,8 +268,8 @@ def link_stage(
     table = ensure_table(conn, flow)
     snapshot = LinkSnapshot.opened(conn, flow, table, good_path, loaded_path)
     found = lookup_partition(conn, flow, good_path, snapshot)
-    # one server-side check for the whole partition, not one a batch: each joins the
-    # referenced table (link's own UPDATEs change no match value, so it holds for every batch)
+    # one check for the whole partition, not one a batch (on the server, each joins the
+    # referenced table; link's own UPDATEs change no match value, so it holds for every batch)
     kept = (
         pl.scan_parquet(loaded_path)
         .filter(pl.col("action") == "unchanged")
