@@ -16,12 +16,27 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from etl_assets.engine.columns import LINE, SOURCE_FILE
-from etl_assets.engine.staging import MADE_TAG, SHA256_TAG, SIZE_TAG, SOURCE_TAG, VERSION_TAG, staged_tags
+from etl_assets.engine.staging import (
+    INPUT_TAG,
+    MADE_TAG,
+    SHA256_TAG,
+    SIZE_TAG,
+    SOURCE_TAG,
+    VERSION_TAG,
+    staged_tags,
+)
 
 
 def extract_tags(file_name: str, size: int, version: str) -> dict[str, str]:
     """What a staged extract is made from, but its bytes' sha256 (known once they are read)."""
     return {SOURCE_TAG: file_name, SIZE_TAG: str(size), VERSION_TAG: version}
+
+
+def transform_tags(extract_path: Path, version: str) -> dict[str, str]:
+    """What transform's outputs are made from: the one write of the staged extract that its tag
+    names, and this version of transform; nothing when the extract has no tag."""
+    made = staged_tags(extract_path).get(MADE_TAG)
+    return {INPUT_TAG: made, VERSION_TAG: version} if made else {}
 
 
 def same_delivery(staged: Path, made_from: dict[str, str]) -> str | None:

@@ -21,7 +21,6 @@ only). Blind spot, as the table snapshot's: writes that skip triggers.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import polars as pl
@@ -40,6 +39,7 @@ from etl_assets.engine.load.table_snapshot import (
     AfterCommit,
     other_writers,
     table_identity,
+    write_snapshot_file,
 )
 from etl_assets.engine.staging import staged_tags
 from etl_assets.engine.tables import ID
@@ -68,7 +68,7 @@ class LinkSnapshot:
     def __init__(self) -> None:
         self.active = False
         self.base: pl.DataFrame | None = None
-        self.built = "none"  # how this link looked up: "links snapshot" or "server"
+        self.kind = "none"  # how this link looked up: "links snapshot" or "server"
 
     @classmethod
     def opened(
@@ -94,7 +94,7 @@ class LinkSnapshot:
         good_path: Path,
         loaded_path: Path,
     ) -> None:
-        self.active, self.conn, self.flow, self.table, self.columns = True, conn, flow, table, columns
+        self.active, self.conn, self.table, self.columns = True, conn, table, columns
         self.path = good_path.parent.parent / SNAPSHOT_DIR / f"{table.name}.links.parquet"
         self.links_counter = links_counter_name(table.name)
         self.identity = table_identity(conn, table.name)
@@ -104,7 +104,7 @@ class LinkSnapshot:
         self.updates: dict[str, list[pl.DataFrame]] = {link.column: [] for link in flow.links}
         self.rows_in = pq.read_metadata(loaded_path).num_rows
         self.base = self._base(good_path, loaded_path)
-        self.built = "links snapshot" if self.base is not None else "server"
+        self.kind = "links snapshot" if self.base is not None else "server"
 
     @property
     def valid(self) -> bool:
@@ -247,16 +247,8 @@ class LinkSnapshot:
             if now != (changes, links):  # written over since: stale already
                 self._forget(engine)
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            meta = {
-                b"identity": self.identity.encode(),
-                b"counter": str(changes).encode(),
-                b"links": str(links).encode(),
-            }
-            table = rows.to_arrow()
-            pq.write_table(table.replace_schema_metadata(meta), temporary, compression="lz4")
-            os.replace(temporary, self.path)
+            meta = {"identity": self.identity, "counter": str(changes), "links": str(links)}
+            write_snapshot_file(self.path, rows.to_arrow(), meta)
 
         return write
 

@@ -296,7 +296,7 @@ def link_stage(
         if after_batch is not None:
             after_batch(answer)
         outcome.add(answer)
-    outcome.after_commit, outcome.lookup = snapshot.close(), snapshot.built
+    outcome.after_commit, outcome.lookup = snapshot.close(), snapshot.kind
     return outcome
 
 

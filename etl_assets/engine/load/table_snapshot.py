@@ -168,9 +168,9 @@ class TableSnapshot:
             return []
         assert self.conn is not None and self.table is not None
         now = counter(self.conn, self.table.name)
-        if self.proven and now == self.expected:  # nobody's statements but ours since the start
-            self.moved = (self.start, now)
-        if self.base is not None and self.proven and now == self.expected:
+        ours = self.proven and now == self.expected  # nobody's statements but ours since the start
+        self.moved = (self.start, now) if ours else None
+        if self.base is not None and ours:
             if not self.written and now == self.start:
                 self.built = "kept"
                 return []  # nothing written: the snapshot on disk is still true
@@ -212,18 +212,24 @@ class TableSnapshot:
                 if counter(conn, self.table.name) != value:  # written over since: stale already
                     self._forget(engine)
                     return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            table = by_key(rows).to_arrow()
-            meta = {b"identity": self.identity.encode(), b"counter": str(value).encode()}
-            pq.write_table(table.replace_schema_metadata(meta), temporary, compression="lz4")
-            os.replace(temporary, self.path)
+            write_snapshot_file(
+                self.path, by_key(rows).to_arrow(), {"identity": self.identity, "counter": str(value)}
+            )
 
         return write
 
     def _forget(self, engine: sa.Engine | None = None) -> None:
         assert self.path is not None
         self.path.unlink(missing_ok=True)
+
+
+def write_snapshot_file(path: Path, table: pa.Table, meta: dict[str, str]) -> None:
+    """A snapshot file with what it is true at in its metadata, whole or not at all (temp + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tagged = table.replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()})
+    pq.write_table(tagged, temporary, compression="lz4")
+    os.replace(temporary, path)
 
 
 def load_tags(snapshot: TableSnapshot) -> dict[str, str]:

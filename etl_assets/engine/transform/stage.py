@@ -13,15 +13,12 @@ from uuid import uuid4
 import polars as pl
 
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
-from etl_assets.engine.reuse import reusable_outputs
+from etl_assets.engine.reuse import reusable_outputs, transform_tags
 from etl_assets.engine.staging import (
-    INPUT_TAG,
     MADE_TAG,
-    VERSION_TAG,
     StagedWriter,
     count_rows,
     read_batches,
-    staged_tags,
 )
 from etl_assets.engine.transform.maps import apply_map
 from etl_assets.model.flow import FlowModel
@@ -101,7 +98,7 @@ def transform_stage(flow: FlowModel, extract_path: Path, out_dir: Path) -> Trans
     first_pass = out_dir / "transform_first_pass.parquet"  # before duplicates are taken out
     scratch = out_dir / "transform_groups.parquet"
     failed_path = out_dir / "transform_failed.parquet"
-    tags = _made_from(flow, extract_path)
+    tags = transform_tags(extract_path, stage_version(flow, "transform"))
     if tags and (reused := _reused(out_dir, tags, extract_path)) is not None:
         return reused
     tags = {**tags, MADE_TAG: uuid4().hex} if tags else {}
@@ -159,13 +156,6 @@ def _write_rejected(
 
 
 OUTPUTS = ("transform_collapsed.parquet", "transform_rejected.parquet", "transform.parquet")
-
-
-def _made_from(flow: FlowModel, extract_path: Path) -> dict[str, str]:
-    """What this transform's outputs are made from: the staged extract (the one write of it
-    that its tag names) and this version of transform; nothing when the extract has no tag."""
-    made = staged_tags(extract_path).get(MADE_TAG)
-    return {INPUT_TAG: made, VERSION_TAG: stage_version(flow, "transform")} if made else {}
 
 
 def _reused(out_dir: Path, made_from: dict[str, str], extract_path: Path) -> Transformed | None:
