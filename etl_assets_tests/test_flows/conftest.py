@@ -109,14 +109,16 @@ class FlowEnv:
         return found
 
     def defs_state(self) -> AbstractContextManager[None]:
-        """This test's instance as the one whose defs-state storage a definitions load reads.
+        """No defs-state storage for a definitions load: our components keep no state.
 
         A process that hosts many instances one after another (pytest) can be left pointing
         at an earlier, deleted one (seen: ``unable to open database file .../runs.db`` of
-        another test's instance); a run worker hosts one, so this is the test harness's need."""
+        another test's instance, and ``Attempted to resolve undefined DagsterInstance
+        weakref`` even with this test's own storage set); a run worker hosts one instance, so
+        this is the test harness's need (as in test_no_leak)."""
         from dagster._core.storage.defs_state.base import set_defs_state_storage
 
-        return set_defs_state_storage(self.instance.defs_state_storage)
+        return set_defs_state_storage(None)
 
     def stale_status(self, asset: str, partition: str) -> str:
         """What the UI marks: Dagster's own stale status of an asset's partition (FRESH, STALE,
