@@ -192,8 +192,11 @@ class LinkSnapshot:
     def stored(self, link: LinkSpec, ids: list[int]) -> pl.DataFrame:
         """``linker.current_links``' answer: ``id -> _stored``."""
         assert self.base is not None
-        wanted = pl.DataFrame({ID: ids}, schema={ID: pl.Int64})
-        return wanted.join(self.base.select(ID, pl.col(link.column).alias("_stored")), on=ID, how="left")
+        # a filter, not a join: the ids are the few rows the load wrote or found stale
+        wanted = pl.Series(ID, ids, pl.Int64)
+        return self.base.filter(pl.col(ID).is_in(wanted.implode())).select(
+            ID, pl.col(link.column).alias("_stored")
+        )
 
     def updated(self, link: LinkSpec, changes: pl.DataFrame) -> None:
         """One UPDATE of ours sent with these (id, reference) rows: the rows it changed take them."""
