@@ -156,8 +156,11 @@ class LinkSnapshot:
         written = actions.filter(pl.col("action").is_in(WRITTEN))
         staged = pl.read_parquet(good_path, columns=values).select(pl.all().cast(pl.String))
         written = staged[written.get_column("_at")].with_columns(written.get_column("target_id").alias(ID))
-        written = written.join(before.select(ID, *references), on=ID, how="left")
-        rows = pl.concat([before.join(written.select(ID), on=ID, how="anti"), written.select(before.columns)])
+        # filters by the written ids (a delta's few), not joins of the whole table
+        ids = written.get_column(ID).implode()
+        overwritten = pl.col(ID).is_in(ids)
+        written = written.join(before.filter(overwritten).select(ID, *references), on=ID, how="left")
+        rows = pl.concat([before.filter(~overwritten), written.select(before.columns)])
         return rows if rows.height <= MAX_ROWS else None
 
     # -- the answers, as the server's joins give them ----------------------------------
@@ -183,7 +186,10 @@ class LinkSnapshot:
         children = self.base.filter(value.is_not_null() | stored.is_not_null()).select(
             ID, link.field, link.column
         )
-        parents = self.base.select(pl.col(ID).alias(link.column), pl.col(link.match).alias("_parent"))
+        referenced = children.get_column(link.column).drop_nulls().unique()
+        parents = self.base.filter(pl.col(ID).is_in(referenced.implode())).select(
+            pl.col(ID).alias(link.column), pl.col(link.match).alias("_parent")
+        )
         drifted = value.is_null() & stored.is_not_null()
         unmatched = value.is_not_null() & pl.col("_parent").ne_missing(value)
         found = children.join(parents, on=link.column, how="left").filter(drifted | unmatched).get_column(ID)
@@ -225,11 +231,11 @@ class LinkSnapshot:
         for column, parts in self.updates.items():
             if parts and self.base is not None:
                 news = pl.concat(parts).unique(ID, keep="last")
-                rows = (
-                    rows.join(news.rename({column: "_new"}), on=ID, how="left")
-                    .with_columns(pl.coalesce("_new", column).alias(column))
-                    .drop("_new")
+                # a map of the few rows this link wrote, not a join of the whole table
+                written = pl.col(ID).replace_strict(
+                    news.get_column(ID), news.get_column(column), default=pl.col(column)
                 )
+                rows = rows.with_columns(written.alias(column))
         return [self._writer(rows, changes, links)]
 
     def _read_back(self) -> pl.DataFrame | None:
