@@ -198,20 +198,22 @@ def link_partition(
     found: dict[str, pl.DataFrame] | None = None,
     stale: dict[str, pl.Series] | None = None,
     snapshot: LinkSnapshot | None = None,
+    table: sa.Table | None = None,
 ) -> pl.DataFrame:
     """Apply every link of the flow to the partition's loaded rows; one response frame.
 
     ``good`` and ``loaded`` are the same lines in the same order. Unknown references of a
     parking link go to ``park`` (action ``parked``); the others are rejected. ``found``:
     look-ups made for the whole partition (``lookup_partition``); ``stale``: ``stale_links``
-    of the partition's unchanged rows (else asked for this batch).
+    of the partition's unchanged rows (else asked for this batch); ``table``: the target as
+    ``ensure_table`` gave it (else ensured here).
 
     Only rows whose link can differ are resolved: rows the load wrote, stale ones, and those
     whose value is now ambiguous. Any other row the load left unchanged keeps a stored link
     that is its value's one match (or no value and no link): it answers ``unchanged`` without
     a join (a daily delta's 99%).
     """
-    table = ensure_table(conn, flow)
+    table = ensure_table(conn, flow) if table is None else table
     written = loaded.get_column("action") != "rejected"
     rows = loaded.filter(written).select(
         LINE,
@@ -318,7 +320,7 @@ def link_stage(
         if not good.get_column(LINE).equals(loaded.get_column(LINE)):
             raise ValueError(f"{loaded_path} does not match {good_path}: run the load step again")
         answer = link_partition(
-            conn, flow, good, loaded, park=park, found=found, stale=stale, snapshot=snapshot
+            conn, flow, good, loaded, park=park, found=found, stale=stale, snapshot=snapshot, table=table
         )
         response.write(answer)
         if after_batch is not None:

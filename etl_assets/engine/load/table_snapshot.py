@@ -228,8 +228,10 @@ def write_snapshot_file(path: Path, table: pa.Table, meta: dict[str, str]) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tagged = table.replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()})
-    # no dictionary pages: keys and hashes hardly repeat, and plain pages read back ~3x faster
-    pq.write_table(tagged, temporary, compression="lz4", use_dictionary=False)
+    # plain pages, uncompressed: keys and hashes hardly repeat or compress, and at 1M rows
+    # the links snapshot wrote in 0.08 s instead of 0.15 s (lz4, dictionary) and read back in
+    # 0.05 s instead of 0.16 s, for 27 MB instead of 17 MB
+    pq.write_table(tagged, temporary, compression="none", use_dictionary=False)
     os.replace(temporary, path)
 
 
