@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from etl_assets.engine.link import link_snapshot
 from etl_assets.engine.link.linker import link_stage
+from etl_assets.engine.load import table_snapshot
 from etl_assets.engine.load import upsert as loader
 from etl_assets.engine.load.upsert import RESPONSE_SCHEMA, load_stage
 from etl_assets.engine.staging import StagedWriter
@@ -190,3 +191,24 @@ def test_an_uncounted_write_of_a_reference_keeps_no_snapshot(both: tuple[Links, 
     finally:
         other.close()
     assert ours.lookups[-1] == "server" and not ours.snapshot_file.exists()
+
+
+def test_a_table_over_the_row_limit_keeps_no_snapshot_and_links_as_the_server_does(
+    both: tuple[Links, Links], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bounded memory: neither snapshot holds more than ``MAX_ROWS`` rows (a 10M-row table took
+    the flow to 2.4 GB). Under the limit both are kept; once the table passes it, each load and
+    link takes the server's joins, drops the files and answers as before."""
+    ours, _ = both
+    for module in (table_snapshot, link_snapshot):
+        monkeypatch.setattr(module, "MAX_ROWS", 40)
+    table_file = ours.snapshot_file.with_name("accounts.parquet")
+    same(both, "2026-01-01", companies({1: 0, 2: 0, 4: 1}))
+    assert ours.snapshot_file.exists() and table_file.exists()
+    # the next day's delivery brings 20 new companies: 50 rows, over the limit
+    same(both, "2026-01-02", companies({1: 0, 2: 3, 4: 1, 45: 44, 46: -1}, count=50))
+    assert not ours.snapshot_file.exists() and not table_file.exists()
+    stored = dict(same(both, "2026-01-02", companies({1: 0, 2: 3, 4: 1, 45: 44, 46: -1}, count=50)))
+    assert stored["C000002"] == "C000003" and stored["C000045"] == "C000044"
+    assert ours.lookups == ["links snapshot", "server", "server"]
+    assert not ours.snapshot_file.exists() and not table_file.exists()

@@ -33,10 +33,12 @@ from etl_assets.engine.load.table_snapshot import (
     COUNTER_FROM_TAG,
     COUNTER_TO_TAG,
     LINKS_COUNTER_TAG,
+    MAX_ROWS,
     SNAPSHOT_DIR,
     TABLE_TAG,
     WAS_EMPTY_TAG,
     AfterCommit,
+    estimated_rows,
     other_writers,
     table_identity,
     write_snapshot_file,
@@ -45,7 +47,6 @@ from etl_assets.engine.staging import staged_tags
 from etl_assets.engine.tables import ID
 from etl_assets.model.flow import FlowModel, LinkSpec
 
-MAX_ROWS = 4_000_000  # ~40 bytes a row in memory: beyond, the server's joins (bounded memory)
 REBUILD_MIN_ROWS = 100_000  # a partition this large pays the read-back for the next link
 FOUND_SCHEMA = {"_value": pl.String, "_ref_id": pl.Int64, "_matches": pl.UInt32}
 WRITTEN = ("inserted", "updated")
@@ -124,6 +125,8 @@ class LinkSnapshot:
         }
         if any(meta.get(k) != v.encode() for k, v in wanted.items()):
             return None
+        if pq.read_metadata(self.path).num_rows > MAX_ROWS:  # bounded memory: the server's joins
+            return None
         rows = pl.read_parquet(self.path)
         return rows if list(rows.columns) == list(self.columns) else None
 
@@ -144,7 +147,9 @@ class LinkSnapshot:
         before = self._read(load.get(COUNTER_FROM_TAG))
         if before is None and load.get(WAS_EMPTY_TAG) == "1":
             before = pl.DataFrame(schema=self.columns)
-        return None if before is None else self._applied(before, good_path, loaded_path)
+        if before is None or before.height + self.rows_in > MAX_ROWS:  # at most, every row new
+            return None
+        return self._applied(before, good_path, loaded_path)
 
     def _applied(self, before: pl.DataFrame, good_path: Path, loaded_path: Path) -> pl.DataFrame | None:
         """``before`` with the rows the load wrote: their values from the transform output, the
@@ -240,7 +245,7 @@ class LinkSnapshot:
 
     def _read_back(self) -> pl.DataFrame | None:
         """The whole table's snapshot read from the server, unless another writer is open."""
-        if other_writers(self.conn, self.table.name):
+        if other_writers(self.conn, self.table.name) or estimated_rows(self.conn, self.table.name) > MAX_ROWS:
             return None
         t = self.table
         query = sa.select(

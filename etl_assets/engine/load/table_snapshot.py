@@ -47,6 +47,10 @@ ROWS_SCHEMA = {"key": pl.String, ID: pl.Int64, ETL_ROW_HASH: pl.Int64}
 # a writer of the table still in its transaction: what it wrote is not what we can read yet
 WRITER_LOCKS = ("RowExclusiveLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
 AfterCommit = Callable[[sa.Engine], None]
+# a snapshot holds at most this many rows (~40 bytes each in memory, a few copies while it is
+# updated): a larger table keeps the server's joins, so the load's memory stays bounded
+# (at 10M rows the snapshots took the whole flow's peak to 2.4 GB)
+MAX_ROWS = 2_000_000
 
 
 def table_identity(conn: sa.Connection, table: str) -> str:
@@ -73,6 +77,8 @@ class TableSnapshot:
         self.active = conn is not None
         self.base: pl.DataFrame | None = None
         self.written: list[pl.DataFrame] = []
+        self.held = 0  # rows in ``written``
+        self.oversized = False  # the table outgrew MAX_ROWS: no snapshot is kept for it
         self.proven = True
         self.build_seconds: float | None = None
         self.built = "none"  # how the new snapshot was made: kept, updated, the load's rows, read whole
@@ -108,6 +114,9 @@ class TableSnapshot:
         wanted = {b"identity": self.identity.encode(), b"counter": str(self.start).encode()}
         if any(meta.get(name) != value for name, value in wanted.items()):
             return None
+        if pq.read_metadata(self.path).num_rows > MAX_ROWS:
+            self.oversized = True
+            return None
         rows = pl.read_parquet(self.path)
         return by_key(rows)
 
@@ -142,8 +151,13 @@ class TableSnapshot:
     def wrote(self, rows: pl.DataFrame, statements: int = 1) -> None:
         """Rows (key, id, stored hash) our ``statements`` writing the table left there."""
         self.expected += statements
-        if self.active and rows.height:
-            self.written.append(rows.select(list(ROWS_SCHEMA)).cast(ROWS_SCHEMA))
+        if not self.active or not rows.height or self.oversized:
+            return
+        self.held += rows.height
+        if self.held + (0 if self.base is None else self.base.height) > MAX_ROWS:
+            self.oversized, self.written = True, []  # the look-ups go on; nothing more is held
+            return
+        self.written.append(rows.select(list(ROWS_SCHEMA)).cast(ROWS_SCHEMA))
 
     def read_back(self, staging: sa.Table, statements: int) -> None:
         """The staged keys' rows as stored after our ``statements`` (the stored hash is the
@@ -170,12 +184,17 @@ class TableSnapshot:
         now = counter(self.conn, self.table.name)
         ours = self.proven and now == self.expected  # nobody's statements but ours since the start
         self.moved = (self.start, now) if ours else None
+        if self.oversized:
+            self.built = f"none: over {MAX_ROWS:,} rows"
+            return [self._forget]
         if self.base is not None and ours:
             if not self.written and now == self.start:
                 self.built = "kept"
                 return []  # nothing written: the snapshot on disk is still true
-            news = pl.concat(self.written)
-            rows = by_key(pl.concat([self.base.join(news, on="key", how="anti"), news]))
+            # both sorted by key: the rows written merged in, not the whole table sorted again
+            news = by_key(pl.concat(self.written))
+            kept = self.base.filter(~pl.col("key").is_in(news.get_column("key").implode()))
+            rows = by_key(kept.merge_sorted(news, key="key"))
             self.built = "updated"
             return [self._writer(rows, now)]
         started = time.perf_counter()
@@ -201,7 +220,7 @@ class TableSnapshot:
         """The whole table read back, true at the counter's value read just before, unless
         another writer is inside its transaction (what it wrote would be missing)."""
         assert self.conn is not None and self.table is not None
-        if other_writers(self.conn, self.table.name):
+        if other_writers(self.conn, self.table.name) or estimated_rows(self.conn, self.table.name) > MAX_ROWS:
             return None
         return whole_table(self.conn, self.table.name, self.key)
 
@@ -275,6 +294,16 @@ def other_writers(conn: sa.Connection, table: str) -> int:
         ),
         {"t": quoted(conn, table), "modes": list(WRITER_LOCKS)},
     ).scalar_one()
+
+
+def estimated_rows(conn: sa.Connection, table: str) -> int:
+    """The table's rows as the planner estimates them (cheap at any size), counted when it has
+    no estimate yet (never analyzed): what decides whether it is read back whole."""
+    query = sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:t)")
+    estimate = conn.execute(query, {"t": quoted(conn, table)}).scalar_one()
+    if estimate >= 0:
+        return estimate
+    return conn.exec_driver_sql(f"SELECT count(*) FROM {quoted(conn, table)}").scalar_one()
 
 
 def whole_table(conn: sa.Connection, table: str, key: str) -> pl.DataFrame:
