@@ -214,15 +214,15 @@ def link_partition(
     a join (a daily delta's 99%).
     """
     table = ensure_table(conn, flow) if table is None else table
-    written = loaded.get_column("action") != "rejected"
-    rows = loaded.filter(written).select(
+    linkable = loaded.get_column("action") != "rejected"  # a row the load rejected has no link
+    rows = loaded.filter(linkable).select(
         LINE,
         "key",
         "target_id",
         (pl.col("action") == "inserted").alias(FRESH),
         (pl.col("action") == "unchanged").alias(KEPT),
     )
-    good = good.filter(written)
+    good = good.filter(linkable)
     responses = []
     for link in flow.links:
         refs = rows.with_columns(good.get_column(link.field).cast(pl.String).alias("_value")).with_row_index(
