@@ -115,9 +115,10 @@ class LinkSnapshot:
         """The file, if it is this table's at the links counter's value now (and at the change
         counter's ``at_counter``, else now)."""
         try:
-            meta = pq.read_schema(self.path).metadata or {}
+            footer = pq.read_metadata(self.path)  # what it is true at, and its size: one read
         except OSError:
             return None
+        meta = footer.metadata or {}
         wanted = {
             b"identity": self.identity,
             b"counter": at_counter or str(self.changes),
@@ -125,7 +126,7 @@ class LinkSnapshot:
         }
         if any(meta.get(k) != v.encode() for k, v in wanted.items()):
             return None
-        if pq.read_metadata(self.path).num_rows > MAX_ROWS:  # bounded memory: the server's joins
+        if footer.num_rows > MAX_ROWS:  # bounded memory: the server's joins
             return None
         rows = pl.read_parquet(self.path)
         return rows if list(rows.columns) == list(self.columns) else None

@@ -108,13 +108,14 @@ class TableSnapshot:
     def _read(self) -> pl.DataFrame | None:
         assert self.path is not None
         try:
-            meta = pq.read_schema(self.path).metadata or {}
+            footer = pq.read_metadata(self.path)  # what it is true at, and its size: one read
         except (FileNotFoundError, OSError):
             return None
+        meta = footer.metadata or {}
         wanted = {b"identity": self.identity.encode(), b"counter": str(self.start).encode()}
         if any(meta.get(name) != value for name, value in wanted.items()):
             return None
-        if pq.read_metadata(self.path).num_rows > MAX_ROWS:
+        if footer.num_rows > MAX_ROWS:
             self.oversized = True
             return None
         rows = pl.read_parquet(self.path)
