@@ -3,34 +3,24 @@ check), and the last line scripts read is there. Speed is the benchmark's busine
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+from etl_assets_tests.benchmark_cli import run_benchmark
 from etl_assets_tests.services.postgres import PostgresServer
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_encoder_writes_what_ours_writes(postgres: PostgresServer, tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "ETL_BENCH_CACHE": str(tmp_path / "cache"),
-        "ETL_BENCH_PG_HOST": postgres.host,
-        "ETL_BENCH_PG_PORT": str(postgres.port),
-        "ETL_BENCH_PG_USER": postgres.user,
-        "PGPASSWORD": postgres.password,  # libpq's: psql, psycopg and ADBC all read it
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.copy_encoders", "--rows", "2000", "--repeat", "1"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = run_benchmark(
+        "copy_encoders",
+        *("--rows", "2000", "--repeat", "1"),
+        env={
+            "ETL_BENCH_CACHE": str(tmp_path / "cache"),
+            "ETL_BENCH_PG_HOST": postgres.host,
+            "ETL_BENCH_PG_PORT": str(postgres.port),
+            "ETL_BENCH_PG_USER": postgres.user,
+            "PGPASSWORD": postgres.password,  # libpq's: psql, psycopg and ADBC all read it
+        },
     )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()

@@ -4,24 +4,15 @@ benchmark's business, not this test's."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from etl_assets_tests.benchmark_cli import run_benchmark
 
 
 def test_dagster_alone_validates_both_shapes_and_prints_the_ratios(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DAGSTER_HOME": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.dagster_floor", "--flows", "1", "2", "--repeat", "1"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = run_benchmark(
+        "dagster_floor", *("--flows", "1", "2", "--repeat", "1"), env={"DAGSTER_HOME": str(tmp_path)}
     )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.strip().splitlines()
