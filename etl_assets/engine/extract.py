@@ -24,9 +24,11 @@ from etl_assets.engine.catcher import ERROR_COLUMNS
 from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FILE
 from etl_assets.engine.deliveries import back_up, file_sha256, keep_current, keep_delivery
 from etl_assets.engine.partition_keys import source_file_name
+from etl_assets.engine.record_blocks import record_blocks, record_starts, with_lines
 from etl_assets.engine.reuse import extract_tags, same_delivery, staged_columns
 from etl_assets.engine.staging import (
     MADE_TAG,
+    NUL_FREE_TAG,
     SHA256_TAG,
     PartitionStage,
     StagedWriter,
@@ -38,7 +40,6 @@ from etl_assets.model.versions import stage_version
 from etl_assets.resources.files import FilesResource, RemoteFile
 from etl_assets.resources.folders import FoldersResource
 
-BLOCK_BYTES = 8 << 20  # ~40k records of 200 bytes: a row group of the staged files
 MTIME_RESOLUTION = 1.0
 RESERVED_COLUMNS = {LINE, SOURCE_FILE, ERROR_FIELD, ERROR_REASON, *ERROR_COLUMNS}  # no source column's name
 
@@ -129,32 +130,6 @@ def _find(files: FilesResource, folder: str, file_name: str) -> RemoteFile:
     raise SourceFileError(file_name, f"missing: no such file in {folder}")
 
 
-def record_blocks(handle: BinaryIO, size: int | None = None) -> Iterator[bytes]:
-    """The file in blocks of about ``size`` bytes, each ending after a line break outside
-    quotes: a block holds whole records (a quoted field's line breaks stay inside it)."""
-    rest = b""
-    while data := handle.read(size or BLOCK_BYTES):
-        buffer = rest + data if rest else data
-        cut = _last_record_end(buffer)
-        rest = buffer[cut:]
-        if cut:
-            yield buffer[:cut]
-    if rest:
-        yield rest
-
-
-def _last_record_end(buffer: bytes) -> int:
-    """Just after the last line break with an even number of quotes before it; 0 if none."""
-    if buffer.find(b'"') < 0:  # no quote at all (most files): every line break ends a record
-        return buffer.rfind(b"\n") + 1
-    end = len(buffer)
-    while (newline := buffer.rfind(b"\n", 0, end)) >= 0:
-        if buffer.count(b'"', 0, newline) % 2 == 0:
-            return newline + 1
-        end = newline
-    return 0
-
-
 def _blank(block: bytes) -> bool:
     """Nothing but white space (without copying the block, as ``strip`` would)."""
     return not block or block.isspace()
@@ -226,26 +201,9 @@ def _parsed(blocks: Iterable[tuple[int, bytes]], flow: FlowModel, file_name: str
         frame = _read_block(header, block, flow, file_name, line)
         frame = frame.rename(dict(zip(frame.columns[: len(columns)], columns, strict=True)))
         records = True
-        yield _with_lines(frame, file_name, line)
+        yield with_lines(frame, file_name, line, block)
     if header and not records:  # a header and no record: no row, but the columns
-        yield _with_lines(pl.DataFrame(schema=dict.fromkeys(columns, pl.String)), file_name, line)
-
-
-def _with_lines(frame: pl.DataFrame, file_name: str, first_line: int) -> pl.DataFrame:
-    """Each record's source line, counting the line breaks quoted inside records. A value
-    keeps its line breaks as received (CRLF stays CRLF: the value is the client's); a CRLF
-    counts as one line, as an LF does. Only the columns that hold a line break in this block
-    are counted."""
-    found = frame.select(pl.all().str.contains("\n", literal=True).any()).row(0)
-    broken = [c for c, has in zip(frame.columns, found, strict=True) if has]
-    if broken:
-        embedded = pl.sum_horizontal(
-            pl.col(c).str.count_matches("\n", literal=True).fill_null(0) for c in broken
-        )
-        lines = (1 + embedded).cum_sum() - (1 + embedded) + first_line
-    else:
-        lines = pl.int_range(first_line, first_line + frame.height)
-    return frame.with_columns(lines.cast(pl.Int64).alias(LINE), pl.lit(file_name).alias(SOURCE_FILE))
+        yield with_lines(pl.DataFrame(schema=dict.fromkeys(columns, pl.String)), file_name, line)
 
 
 def _without_blank_lines(block: bytes, line: int) -> tuple[bytes, int]:
@@ -325,7 +283,7 @@ def _first_bad_record(header: bytes, block: bytes, flow: FlowModel, reason: str)
     Polars names no line; halving the block's records finds it in log2(records) parses,
     paid only when a block is malformed.
     """
-    starts = _record_starts(block)
+    starts = record_starts(block)
     bounds = [*starts, len(block)]
     low, high = 0, len(starts)  # records low..high-1 fail together
     while high - low > 1:
@@ -342,15 +300,18 @@ def _first_bad_record(header: bytes, block: bytes, flow: FlowModel, reason: str)
     return block.count(b"\n", 0, bounds[low]), reason
 
 
-def _record_starts(block: bytes) -> list[int]:
-    """Where each record of a block begins: after a line break outside quotes."""
-    starts, quotes, position = [0], 0, 0
-    while (newline := block.find(b"\n", position)) >= 0:
-        quotes += block.count(b'"', position, newline)
-        position = newline + 1
-        if quotes % 2 == 0 and position < len(block):
-            starts.append(position)
-    return starts
+class NulWatch:
+    """A binary file whose reads note whether a NUL byte went by: a search of each read block
+    (milliseconds for a file) spares the map a scan of every value of every row."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self.seen = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self.seen = self.seen or data.find(b"\x00") >= 0
+        return data
 
 
 def extract_partition(
@@ -375,12 +336,14 @@ def extract_partition(
                 raw_path.open("rb") as handle,
                 StagedWriter(staged, tags={**made_from, MADE_TAG: uuid4().hex}) as writer,
                 # closed first, whatever happened: the reading thread stops before the file closes
-                closing(parse_stream(handle, flow, file_name)) as frames,
+                closing(parse_stream(watched := NulWatch(handle), flow, file_name)) as frames,
             ):
                 for frame in frames:
                     writer.write(frame)
                     columns = columns or [c for c in frame.columns if c not in (LINE, SOURCE_FILE)]
                 writer.tags[SHA256_TAG] = kept.result()  # the file records the bytes it holds
+                if not watched.seen:
+                    writer.tags[NUL_FREE_TAG] = "true"
             rows = writer.rows
     digest = kept.result()
     mapped = {flow.source_column(n) for n in flow.map}

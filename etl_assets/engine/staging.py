@@ -36,6 +36,8 @@ SOURCE_TAG = "etl_source_file"
 SIZE_TAG = "etl_source_size"
 SHA256_TAG = "etl_source_sha256"
 INPUT_TAG = "etl_input"  # the MADE_TAG of the staged file the step read
+# "true": extract read no NUL byte in the file, so the map need not look for one in any value
+NUL_FREE_TAG = "etl_nul_free"
 # the staged files a step reads, written by the steps before it: a step re-run alone needs them
 STEP_INPUTS = {
     "transform": ("extract.parquet",),

@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from etl_assets.engine.columns import LINE
-from etl_assets.engine.extract import BLOCK_BYTES, SourceFileError, parse_stream
+from etl_assets.engine.extract import SourceFileError, parse_stream
+from etl_assets.engine.record_blocks import BLOCK_BYTES, with_lines
 from etl_assets.engine.transform import stage as transform
 from etl_assets.engine.transform.stage import Transformed, transform_stage
 from etl_assets.model.flow import FlowModel
@@ -66,6 +67,25 @@ def test_a_large_file_parses_the_same_in_blocks() -> None:
     assert whole.height == 3000
     assert whole[LINE][-1] == 2 + 3000 + 1000 - 1  # every third record spans two lines
     assert parse(text, block_size=4096).equals(whole)
+
+
+@pytest.mark.parametrize(
+    ("block", "lines"),
+    [
+        (b"1;a\n2;b\n3;c\n", [5, 6, 7]),  # one line a record: counted from the block, no column scanned
+        (b"1;a\n2;b\n3;c", [5, 6, 7]),  # the file's last record without its line break
+        (b"1;a\n\n3;c\n", [5, 6, 7]),  # a blank line is a row of nulls: still one line a row
+        (b'1;"a\r\nb"\n2;b\n3;"c\n\nd"\n', [5, 7, 8]),  # line breaks quoted in values
+        (b'1;"a\nb"', [5]),
+    ],
+)
+def test_line_numbers_from_the_block_equal_those_counted_in_the_values(
+    block: bytes, lines: list[int]
+) -> None:
+    frame = pl.read_csv(b"K;V\n" + block, separator=";", infer_schema=False, has_header=True)
+    from_block = with_lines(frame, "f.csv", 5, block)
+    assert from_block[LINE].to_list() == lines
+    assert from_block.equals(with_lines(frame, "f.csv", 5))  # the values counted: the same lines
 
 
 @pytest.mark.parametrize(
@@ -269,3 +289,36 @@ def test_a_file_that_fails_to_parse_is_still_kept_checksummed_and_backed_up(tmp_
     assert source.read_bytes() == data
     # the threads that read ahead and kept the file have all stopped
     assert not [t.name for t in threading.enumerate() if t.name.startswith(("prefetch", "keep"))]
+
+
+@pytest.mark.parametrize("nul_at", [None, 3, 39])  # none; in the first block; in the last
+def test_a_nul_byte_anywhere_in_the_file_keeps_the_maps_nul_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nul_at: int | None
+) -> None:
+    """Extract tags a file without a NUL byte: transform then spares the map the search of every
+    value. A NUL in any block leaves the tag off, and its row is rejected for the NUL."""
+    from datetime import datetime
+
+    from etl_assets.engine import record_blocks
+    from etl_assets.engine.extract import extract_partition
+    from etl_assets.engine.staging import NUL_FREE_TAG, staged_tags
+    from etl_assets.resources import FoldersResource
+    from etl_assets.resources.files import LocalFilesResource
+
+    monkeypatch.setattr(record_blocks, "BLOCK_BYTES", 200)  # blocks of a few records
+    flow = FLOW.model_copy(update={"source": FLOW.source.model_copy(update={"settle_seconds": 0.0})})
+    names = [f"Ditta\x00{n}" if n == nul_at else f"Ditta {n}" for n in range(40)]
+    rows = "".join(f"C{n};IT{n:011d};{name};01/01/2025 10:00:00\n" for n, name in enumerate(names))
+    (tmp_path / "import").mkdir()
+    (tmp_path / "import" / "companies_20260115.csv").write_bytes(f"{HEADER}\n{rows}".encode())
+    files, folders = LocalFilesResource(root=str(tmp_path / "import")), FoldersResource(home=str(tmp_path))
+    extract_partition(flow, "2026-01-15", datetime(2026, 1, 15), files, folders)
+    stage = tmp_path / "data" / "companies" / "2026-01-15"
+    assert (staged_tags(stage / "extract.parquet").get(NUL_FREE_TAG) == "true") is (nul_at is None)
+    result = transform_stage(FLOW, stage / "extract.parquet", stage)
+    rejected = pl.read_parquet(stage / "transform_rejected.parquet")
+    if nul_at is None:
+        assert (result.good_rows, rejected.height) == (40, 0)
+    else:
+        assert (result.good_rows, result.rejected_rows) == (39, 1)
+        assert rejected.row(0) == (nul_at + 2, "NAME", "holds a NUL byte: no database text stores it")

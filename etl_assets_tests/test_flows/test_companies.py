@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from etl_assets.engine import extract
+from etl_assets.engine import record_blocks
 from etl_assets.engine.link import linker
 from etl_assets.engine.load import upsert as loader
 from etl_assets.engine.transform import stage as transform
@@ -41,7 +41,7 @@ def batches(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     """The same partition read, settled, loaded and linked in batches of one or two rows
     (a file of millions of rows goes through these same paths, batch by batch)."""
     if request.param != "one batch":
-        monkeypatch.setattr(extract, "BLOCK_BYTES", 64)  # a block holds one or two records
+        monkeypatch.setattr(record_blocks, "BLOCK_BYTES", 64)  # a block holds one or two records
         monkeypatch.setattr(transform, "DUPLICATE_BUCKET_ROWS", 2)
         monkeypatch.setattr(loader, "LOAD_BATCH_ROWS", 2)
         monkeypatch.setattr(linker, "LINK_BATCH_ROWS", 3)

@@ -120,17 +120,27 @@ def _method(spec: MapField, raw: pl.Expr, where: str) -> tuple[pl.Expr, tuple[st
         return function(raw, **options), revealed
 
 
-def compile_field(name: str, spec: MapField, source: str, present: bool, *, flow: str) -> CompiledField:
-    """The raw and value expressions and the ordered error conditions of one field of ``flow``."""
+def compile_field(
+    name: str, spec: MapField, source: str, present: bool, *, flow: str, nul_free: bool = False
+) -> CompiledField:
+    """The raw and value expressions and the ordered error conditions of one field of ``flow``.
+
+    ``nul_free``: the source holds no NUL byte, so a field read from it (not derived, its
+    default without one) cannot either and is not searched for one.
+    """
     raw = pl.col(raw_column(name))
     has = raw.is_not_null()
     errors: list[tuple[pl.Expr, pl.Expr]] = []
     if spec.required:
         errors.append((raw.is_null(), pl.lit("required value missing")))
     # a text column stores no NUL (PostgreSQL refuses the whole COPY): the row's fault, caught here
-    errors.append(
-        (has & raw.str.contains("\x00", literal=True), pl.lit("holds a NUL byte: no database text stores it"))
-    )
+    if not (nul_free and spec.derive is None and "\x00" not in (spec.default or "")):
+        errors.append(
+            (
+                has & raw.str.contains("\x00", literal=True),
+                pl.lit("holds a NUL byte: no database text stores it"),
+            )
+        )
     if spec.max_length is not None:
         errors.append(
             (has & (raw.str.len_chars() > spec.max_length), _reason(f"longer than {spec.max_length}", raw))
@@ -213,7 +223,7 @@ def _typed(spec: MapField, raw: pl.Expr) -> tuple[pl.Expr, pl.Expr | None, str]:
     raise ValueError(f"unknown field type {kind}")
 
 
-def compile_map(flow: FlowModel, columns: list[str]) -> list[CompiledField]:
+def compile_map(flow: FlowModel, columns: list[str], *, nul_free: bool = False) -> list[CompiledField]:
     """Every field of the flow's map, given the columns the file actually has, in the order
     they are computed: the fields read from the file in map order, then the derived ones,
     each after the fields it requires (a row's first error is the first in this order)."""
@@ -221,7 +231,9 @@ def compile_map(flow: FlowModel, columns: list[str]) -> list[CompiledField]:
     fields = []
     for name in field_order(flow):
         source = flow.source_column(name)
-        fields.append(compile_field(name, flow.map[name], source, source in present, flow=flow.name))
+        fields.append(
+            compile_field(name, flow.map[name], source, source in present, flow=flow.name, nul_free=nul_free)
+        )
     return fields
 
 
@@ -231,13 +243,16 @@ def field_order(flow: FlowModel) -> list[str]:
     return [name for name in flow.map if name not in derives] + derive_order(derives)
 
 
-def apply_map(flow: FlowModel, frame: pl.LazyFrame, columns: list[str]) -> pl.DataFrame:
+def apply_map(
+    flow: FlowModel, frame: pl.LazyFrame, columns: list[str], *, nul_free: bool = False
+) -> pl.DataFrame:
     """Typed map columns plus ``_line``, ``_error_field`` and ``_error_reason`` (null = good).
 
     Reasons quote the value as received, which costs a string per check and row: they are
-    built in a second pass over the failing rows only.
+    built in a second pass over the failing rows only. ``nul_free``: the source is known to
+    hold no NUL byte (``compile_field``).
     """
-    fields = compile_map(flow, columns)
+    fields = compile_map(flow, columns, nul_free=nul_free)
     with told_without([secret for f in fields for secret in f.secrets]):
         return _mapped(fields, frame)
 

@@ -16,9 +16,11 @@ from etl_assets.engine.columns import ERROR_FIELD, ERROR_REASON, LINE, SOURCE_FI
 from etl_assets.engine.reuse import reusable_outputs, transform_tags
 from etl_assets.engine.staging import (
     MADE_TAG,
+    NUL_FREE_TAG,
     StagedWriter,
     count_rows,
     read_batches,
+    staged_tags,
 )
 from etl_assets.engine.transform.maps import apply_map
 from etl_assets.model.flow import FlowModel
@@ -103,6 +105,7 @@ def transform_stage(flow: FlowModel, extract_path: Path, out_dir: Path) -> Trans
         return reused
     tags = {**tags, MADE_TAG: uuid4().hex} if tags else {}
     rows_in = 0
+    nul_free = staged_tags(extract_path).get(NUL_FREE_TAG) == "true"
     try:
         with (
             StagedWriter(first_pass, tags=tags) as good,
@@ -110,7 +113,7 @@ def transform_stage(flow: FlowModel, extract_path: Path, out_dir: Path) -> Trans
             StagedWriter(failed_path, REJECTED_SCHEMA, tags=tags) as failed,
         ):
             for batch in read_batches(extract_path):
-                mapped, batch_groups = _map_batch(flow, batch)
+                mapped, batch_groups = _map_batch(flow, batch, nul_free)
                 passed = pl.col(ERROR_FIELD).is_null()
                 good.write(mapped.filter(passed).select(LINE, SOURCE_FILE, *flow.map))
                 failed.write(mapped.filter(~passed).select(LINE, ERROR_FIELD, ERROR_REASON))
@@ -173,9 +176,9 @@ def _reused(out_dir: Path, made_from: dict[str, str], extract_path: Path) -> Tra
     )
 
 
-def _map_batch(flow: FlowModel, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _map_batch(flow: FlowModel, batch: pl.DataFrame, nul_free: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The map applied to a batch, and its rows' group hashes (``_line``, ``_group``)."""
-    mapped = apply_map(flow, batch.lazy(), batch.columns)
+    mapped = apply_map(flow, batch.lazy(), batch.columns, nul_free=nul_free)
     passed = mapped.filter(pl.col(ERROR_FIELD).is_null()).select(
         LINE, pl.col(flow.target.key).cast(pl.String).hash(seed=7).alias(GROUP)
     )
