@@ -77,6 +77,7 @@ def test_a_large_file_parses_the_same_in_blocks() -> None:
         (b"1;a\n\n3;c\n", [5, 6, 7]),  # a blank line is a row of nulls: still one line a row
         (b'1;"a\r\nb"\n2;b\n3;"c\n\nd"\n', [5, 7, 8]),  # line breaks quoted in values
         (b'1;"a\nb"', [5]),
+        (b'"1";"a ""x""\r\ny"\r\n"";""\r\n3;"\n"\n', [5, 7, 8]),  # escaped quotes, empty quoted
     ],
 )
 def test_line_numbers_from_the_block_equal_those_counted_in_the_values(
