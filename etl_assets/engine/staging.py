@@ -38,6 +38,9 @@ SHA256_TAG = "etl_source_sha256"
 INPUT_TAG = "etl_input"  # the MADE_TAG of the staged file the step read
 # "true": extract read no NUL byte in the file, so the map need not look for one in any value
 NUL_FREE_TAG = "etl_nul_free"
+# Polars' own string layout handed to Arrow without a copy, written and read back as it is
+# (1M rows of the companies file: ~0.1 s less in extract and in transform each, ~40 MB less)
+ARROW_LEVEL = pl.CompatLevel.newest()
 # the staged files a step reads, written by the steps before it: a step re-run alone needs them
 STEP_INPUTS = {
     "transform": ("extract.parquet",),
@@ -170,7 +173,7 @@ class StagedWriter:
             return
         if self.schema is not None:
             frame = frame.select(list(self.schema)).cast(self.schema)
-        table = frame.to_arrow()
+        table = frame.to_arrow(compat_level=ARROW_LEVEL)
         if self._writer is None:
             # lz4 without dictionaries: written in half the time of zstd with them, ~5% larger;
             # statistics only for the line, which filtered reads of source lines use
@@ -191,7 +194,7 @@ class StagedWriter:
     def close(self) -> Path:
         """Finish the file; with no batch written, an empty file of ``schema``."""
         if self._writer is None:
-            empty = pl.DataFrame(schema=self.schema or {}).to_arrow()
+            empty = pl.DataFrame(schema=self.schema or {}).to_arrow(compat_level=ARROW_LEVEL)
             tagged = empty.replace_schema_metadata({**(empty.schema.metadata or {}), **self.tags})
             pq.write_table(tagged, self.partial)
         else:
