@@ -24,7 +24,14 @@ from etl_assets.engine.load.fits import TargetFit
 from etl_assets.engine.load.ids import drop_indexes, next_ids, reserve_ids
 from etl_assets.engine.load.lookup import ExistingRows
 from etl_assets.engine.load.refusals import RowRefusedInBulk, database_errors, database_message, row_fault
-from etl_assets.engine.load.response import ACTIONS, RESPONSE_SCHEMA, Outcome, in_order, refused_answer
+from etl_assets.engine.load.response import (
+    ACTIONS,
+    RESPONSE_SCHEMA,
+    Outcome,
+    in_order,
+    refused_answer,
+    respond,
+)
 from etl_assets.engine.load.sql import dialect_insert, fetch_frame, pg, stage_rows
 from etl_assets.engine.load.table_snapshot import TableSnapshot, load_tags, opened
 from etl_assets.engine.staging import StagedWriter, count_rows, read_batches
@@ -348,28 +355,6 @@ class PartitionUpsert:
             self.conn.exec_driver_sql(f"SET LOCAL default_statistics_target = {FIRST_LOAD_STATISTICS}")
             self.conn.exec_driver_sql(f'ANALYZE "{self.table.name}" ({columns})')
         self.rebuild = []
-
-
-def respond(keyed: pl.DataFrame, written: pl.DataFrame) -> pl.DataFrame:
-    """The response frame: each line's key, target id and action (``keyed``: the prepared
-    rows with their look-up, ``written``: the keys inserted or updated)."""
-    return (
-        keyed.select(LINE, "key", "_before_id")
-        .join(written, on="key", how="left", maintain_order="left")
-        .select(
-            LINE,
-            "key",
-            pl.coalesce("_written_id", "_before_id").alias("target_id"),
-            pl.when(pl.col("_written_id").is_null())
-            .then(pl.lit("unchanged"))
-            .when(pl.col("_before_id").is_null())
-            .then(pl.lit("inserted"))
-            .otherwise(pl.lit("updated"))
-            .alias("action"),
-            pl.lit(None, pl.String).alias("reason"),
-        )
-        .cast(RESPONSE_SCHEMA)
-    )
 
 
 def _is_empty(conn: sa.Connection, table: sa.Table) -> bool:
